@@ -1,0 +1,91 @@
+//! The command line: what each subcommand takes. Parsing only; `main.rs` wires the commands up.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{Config, ConfigError, Overrides};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "trino-router",
+    version,
+    about = "Routing decisions for Trino traffic, as an Envoy external processor"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the ext_proc gRPC service (and grpc.health.v1) until SIGTERM or Ctrl-C.
+    Serve {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Log format on stderr.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "TRINO_ROUTER_LOG_FORMAT")]
+        log_format: LogFormat,
+    },
+    /// Validate a config file: exit 0, or exit 1 naming the file, the field and the problem.
+    Check {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Print an Envoy bootstrap (YAML) for a config: listener, ext_proc filters, routes and clusters.
+    EnvoyConfig {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Envoy's Trino listener.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Envoy's admin interface.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: SocketAddr,
+        /// The router's gRPC address as Envoy dials it [default: the config's `listen`].
+        #[arg(long)]
+        router: Option<SocketAddr>,
+    },
+}
+
+/// Where the config comes from.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// The router config (YAML).
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Replaces the config's `listen` address.
+    #[arg(long, value_name = "HOST:PORT", env = "TRINO_ROUTER_LISTEN")]
+    pub router_listen: Option<String>,
+}
+
+impl ConfigArgs {
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        Config::load(&self.config, &Overrides { listen: self.router_listen.clone() })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn envoy_config_defaults() {
+        let cli = Cli::try_parse_from(["trino-router", "envoy-config", "--config", "r.yaml"]).unwrap();
+        let Command::EnvoyConfig { listen, admin, router, .. } = cli.command else { panic!() };
+        assert_eq!((listen.port(), admin.port(), router), (8080, 9901, None));
+    }
+}

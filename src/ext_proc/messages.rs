@@ -1,0 +1,158 @@
+//! Conversions between ext_proc protobuf messages and the router's own types: reading header values out
+//! of an Envoy `HeaderMap`, and building the replies the router sends (route, refuse, pass).
+
+use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
+use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue, HeaderValueOption};
+use envoy_types::pb::envoy::service::ext_proc::v3::processing_response::Response;
+use envoy_types::pb::envoy::service::ext_proc::v3::{
+    BodyResponse, CommonResponse, HeaderMutation, HeadersResponse, ImmediateResponse, ProcessingResponse,
+    TrailersResponse,
+};
+use envoy_types::pb::envoy::r#type::v3::HttpStatus;
+
+use crate::refusal::LocalReply;
+
+/// The value of header `name` (lower-case), if present and valid UTF-8. Envoy sends values in
+/// `raw_value`; older Envoys used `value`. With several values, the first wins.
+pub fn header<'a>(headers: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
+    let value = headers?.headers.iter().find(|h| h.key.eq_ignore_ascii_case(name))?;
+    if value.raw_value.is_empty() {
+        Some(value.value.as_str())
+    } else {
+        std::str::from_utf8(&value.raw_value).ok()
+    }
+}
+
+/// Request-headers reply: set the routing header (replacing any value the client sent) and make Envoy
+/// pick the route again.
+pub fn route_to(routing_header: &str, value: &str) -> ProcessingResponse {
+    let set = HeaderValueOption {
+        header: Some(HeaderValue {
+            key: routing_header.to_owned(),
+            raw_value: value.as_bytes().to_vec(),
+            ..Default::default()
+        }),
+        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+        ..Default::default()
+    };
+    let common = CommonResponse {
+        header_mutation: Some(HeaderMutation { set_headers: vec![set], remove_headers: vec![] }),
+        clear_route_cache: true,
+        ..Default::default()
+    };
+    reply(Response::RequestHeaders(HeadersResponse { response: Some(common) }))
+}
+
+/// An answer Envoy sends to the client in the router's name; nothing goes upstream.
+pub fn refuse(local: &LocalReply) -> ProcessingResponse {
+    let content_type = HeaderValueOption {
+        header: Some(HeaderValue {
+            key: "content-type".to_owned(),
+            raw_value: local.content_type.as_bytes().to_vec(),
+            ..Default::default()
+        }),
+        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+        ..Default::default()
+    };
+    reply(Response::ImmediateResponse(ImmediateResponse {
+        status: Some(HttpStatus { code: i32::from(local.status) }),
+        headers: Some(HeaderMutation { set_headers: vec![content_type], remove_headers: vec![] }),
+        body: local.body.clone(),
+        details: local.details.to_owned(),
+        ..Default::default()
+    }))
+}
+
+/// The phases of a request the router can be asked about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    RequestHeaders,
+    ResponseHeaders,
+    RequestBody,
+    ResponseBody,
+    RequestTrailers,
+    ResponseTrailers,
+}
+
+/// A reply that changes nothing, for a phase the router only observes.
+pub fn pass(phase: Phase) -> ProcessingResponse {
+    let headers = || HeadersResponse { response: Some(CommonResponse::default()) };
+    let body = || BodyResponse { response: Some(CommonResponse::default()) };
+    reply(match phase {
+        Phase::RequestHeaders => Response::RequestHeaders(headers()),
+        Phase::ResponseHeaders => Response::ResponseHeaders(headers()),
+        Phase::RequestBody => Response::RequestBody(body()),
+        Phase::ResponseBody => Response::ResponseBody(body()),
+        Phase::RequestTrailers => Response::RequestTrailers(TrailersResponse::default()),
+        Phase::ResponseTrailers => Response::ResponseTrailers(TrailersResponse::default()),
+    })
+}
+
+fn reply(response: Response) -> ProcessingResponse {
+    ProcessingResponse { response: Some(response), ..Default::default() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &[u8])]) -> HeaderMap {
+        HeaderMap {
+            headers: pairs
+                .iter()
+                .map(|(k, v)| HeaderValue {
+                    key: (*k).to_owned(),
+                    raw_value: v.to_vec(),
+                    ..Default::default()
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn header_lookup() {
+        let m = map(&[
+            (":path", b"/v1/statement"),
+            ("x-trino-routing-group", b"etl"),
+            ("x-bin", b"\xff\xfe"),
+            ("x-dup", b"1"),
+            ("x-dup", b"2"),
+        ]);
+        assert_eq!(header(Some(&m), ":path"), Some("/v1/statement"));
+        assert_eq!(header(Some(&m), "X-Trino-Routing-Group"), Some("etl"));
+        assert_eq!(header(Some(&m), "x-bin"), None);
+        assert_eq!(header(Some(&m), "x-dup"), Some("1"));
+        assert_eq!(header(Some(&m), "x-missing"), None);
+        assert_eq!(header(None, ":path"), None);
+        let old_style = HeaderMap {
+            headers: vec![HeaderValue { key: ":method".into(), value: "GET".into(), ..Default::default() }],
+        };
+        assert_eq!(header(Some(&old_style), ":method"), Some("GET"));
+    }
+
+    #[test]
+    fn route_overwrites_and_clears_route_cache() {
+        let Some(Response::RequestHeaders(h)) = route_to("x-trino-cluster", "trino-a").response else {
+            panic!()
+        };
+        let common = h.response.unwrap();
+        assert!(common.clear_route_cache);
+        let set = &common.header_mutation.unwrap().set_headers[0];
+        assert_eq!(set.append_action, HeaderAppendAction::OverwriteIfExistsOrAdd as i32);
+        let header = set.header.as_ref().unwrap();
+        assert_eq!(
+            (header.key.as_str(), header.raw_value.as_slice()),
+            ("x-trino-cluster", b"trino-a".as_slice())
+        );
+    }
+
+    #[test]
+    fn refuse_carries_status_and_body() {
+        let local =
+            LocalReply { status: 404, content_type: "application/json", body: b"{}".to_vec(), details: "d" };
+        let Some(Response::ImmediateResponse(r)) = refuse(&local).response else { panic!() };
+        assert_eq!(r.status.unwrap().code, 404);
+        assert_eq!(r.body, b"{}");
+        assert_eq!(r.details, "d");
+    }
+}

@@ -1,0 +1,75 @@
+//! The tonic glue of the ext_proc service: each `Process` call (one HTTP request in Envoy) becomes a
+//! [`ProcessingStream`] fed by the inbound messages, its replies streamed back in order.
+//!
+//! No task is spawned per stream: the reply stream polls the inbound stream itself, so back-pressure is
+//! natural and a stream costs one small state object.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessor;
+use envoy_types::pb::envoy::service::ext_proc::v3::{ProcessingRequest, ProcessingResponse};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::stream::{ProcessingStream, Step};
+use crate::routing::Router;
+
+/// The `envoy.service.ext_proc.v3.ExternalProcessor` service.
+pub struct ExtProcService {
+    router: Arc<Router>,
+}
+
+impl ExtProcService {
+    pub fn new(router: Arc<Router>) -> ExtProcService {
+        ExtProcService { router }
+    }
+}
+
+#[tonic::async_trait]
+impl ExternalProcessor for ExtProcService {
+    type ProcessStream = Replies;
+
+    async fn process(
+        &self,
+        request: Request<Streaming<ProcessingRequest>>,
+    ) -> Result<Response<Replies>, Status> {
+        Ok(Response::new(Replies {
+            inbound: request.into_inner(),
+            machine: ProcessingStream::new(self.router.clone()),
+            done: false,
+        }))
+    }
+}
+
+/// The replies of one stream, produced as Envoy's messages arrive.
+pub struct Replies {
+    inbound: Streaming<ProcessingRequest>,
+    machine: ProcessingStream,
+    done: bool,
+}
+
+impl Stream for Replies {
+    type Item = Result<ProcessingResponse, Status>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        while !this.done {
+            match ready!(Pin::new(&mut this.inbound).poll_next(cx)) {
+                Some(Ok(message)) => match this.machine.on_message(message) {
+                    Step::Reply(reply) => return Poll::Ready(Some(Ok(*reply))),
+                    Step::Quiet => continue,
+                    Step::Finish => this.done = true,
+                },
+                Some(Err(status)) => {
+                    // Envoy reset the stream (client gone, timeout): nothing left to answer.
+                    tracing::debug!(%status, "ext_proc stream ended with an error");
+                    this.done = true;
+                }
+                None => this.done = true,
+            }
+        }
+        Poll::Ready(None)
+    }
+}

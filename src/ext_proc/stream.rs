@@ -1,0 +1,417 @@
+//! One ext_proc stream (one HTTP request through Envoy) as a small state machine: each message Envoy
+//! sends goes in, at most one reply comes out. No I/O here; [`super::service`] drives it.
+//!
+//! Two filter roles share this machine, told apart by the message's `observability_mode` flag:
+//! - **decide** (a normal filter, request headers only): reply with the routing header or a refusal.
+//! - **learn** (an observability-mode filter on `POST /v1/statement` routes): Envoy sends request
+//!   headers (already carrying the routing header the decide filter set), response headers and the
+//!   streamed response body, and never waits for a reply. The machine reads the new query's `id` from
+//!   the body and records its owner. A failure here can never fail or delay the query.
+//!
+//! Where one filter sends every phase (a hand-made config with the response body enabled), the same
+//! machine decides on the request headers, passes the other phases unchanged, and learns as well.
+
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::service::ext_proc::v3::processing_request::Request;
+use envoy_types::pb::envoy::service::ext_proc::v3::{
+    HttpBody, HttpHeaders, ProcessingRequest, ProcessingResponse,
+};
+use serde::Deserialize;
+
+use super::messages::{Phase, header, pass, refuse, route_to};
+use crate::decision::{Basis, Decision, RequestFacts};
+use crate::query_id::QueryId;
+use crate::refusal::Refusal;
+use crate::routing::Router;
+use crate::target::{Target, classify};
+
+/// The routing-group header clients (and trino-gateway users) send.
+pub const ROUTING_GROUP_HEADER: &str = "x-trino-routing-group";
+
+/// How much of a new query's first answer the router reads to find its `id`. Trino's first answer is
+/// about 1 KiB; a larger one is not a Trino first page and is not learned from.
+pub const MAX_LEARN_BODY: usize = 64 * 1024;
+
+/// What the driver does after a message.
+#[derive(Debug)]
+pub enum Step {
+    /// Send this reply to Envoy.
+    Reply(Box<ProcessingResponse>),
+    /// Nothing to send; keep reading.
+    Quiet,
+    /// Nothing more is needed from this stream: close it.
+    Finish,
+}
+
+/// The state of one stream.
+pub struct ProcessingStream {
+    router: Arc<Router>,
+    learning: Option<Learning>,
+}
+
+/// A new query whose owner the stream will learn from the response.
+#[derive(Debug)]
+struct Learning {
+    cluster: Arc<str>,
+    body: Vec<u8>,
+}
+
+/// The part of Trino's `QueryResults` the router reads.
+#[derive(Deserialize)]
+struct FirstPage<'a> {
+    #[serde(borrow)]
+    id: &'a str,
+}
+
+impl ProcessingStream {
+    pub fn new(router: Arc<Router>) -> ProcessingStream {
+        ProcessingStream { router, learning: None }
+    }
+
+    /// Feeds one message from Envoy.
+    pub fn on_message(&mut self, message: ProcessingRequest) -> Step {
+        let observing = message.observability_mode;
+        let (phase, step) = match message.request {
+            Some(Request::RequestHeaders(headers)) if observing => {
+                self.observe_request(&headers);
+                (Phase::RequestHeaders, None)
+            }
+            Some(Request::RequestHeaders(headers)) => (Phase::RequestHeaders, Some(self.decide(&headers))),
+            Some(Request::ResponseHeaders(headers)) => {
+                self.on_response_headers(&headers);
+                (Phase::ResponseHeaders, None)
+            }
+            Some(Request::ResponseBody(body)) => {
+                self.on_response_body(body);
+                (Phase::ResponseBody, None)
+            }
+            Some(Request::RequestBody(_)) => (Phase::RequestBody, None),
+            Some(Request::RequestTrailers(_)) => (Phase::RequestTrailers, None),
+            Some(Request::ResponseTrailers(_)) => (Phase::ResponseTrailers, None),
+            None if observing => return Step::Finish,
+            None => {
+                let reply = Refusal::ProtocolViolation("an ext_proc message without a phase").reply();
+                return Step::Reply(Box::new(refuse(&reply)));
+            }
+        };
+        match (step, observing) {
+            (Some(step), _) => step,
+            (None, false) => Step::Reply(Box::new(pass(phase))),
+            (None, true) if self.learning.is_some() => Step::Quiet,
+            (None, true) => Step::Finish,
+        }
+    }
+
+    fn decide(&mut self, headers: &HttpHeaders) -> Step {
+        let map = headers.headers.as_ref();
+        let facts = RequestFacts {
+            method: header(map, ":method").unwrap_or(""),
+            path: header(map, ":path").unwrap_or(""),
+            routing_group: header(map, ROUTING_GROUP_HEADER),
+        };
+        let decision = self.router.decide(&facts);
+        tracing::debug!(method = facts.method, path = facts.path, ?decision, "decided");
+        match decision {
+            Decision::Route { cluster, basis } => {
+                let cluster = &self.router.config().clusters[cluster];
+                if let Basis::NewQuery { .. } = basis {
+                    self.learning = Some(Learning { cluster: cluster.name.clone(), body: Vec::new() });
+                }
+                Step::Reply(Box::new(route_to(&self.router.config().routing_header, &cluster.envoy_cluster)))
+            }
+            Decision::Refuse(refusal) => Step::Reply(Box::new(refuse(&refusal.reply()))),
+        }
+    }
+
+    /// Learn role: a new statement, already routed by the decide filter, is worth following.
+    fn observe_request(&mut self, headers: &HttpHeaders) {
+        let map = headers.headers.as_ref();
+        let method = header(map, ":method").unwrap_or("");
+        let path = header(map, ":path").unwrap_or("");
+        if classify(method, path) != Target::NewStatement {
+            return;
+        }
+        let routed_to = header(map, &self.router.config().routing_header).unwrap_or("");
+        match self.router.cluster_by_header_value(routed_to) {
+            Some(cluster) => {
+                self.learning = Some(Learning { cluster: cluster.name.clone(), body: Vec::new() })
+            }
+            None => tracing::warn!(
+                routing_header = routed_to,
+                "a new statement reached the learn filter without a routing header the router set; \
+                 is the decide filter placed before it?"
+            ),
+        }
+    }
+
+    fn on_response_headers(&mut self, headers: &HttpHeaders) {
+        // Only a successful first page names a query that now exists.
+        if header(headers.headers.as_ref(), ":status") != Some("200") || headers.end_of_stream {
+            self.learning = None;
+        }
+    }
+
+    fn on_response_body(&mut self, body: HttpBody) {
+        let Some(learning) = self.learning.as_mut() else { return };
+        if learning.body.len() + body.body.len() > MAX_LEARN_BODY {
+            tracing::warn!(cluster = %learning.cluster, "first answer of a new query is too large to learn from");
+            self.learning = None;
+            return;
+        }
+        if learning.body.is_empty() && body.end_of_stream {
+            learning.body = body.body; // the common case: the whole page in one message, no copy
+        } else {
+            learning.body.extend_from_slice(&body.body);
+        }
+        if body.end_of_stream {
+            let learning = self.learning.take().expect("checked above");
+            self.learn_from(learning);
+        }
+    }
+
+    fn learn_from(&self, learning: Learning) {
+        match serde_json::from_slice::<FirstPage<'_>>(&learning.body).map(|p| QueryId::parse(p.id)) {
+            Ok(Ok(id)) => self.router.learn(id, learning.cluster),
+            Ok(Err(e)) => {
+                tracing::warn!(cluster = %learning.cluster, "first answer names no valid query id: {e}")
+            }
+            Err(e) => {
+                tracing::warn!(cluster = %learning.cluster, "first answer is not a Trino QueryResults: {e}")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, Overrides};
+    use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
+    use envoy_types::pb::envoy::service::ext_proc::v3::processing_response::Response;
+    use std::path::Path;
+
+    const ID: &str = "20260101_120000_00001_abcde";
+
+    fn router() -> Arc<Router> {
+        let text = "
+listen: 127.0.0.1:1
+default_group: adhoc
+clusters:
+  - {name: trino-a, url: 'http://127.0.0.1:1', group: adhoc}
+  - {name: trino-b, url: 'http://127.0.0.1:2', group: adhoc}
+  - {name: trino-etl, url: 'http://127.0.0.1:3', group: etl, envoy_cluster: 'outbound|1||etl'}
+";
+        Arc::new(Router::new(Config::from_yaml(Path::new("t"), text, &Overrides::default()).unwrap()))
+    }
+
+    fn headers(pairs: &[(&str, &str)], end_of_stream: bool) -> HttpHeaders {
+        let headers = pairs
+            .iter()
+            .map(|(k, v)| HeaderValue {
+                key: (*k).into(),
+                raw_value: v.as_bytes().to_vec(),
+                ..Default::default()
+            })
+            .collect();
+        HttpHeaders { headers: Some(HeaderMap { headers }), end_of_stream, ..Default::default() }
+    }
+
+    fn msg(request: Request, observing: bool) -> ProcessingRequest {
+        ProcessingRequest { request: Some(request), observability_mode: observing, ..Default::default() }
+    }
+
+    fn request(method: &str, path: &str, extra: &[(&str, &str)], observing: bool) -> ProcessingRequest {
+        let mut pairs = vec![(":method", method), (":path", path)];
+        pairs.extend_from_slice(extra);
+        msg(Request::RequestHeaders(headers(&pairs, method != "POST")), observing)
+    }
+
+    fn status(code: &str, observing: bool) -> ProcessingRequest {
+        msg(Request::ResponseHeaders(headers(&[(":status", code)], false)), observing)
+    }
+
+    fn body(bytes: &[u8], end: bool, observing: bool) -> ProcessingRequest {
+        msg(
+            Request::ResponseBody(HttpBody {
+                body: bytes.to_vec(),
+                end_of_stream: end,
+                ..Default::default()
+            }),
+            observing,
+        )
+    }
+
+    /// The routing header value a reply sets, or the status of an immediate reply.
+    fn summary(step: Step) -> String {
+        let Step::Reply(reply) = step else { return format!("{step:?}") };
+        match reply.response {
+            Some(Response::RequestHeaders(h)) => {
+                let mutation = h.response.unwrap().header_mutation.unwrap_or_default();
+                match mutation.set_headers.first().and_then(|s| s.header.as_ref()) {
+                    Some(h) => format!("route {}", String::from_utf8_lossy(&h.raw_value)),
+                    None => "pass request headers".to_owned(),
+                }
+            }
+            Some(Response::ImmediateResponse(r)) => format!("refuse {}", r.status.unwrap().code),
+            Some(Response::ResponseHeaders(_)) => "pass response headers".to_owned(),
+            Some(Response::ResponseBody(_)) => "pass response body".to_owned(),
+            Some(Response::RequestBody(_)) => "pass request body".to_owned(),
+            other => format!("{other:?}"),
+        }
+    }
+
+    fn first_page() -> Vec<u8> {
+        format!(r#"{{"id":"{ID}","infoUri":"http://x/ui/query.html?{ID}","nextUri":"http://x/v1/statement/queued/{ID}/y/1","stats":{{"state":"QUEUED"}}}}"#).into_bytes()
+    }
+
+    fn follow_up() -> ProcessingRequest {
+        request("GET", &format!("/v1/statement/queued/{ID}/y/1"), &[], false)
+    }
+
+    #[test]
+    fn decide_role_replies_once_per_phase() {
+        let router = router();
+        let mut s = ProcessingStream::new(router.clone());
+        assert_eq!(summary(s.on_message(request("POST", "/v1/statement", &[], false))), "route trino-a");
+        let mut s = ProcessingStream::new(router.clone());
+        assert_eq!(
+            summary(s.on_message(request(
+                "POST",
+                "/v1/statement",
+                &[("x-trino-routing-group", "etl")],
+                false
+            ))),
+            "route outbound|1||etl"
+        );
+        let mut s = ProcessingStream::new(router.clone());
+        assert_eq!(summary(s.on_message(request("GET", "/v1/info", &[], false))), "route trino-b");
+        let mut s = ProcessingStream::new(router);
+        assert_eq!(summary(s.on_message(follow_up())), "refuse 404");
+    }
+
+    #[test]
+    fn client_sent_routing_header_is_overwritten() {
+        let router = router();
+        let mut s = ProcessingStream::new(router);
+        let spoofed = request("POST", "/v1/statement", &[("x-trino-cluster", "outbound|1||etl")], false);
+        assert_eq!(summary(s.on_message(spoofed)), "route trino-a");
+    }
+
+    #[test]
+    fn learn_role_learns_owner_from_first_page() {
+        let router = router();
+        let mut learn = ProcessingStream::new(router.clone());
+        let routed = request("POST", "/v1/statement", &[("x-trino-cluster", "outbound|1||etl")], true);
+        assert_eq!(summary(learn.on_message(routed)), "Quiet");
+        assert_eq!(summary(learn.on_message(status("200", true))), "Quiet");
+        let page = first_page();
+        assert_eq!(summary(learn.on_message(body(&page[..10], false, true))), "Quiet");
+        assert_eq!(summary(learn.on_message(body(&page[10..], true, true))), "Finish");
+        let mut s = ProcessingStream::new(router);
+        assert_eq!(summary(s.on_message(follow_up())), "route outbound|1||etl");
+    }
+
+    #[test]
+    fn one_filter_with_every_phase_decides_and_learns() {
+        let router = router();
+        let mut s = ProcessingStream::new(router.clone());
+        assert_eq!(summary(s.on_message(request("POST", "/v1/statement", &[], false))), "route trino-a");
+        assert_eq!(
+            summary(s.on_message(msg(Request::RequestBody(HttpBody::default()), false))),
+            "pass request body"
+        );
+        assert_eq!(summary(s.on_message(status("200", false))), "pass response headers");
+        assert_eq!(summary(s.on_message(body(&first_page(), true, false))), "pass response body");
+        let mut s = ProcessingStream::new(router);
+        assert_eq!(summary(s.on_message(follow_up())), "route trino-a");
+    }
+
+    #[test]
+    fn nothing_is_learned_from_failures_and_garbage() {
+        #[rustfmt::skip]
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("503", first_page()),                                   // Envoy's or the coordinator's error
+            ("400", first_page()),
+            ("200", b"".to_vec()),                                   // empty
+            ("200", b"\xff\xfe\x00garbage".to_vec()),               // binary
+            ("200", br#"{"id": 7}"#.to_vec()),                       // wrong type
+            ("200", br#"{"id": "../../x"}"#.to_vec()),               // not a query id
+            ("200", br#"{"nextUri": "x"}"#.to_vec()),                // no id
+            ("200", format!(r#"{{"id":"{ID}""#).into_bytes()),       // truncated
+            ("200", vec![b' '; MAX_LEARN_BODY + 1]),                 // too large
+        ];
+        for (code, page) in cases {
+            let router = router();
+            let mut learn = ProcessingStream::new(router.clone());
+            learn.on_message(request("POST", "/v1/statement", &[("x-trino-cluster", "trino-a")], true));
+            learn.on_message(status(code, true));
+            learn.on_message(body(&page, true, true));
+            let mut s = ProcessingStream::new(router);
+            assert_eq!(
+                summary(s.on_message(follow_up())),
+                "refuse 404",
+                "status {code}, body {:?}",
+                String::from_utf8_lossy(&page[..page.len().min(40)])
+            );
+        }
+    }
+
+    #[test]
+    fn learn_role_ignores_what_it_need_not_follow() {
+        let router = router();
+        // Not a new statement: the learn stream closes at once.
+        let mut learn = ProcessingStream::new(router.clone());
+        assert_eq!(summary(learn.on_message(request("GET", "/v1/info", &[], true))), "Finish");
+        // A new statement without a routing header the router knows: nothing to learn.
+        let mut learn = ProcessingStream::new(router.clone());
+        assert_eq!(
+            summary(learn.on_message(request(
+                "POST",
+                "/v1/statement",
+                &[("x-trino-cluster", "elsewhere")],
+                true
+            ))),
+            "Finish"
+        );
+        // A stream that ends before the body.
+        let mut learn = ProcessingStream::new(router);
+        learn.on_message(request("POST", "/v1/statement", &[("x-trino-cluster", "trino-a")], true));
+        assert_eq!(
+            summary(
+                learn.on_message(msg(Request::ResponseHeaders(headers(&[(":status", "200")], true)), true))
+            ),
+            "Finish"
+        );
+    }
+
+    #[test]
+    fn malformed_messages_get_defined_answers() {
+        let router = router();
+        let mut s = ProcessingStream::new(router.clone());
+        assert_eq!(summary(s.on_message(ProcessingRequest::default())), "refuse 500");
+        let mut s = ProcessingStream::new(router.clone());
+        let empty = msg(Request::RequestHeaders(HttpHeaders::default()), false);
+        assert_eq!(summary(s.on_message(empty)), "route trino-a"); // no path: the default group
+        let mut s = ProcessingStream::new(router.clone());
+        let binary = msg(
+            Request::RequestHeaders(HttpHeaders {
+                headers: Some(HeaderMap {
+                    headers: vec![HeaderValue {
+                        key: ":path".into(),
+                        raw_value: b"/v1/query/\xff".to_vec(),
+                        ..Default::default()
+                    }],
+                }),
+                ..Default::default()
+            }),
+            false,
+        );
+        assert_eq!(summary(s.on_message(binary)), "route trino-b"); // a path that is not UTF-8 names no query
+        let mut s = ProcessingStream::new(router);
+        assert_eq!(
+            summary(s.on_message(ProcessingRequest { observability_mode: true, ..Default::default() })),
+            "Finish"
+        );
+    }
+}

@@ -1,0 +1,23 @@
+//! trino-router: the routing decisions for Trino traffic, made for Envoy over ext_proc.
+//!
+//! Envoy carries every byte; the router answers, per request, which Trino cluster it goes to. The
+//! decision itself is pure ([`decision`], over [`target`] and [`query_id`]); [`routing`] holds the live
+//! state it needs; [`ext_proc`] speaks Envoy's protocol; [`refusal`] is where refusals become answers;
+//! [`envoy_bootstrap`] writes the Envoy configuration that goes with a router config.
+
+pub mod affinity;
+pub mod cli;
+pub mod config;
+pub mod decision;
+pub mod envoy_bootstrap;
+pub mod ext_proc;
+pub mod query_id;
+pub mod refusal;
+pub mod routing;
+pub mod server;
+pub mod target;
+
+/// The router's own gRPC API, compiled from `proto/` by `build.rs`.
+pub mod api {
+    tonic::include_proto!("trino_router.v1");
+}
