@@ -1,14 +1,14 @@
 //! The Envoy bootstrap that goes with a router config: what `trino-router envoy-config` prints.
 //!
 //! Shape: one listener for Trino clients; two ext_proc filters that call the router — **decide**
-//! (request headers only; sets the routing header or refuses) and **learn** (observability mode, enabled
-//! only on the new-statement routes; streams the first answer of each new query to the router so it
-//! learns the query's owner without delaying it); the router filter, routing on the routing header;
+//! (request headers only; sets the routing header or refuses) and **learn** (enabled only on the
+//! new-statement routes; sees the buffered first answer of each new query, so the router knows the
+//! query's owner before the client can ask about it); the router filter, routing on the routing header;
 //! one Envoy cluster per Trino cluster; and the router's own HTTP/2 gRPC cluster.
 //!
 //! Why two filters: a decide failure must answer 503 (the clients retry, and nothing was submitted), but
-//! a failure after a query was submitted must never turn its answer into an error — so learning runs in
-//! observability mode, where Envoy never waits for the router.
+//! a failure after a query was submitted must never turn its answer into an error (the client would
+//! retry and submit the query twice) — so the learn filter has `failure_mode_allow: true`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -36,8 +36,12 @@ pub struct Addresses {
     pub router: SocketAddr,
 }
 
-/// Envoy's per-message timeout for the decide filter: past it, Envoy answers 503 (never submitted).
-pub const DECIDE_MESSAGE_TIMEOUT: &str = "0.5s";
+/// Envoy's per-message timeout for the router's filters. Past it, decide answers 503 (nothing was
+/// submitted) and learn lets the answer through unlearned.
+pub const MESSAGE_TIMEOUT: &str = "0.5s";
+
+/// The gRPC metadata key that tells the router which filter a stream comes from.
+pub const ROLE_METADATA: &str = "x-trino-router-role";
 
 /// The bootstrap as a JSON value (Envoy accepts it as YAML or JSON).
 pub fn bootstrap(config: &Config, at: &Addresses) -> Value {
@@ -147,10 +151,13 @@ pub fn route_config(config: &Config) -> Value {
     })
 }
 
-fn router_grpc_service() -> Value {
+fn router_grpc_service(role: &str) -> Value {
     // The authority is explicit: Envoy would otherwise send the cluster name, and names such as Istio's
     // `outbound|PORT||HOST` are not valid authorities for the router's HTTP/2 stack.
-    json!({ "envoy_grpc": { "cluster_name": ROUTER_CLUSTER, "authority": ROUTER_CLUSTER } })
+    json!({
+        "envoy_grpc": { "cluster_name": ROUTER_CLUSTER, "authority": ROUTER_CLUSTER },
+        "initial_metadata": [{ "key": ROLE_METADATA, "value": role }],
+    })
 }
 
 pub fn decide_filter() -> Value {
@@ -158,7 +165,7 @@ pub fn decide_filter() -> Value {
         "name": DECIDE_FILTER,
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
-            "grpc_service": router_grpc_service(),
+            "grpc_service": router_grpc_service("decide"),
             "stat_prefix": "decide",
             "processing_mode": {
                 "request_header_mode": "SEND",
@@ -168,7 +175,7 @@ pub fn decide_filter() -> Value {
                 "request_trailer_mode": "SKIP",
                 "response_trailer_mode": "SKIP",
             },
-            "message_timeout": DECIDE_MESSAGE_TIMEOUT,
+            "message_timeout": MESSAGE_TIMEOUT,
             // No decision, no request: a 503 tells clients that nothing was submitted, and they retry.
             "failure_mode_allow": false,
             "status_on_error": { "code": 503 },
@@ -181,15 +188,17 @@ pub fn learn_filter() -> Value {
         "name": LEARN_FILTER,
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
-            "grpc_service": router_grpc_service(),
+            "grpc_service": router_grpc_service("learn"),
             "stat_prefix": "learn",
-            "observability_mode": true,
+            "message_timeout": MESSAGE_TIMEOUT,
+            // The query exists once the coordinator answered: whatever happens to the router now, the
+            // client must get that answer.
             "failure_mode_allow": true,
             "processing_mode": {
                 "request_header_mode": "SEND",
                 "response_header_mode": "SEND",
                 "request_body_mode": "NONE",
-                "response_body_mode": "STREAMED",
+                "response_body_mode": "BUFFERED",
                 "request_trailer_mode": "SKIP",
                 "response_trailer_mode": "SKIP",
             },
@@ -298,8 +307,10 @@ clusters:
         assert_eq!(decide["status_on_error"]["code"], 503);
         assert_eq!(decide["failure_mode_allow"], false);
         let learn = &hcm["http_filters"][1]["typed_config"];
-        assert_eq!(learn["observability_mode"], true);
         assert_eq!(learn["failure_mode_allow"], true);
+        assert_eq!(learn["processing_mode"]["response_body_mode"], "BUFFERED");
+        assert_eq!(decide["grpc_service"]["initial_metadata"][0]["value"], "decide");
+        assert_eq!(learn["grpc_service"]["initial_metadata"][0]["value"], "learn");
         let routes = hcm["route_config"]["virtual_hosts"][0]["routes"].as_array().unwrap();
         assert_eq!(routes.len(), 3);
         for route in routes {

@@ -13,7 +13,8 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{ProcessingRequest, Processin
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::stream::{ProcessingStream, Step};
+use super::stream::{ProcessingStream, Role, Step};
+use crate::envoy_bootstrap::ROLE_METADATA;
 use crate::routing::Router;
 
 /// The `envoy.service.ext_proc.v3.ExternalProcessor` service.
@@ -35,11 +36,9 @@ impl ExternalProcessor for ExtProcService {
         &self,
         request: Request<Streaming<ProcessingRequest>>,
     ) -> Result<Response<Replies>, Status> {
-        Ok(Response::new(Replies {
-            inbound: request.into_inner(),
-            machine: ProcessingStream::new(self.router.clone()),
-            done: false,
-        }))
+        let role = request.metadata().get(ROLE_METADATA).and_then(|v| v.to_str().ok());
+        let machine = ProcessingStream::new(self.router.clone(), Role::from_metadata(role));
+        Ok(Response::new(Replies { inbound: request.into_inner(), machine, done: false }))
     }
 }
 

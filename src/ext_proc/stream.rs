@@ -1,15 +1,16 @@
 //! One ext_proc stream (one HTTP request through Envoy) as a small state machine: each message Envoy
 //! sends goes in, at most one reply comes out. No I/O here; [`super::service`] drives it.
 //!
-//! Two filter roles share this machine, told apart by the message's `observability_mode` flag:
-//! - **decide** (a normal filter, request headers only): reply with the routing header or a refusal.
-//! - **learn** (an observability-mode filter on `POST /v1/statement` routes): Envoy sends request
-//!   headers (already carrying the routing header the decide filter set), response headers and the
-//!   streamed response body, and never waits for a reply. The machine reads the new query's `id` from
-//!   the body and records its owner. A failure here can never fail or delay the query.
+//! Two filter roles share this machine, named by the stream's gRPC metadata ([`Role`]):
+//! - **decide** (request headers only): reply with the routing header or a refusal.
+//! - **learn** (enabled on the `POST /v1/statement` routes; request headers, response headers and the
+//!   buffered response body): read the routing header the decide filter set, then the new query's `id`
+//!   from its first answer, record the owner, and pass everything unchanged. Envoy holds the answer until
+//!   the router replied, so the owner is known before the client can ask about the query.
 //!
-//! Where one filter sends every phase (a hand-made config with the response body enabled), the same
-//! machine decides on the request headers, passes the other phases unchanged, and learns as well.
+//! Where one filter sends every phase (a hand-made config), the decide role decides on the request
+//! headers, passes the other phases unchanged, and learns as well. A filter in observability mode gets
+//! no replies at all.
 
 use std::sync::Arc;
 
@@ -44,9 +45,27 @@ pub enum Step {
     Finish,
 }
 
+/// Which of the router's filters a stream comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Decide,
+    Learn,
+}
+
+impl Role {
+    /// From the value of the role metadata; anything but `learn` decides.
+    pub fn from_metadata(value: Option<&str>) -> Role {
+        match value {
+            Some(v) if v.eq_ignore_ascii_case("learn") => Role::Learn,
+            _ => Role::Decide,
+        }
+    }
+}
+
 /// The state of one stream.
 pub struct ProcessingStream {
     router: Arc<Router>,
+    role: Role,
     learning: Option<Learning>,
 }
 
@@ -65,15 +84,15 @@ struct FirstPage<'a> {
 }
 
 impl ProcessingStream {
-    pub fn new(router: Arc<Router>) -> ProcessingStream {
-        ProcessingStream { router, learning: None }
+    pub fn new(router: Arc<Router>, role: Role) -> ProcessingStream {
+        ProcessingStream { router, role, learning: None }
     }
 
     /// Feeds one message from Envoy.
     pub fn on_message(&mut self, message: ProcessingRequest) -> Step {
         let observing = message.observability_mode;
         let (phase, step) = match message.request {
-            Some(Request::RequestHeaders(headers)) if observing => {
+            Some(Request::RequestHeaders(headers)) if observing || self.role == Role::Learn => {
                 self.observe_request(&headers);
                 (Phase::RequestHeaders, None)
             }
@@ -89,7 +108,8 @@ impl ProcessingStream {
             Some(Request::RequestBody(_)) => (Phase::RequestBody, None),
             Some(Request::RequestTrailers(_)) => (Phase::RequestTrailers, None),
             Some(Request::ResponseTrailers(_)) => (Phase::ResponseTrailers, None),
-            None if observing => return Step::Finish,
+            // A learn stream that makes no sense is dropped: Envoy then lets the request through.
+            None if observing || self.role == Role::Learn => return Step::Finish,
             None => {
                 let reply = Refusal::ProtocolViolation("an ext_proc message without a phase").reply();
                 return Step::Reply(Box::new(refuse(&reply)));
@@ -272,9 +292,9 @@ clusters:
     #[test]
     fn decide_role_replies_once_per_phase() {
         let router = router();
-        let mut s = ProcessingStream::new(router.clone());
+        let mut s = ProcessingStream::new(router.clone(), Role::Decide);
         assert_eq!(summary(s.on_message(request("POST", "/v1/statement", &[], false))), "route trino-a");
-        let mut s = ProcessingStream::new(router.clone());
+        let mut s = ProcessingStream::new(router.clone(), Role::Decide);
         assert_eq!(
             summary(s.on_message(request(
                 "POST",
@@ -284,16 +304,16 @@ clusters:
             ))),
             "route outbound|1||etl"
         );
-        let mut s = ProcessingStream::new(router.clone());
+        let mut s = ProcessingStream::new(router.clone(), Role::Decide);
         assert_eq!(summary(s.on_message(request("GET", "/v1/info", &[], false))), "route trino-b");
-        let mut s = ProcessingStream::new(router);
+        let mut s = ProcessingStream::new(router, Role::Decide);
         assert_eq!(summary(s.on_message(follow_up())), "refuse 404");
     }
 
     #[test]
     fn client_sent_routing_header_is_overwritten() {
         let router = router();
-        let mut s = ProcessingStream::new(router);
+        let mut s = ProcessingStream::new(router, Role::Decide);
         let spoofed = request("POST", "/v1/statement", &[("x-trino-cluster", "outbound|1||etl")], false);
         assert_eq!(summary(s.on_message(spoofed)), "route trino-a");
     }
@@ -301,21 +321,42 @@ clusters:
     #[test]
     fn learn_role_learns_owner_from_first_page() {
         let router = router();
-        let mut learn = ProcessingStream::new(router.clone());
-        let routed = request("POST", "/v1/statement", &[("x-trino-cluster", "outbound|1||etl")], true);
+        let mut learn = ProcessingStream::new(router.clone(), Role::Learn);
+        let routed = request("POST", "/v1/statement", &[("x-trino-cluster", "outbound|1||etl")], false);
+        assert_eq!(summary(learn.on_message(routed)), "pass request headers");
+        assert_eq!(summary(learn.on_message(status("200", false))), "pass response headers");
+        assert_eq!(summary(learn.on_message(body(&first_page(), true, false))), "pass response body");
+        let mut s = ProcessingStream::new(router, Role::Decide);
+        assert_eq!(summary(s.on_message(follow_up())), "route outbound|1||etl");
+    }
+
+    #[test]
+    fn observing_learn_role_never_replies() {
+        let router = router();
+        let mut learn = ProcessingStream::new(router.clone(), Role::Learn);
+        let routed = request("POST", "/v1/statement", &[("x-trino-cluster", "trino-b")], true);
         assert_eq!(summary(learn.on_message(routed)), "Quiet");
         assert_eq!(summary(learn.on_message(status("200", true))), "Quiet");
         let page = first_page();
         assert_eq!(summary(learn.on_message(body(&page[..10], false, true))), "Quiet");
         assert_eq!(summary(learn.on_message(body(&page[10..], true, true))), "Finish");
-        let mut s = ProcessingStream::new(router);
-        assert_eq!(summary(s.on_message(follow_up())), "route outbound|1||etl");
+        let mut s = ProcessingStream::new(router, Role::Decide);
+        assert_eq!(summary(s.on_message(follow_up())), "route trino-b");
+    }
+
+    #[test]
+    fn roles_from_metadata() {
+        assert_eq!(Role::from_metadata(Some("learn")), Role::Learn);
+        assert_eq!(Role::from_metadata(Some("LEARN")), Role::Learn);
+        assert_eq!(Role::from_metadata(Some("decide")), Role::Decide);
+        assert_eq!(Role::from_metadata(Some("other")), Role::Decide);
+        assert_eq!(Role::from_metadata(None), Role::Decide);
     }
 
     #[test]
     fn one_filter_with_every_phase_decides_and_learns() {
         let router = router();
-        let mut s = ProcessingStream::new(router.clone());
+        let mut s = ProcessingStream::new(router.clone(), Role::Decide);
         assert_eq!(summary(s.on_message(request("POST", "/v1/statement", &[], false))), "route trino-a");
         assert_eq!(
             summary(s.on_message(msg(Request::RequestBody(HttpBody::default()), false))),
@@ -323,7 +364,7 @@ clusters:
         );
         assert_eq!(summary(s.on_message(status("200", false))), "pass response headers");
         assert_eq!(summary(s.on_message(body(&first_page(), true, false))), "pass response body");
-        let mut s = ProcessingStream::new(router);
+        let mut s = ProcessingStream::new(router, Role::Decide);
         assert_eq!(summary(s.on_message(follow_up())), "route trino-a");
     }
 
@@ -343,11 +384,11 @@ clusters:
         ];
         for (code, page) in cases {
             let router = router();
-            let mut learn = ProcessingStream::new(router.clone());
-            learn.on_message(request("POST", "/v1/statement", &[("x-trino-cluster", "trino-a")], true));
-            learn.on_message(status(code, true));
-            learn.on_message(body(&page, true, true));
-            let mut s = ProcessingStream::new(router);
+            let mut learn = ProcessingStream::new(router.clone(), Role::Learn);
+            learn.on_message(request("POST", "/v1/statement", &[("x-trino-cluster", "trino-a")], false));
+            learn.on_message(status(code, false));
+            learn.on_message(body(&page, true, false));
+            let mut s = ProcessingStream::new(router, Role::Decide);
             assert_eq!(
                 summary(s.on_message(follow_up())),
                 "refuse 404",
@@ -361,10 +402,10 @@ clusters:
     fn learn_role_ignores_what_it_need_not_follow() {
         let router = router();
         // Not a new statement: the learn stream closes at once.
-        let mut learn = ProcessingStream::new(router.clone());
+        let mut learn = ProcessingStream::new(router.clone(), Role::Decide);
         assert_eq!(summary(learn.on_message(request("GET", "/v1/info", &[], true))), "Finish");
         // A new statement without a routing header the router knows: nothing to learn.
-        let mut learn = ProcessingStream::new(router.clone());
+        let mut learn = ProcessingStream::new(router.clone(), Role::Decide);
         assert_eq!(
             summary(learn.on_message(request(
                 "POST",
@@ -375,7 +416,7 @@ clusters:
             "Finish"
         );
         // A stream that ends before the body.
-        let mut learn = ProcessingStream::new(router);
+        let mut learn = ProcessingStream::new(router, Role::Decide);
         learn.on_message(request("POST", "/v1/statement", &[("x-trino-cluster", "trino-a")], true));
         assert_eq!(
             summary(
@@ -388,12 +429,12 @@ clusters:
     #[test]
     fn malformed_messages_get_defined_answers() {
         let router = router();
-        let mut s = ProcessingStream::new(router.clone());
+        let mut s = ProcessingStream::new(router.clone(), Role::Decide);
         assert_eq!(summary(s.on_message(ProcessingRequest::default())), "refuse 500");
-        let mut s = ProcessingStream::new(router.clone());
+        let mut s = ProcessingStream::new(router.clone(), Role::Decide);
         let empty = msg(Request::RequestHeaders(HttpHeaders::default()), false);
         assert_eq!(summary(s.on_message(empty)), "route trino-a"); // no path: the default group
-        let mut s = ProcessingStream::new(router.clone());
+        let mut s = ProcessingStream::new(router.clone(), Role::Decide);
         let binary = msg(
             Request::RequestHeaders(HttpHeaders {
                 headers: Some(HeaderMap {
@@ -408,7 +449,7 @@ clusters:
             false,
         );
         assert_eq!(summary(s.on_message(binary)), "route trino-b"); // a path that is not UTF-8 names no query
-        let mut s = ProcessingStream::new(router);
+        let mut s = ProcessingStream::new(router, Role::Decide);
         assert_eq!(
             summary(s.on_message(ProcessingRequest { observability_mode: true, ..Default::default() })),
             "Finish"
