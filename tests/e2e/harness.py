@@ -1,0 +1,856 @@
+"""Process harness for the end-to-end tests: emulators, the router and a real Envoy on loopback.
+
+Everything here binds ephemeral loopback ports only (``127.0.0.1:0``) and learns the real port from the
+process itself:
+
+- ``trino-emulator`` and ``trino-router serve`` print one stdout line ``listening on 127.0.0.1:PORT`` when
+  ready; :meth:`Process.wait_for_line` reads it with a deadline.
+- Envoy is started with ``--admin-address-path FILE``; the harness reads the admin address from that file,
+  polls ``/ready`` until ``LIVE`` and reads the listener's port from ``/listeners?format=json``.
+
+Every process is started in its own session (``start_new_session=True``, stdin from ``/dev/null``) and is
+stopped by killing its process group (SIGTERM, then SIGKILL after a grace period). Every started process is
+recorded in a registry that an ``atexit`` hook empties, so nothing outlives the Python process even when a
+test fails or a fixture finalizer never runs. ``stop_started_since`` lets a pytest fixture reap whatever one
+test started. Logs (stdout and stderr of every process) go to files under ``target/e2e-logs/`` (or
+``$TRINO_E2E_LOG_DIR``); a process that dies or misses its deadline raises :class:`ProcessFailed` carrying
+the tail of its stderr.
+
+Binaries come from ``target/debug`` or ``$TRINO_ROUTER_BIN_DIR``; Envoy from ``.venv/bin/envoy`` (or
+``$TRINO_E2E_ENVOY``). Under ``CI=true`` a missing binary, Envoy or client is a failure; elsewhere the test
+is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+#: Seconds a process gets to print its readiness line (or Envoy to become LIVE).
+READY_TIMEOUT = float(os.environ.get("TRINO_E2E_READY_TIMEOUT", "30"))
+#: Seconds between SIGTERM and SIGKILL when stopping a process group.
+STOP_GRACE = float(os.environ.get("TRINO_E2E_STOP_GRACE", "5"))
+
+_LISTENING = re.compile(r"listening on (\S+)")
+
+
+# --------------------------------------------------------------------------------------------------
+# Environment: CI, binaries, Envoy, the client
+
+
+def in_ci() -> bool:
+    """True under CI (``CI=true``): there, anything missing is a failure, never a skip."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+class Missing(RuntimeError):
+    """A required program is absent (raised when pytest is not available to skip or fail)."""
+
+
+def _missing(reason: str):
+    """Fail under CI, skip elsewhere (or raise :class:`Missing` outside pytest)."""
+    pytest = sys.modules.get("pytest")
+    if pytest is None:  # used outside pytest (scripts/quickstart)
+        raise Missing(reason)
+    if in_ci():
+        pytest.fail(f"{reason} (CI=true: a missing dependency is a failure)", pytrace=False)
+    pytest.skip(reason)
+
+
+def bin_dir() -> Path:
+    """Where ``trino-router`` and ``trino-emulator`` are: ``$TRINO_ROUTER_BIN_DIR``, else cargo's debug dir."""
+    override = os.environ.get("TRINO_ROUTER_BIN_DIR")
+    if override:
+        return Path(override).resolve()
+    target = os.environ.get("CARGO_TARGET_DIR")
+    return (Path(target) if target else REPO_ROOT / "target") / "debug"
+
+
+def find_binary(name: str) -> Path | None:
+    path = bin_dir() / name
+    return path if path.is_file() and os.access(path, os.X_OK) else None
+
+
+def require_binary(name: str) -> Path:
+    path = find_binary(name)
+    if path is None:
+        _missing(f"{bin_dir() / name} not found: run `cargo build` (or set TRINO_ROUTER_BIN_DIR)")
+    return path
+
+
+def find_envoy() -> Path | None:
+    """The real Envoy installed by scripts/setup (``.venv/bin/envoy``), or ``$TRINO_E2E_ENVOY``."""
+    override = os.environ.get("TRINO_E2E_ENVOY")
+    path = Path(override) if override else REPO_ROOT / ".venv" / "bin" / "envoy"
+    return path if path.is_file() and os.access(path, os.X_OK) else None
+
+
+def require_envoy() -> Path:
+    path = find_envoy()
+    if path is None:
+        _missing(f"Envoy not found at {REPO_ROOT / '.venv/bin/envoy'}: run scripts/setup")
+    return path
+
+
+def envoy_version(envoy: Path | None = None) -> str:
+    """The output of ``envoy --version`` (one line, stripped)."""
+    envoy = envoy or require_envoy()
+    out = subprocess.run(
+        [str(envoy), "--version"], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+    )
+    return (out.stdout + out.stderr).strip()
+
+
+def require_trino_client():
+    """The ``trino`` Python client module (fails under CI, skips elsewhere when absent)."""
+    try:
+        import trino
+        import trino.dbapi  # noqa: F401
+    except ImportError as exc:
+        _missing(f"Python package `trino` not importable ({exc}): run scripts/setup and use .venv/bin/python")
+    return trino
+
+
+# --------------------------------------------------------------------------------------------------
+# Processes
+
+
+class ProcessFailed(RuntimeError):
+    """A managed process died, or did not become ready in time. The message carries its stderr tail."""
+
+
+def _log_root() -> Path:
+    global _LOG_ROOT
+    if _LOG_ROOT is None:
+        base = os.environ.get("TRINO_E2E_LOG_DIR")
+        root = Path(base) if base else REPO_ROOT / "target" / "e2e-logs"
+        _LOG_ROOT = root / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        _LOG_ROOT.mkdir(parents=True, exist_ok=True)
+    return _LOG_ROOT
+
+
+_LOG_ROOT: Path | None = None
+_SEQ = itertools.count(1)
+_LIVE: dict[int, "Process"] = {}
+_STARTED: list["Process"] = []  # every process ever started, for the leftover check
+_LIVE_LOCK = threading.Lock()
+
+
+class Process:
+    """A child process in its own session whose stdout lines can be awaited and whose group is killed."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str | os.PathLike],
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ):
+        self.name = name
+        self.argv = [str(a) for a in argv]
+        self.seq = next(_SEQ)
+        log_dir = _log_root()
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+        self.stdout_path = log_dir / f"{self.seq:03d}-{safe}.stdout"
+        self.stderr_path = log_dir / f"{self.seq:03d}-{safe}.stderr"
+        full_env = dict(os.environ)
+        if env:
+            full_env.update(env)
+        self._stderr_file = open(self.stderr_path, "wb")
+        self._stdout_file = open(self.stdout_path, "wb")
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self.returncode: int | None = None
+        #: A pinned process belongs to a longer-lived owner (a module or session fixture): the per-test
+        #: reaper (:func:`stop_started_since`) leaves it alone.
+        self.pinned = False
+        try:
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=self._stderr_file,
+                env=full_env,
+                cwd=str(cwd or REPO_ROOT),
+                start_new_session=True,
+            )
+        except BaseException:
+            self._stderr_file.close()
+            self._stdout_file.close()
+            raise
+        with _LIVE_LOCK:
+            _LIVE[self.seq] = self
+            _STARTED.append(self)
+        self._reader = threading.Thread(target=self._read_stdout, name=f"stdout-{name}", daemon=True)
+        self._reader.start()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _read_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        try:
+            for raw in iter(self.proc.stdout.readline, b""):
+                try:
+                    self._stdout_file.write(raw)
+                    self._stdout_file.flush()
+                except ValueError:  # log file closed by stop()
+                    pass
+                self._lines.put(raw.decode("utf-8", "replace").rstrip("\r\n"))
+        finally:
+            self._lines.put(None)
+
+    def alive(self) -> bool:
+        return not self._exited()
+
+    def _exited(self) -> bool:
+        """True once the process has exited. Does not reap it: while the leader is an unreaped zombie its
+        pid (= the group id) cannot be reused, so killing the group by that id stays safe."""
+        if self.proc.returncode is not None:
+            return True
+        try:
+            info = os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:  # reaped elsewhere
+            return True
+        return info is not None and info.si_pid != 0
+
+    def _wait_exited(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self._exited():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+    def exit_status(self) -> int | None:
+        """The exit status once exited (without reaping), else None."""
+        if self.proc.returncode is not None:
+            return self.proc.returncode
+        try:
+            info = os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return self.proc.poll()
+        if info is None or info.si_pid == 0:
+            return None
+        return -info.si_status if info.si_code in (os.CLD_KILLED, os.CLD_DUMPED) else info.si_status
+
+    def wait_for_line(self, pattern: str | re.Pattern, timeout: float = READY_TIMEOUT) -> re.Match:
+        """Wait for a stdout line matching ``pattern``; raise :class:`ProcessFailed` on exit or timeout."""
+        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise self.failure(f"printed no line matching {regex.pattern!r} within {timeout:.0f}s")
+            try:
+                line = self._lines.get(timeout=min(remaining, 0.5))
+            except queue.Empty:
+                continue
+            if line is None:
+                self._wait_exited(2)
+                raise self.failure(f"closed stdout before printing a line matching {regex.pattern!r}")
+            match = regex.search(line)
+            if match:
+                return match
+
+    def stderr_tail(self, lines: int = 40) -> str:
+        try:
+            self._stderr_file.flush()
+        except ValueError:
+            pass
+        try:
+            text = self.stderr_path.read_text("utf-8", "replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stdout_tail(self, lines: int = 20) -> str:
+        try:
+            text = self.stdout_path.read_text("utf-8", "replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def failure(self, what: str) -> ProcessFailed:
+        code = self.exit_status()
+        state = "still running" if code is None else f"exit status {code}"
+        return ProcessFailed(
+            f"{self.name} (pid {self.pid}, {state}) {what}\n"
+            f"command: {' '.join(self.argv)}\n"
+            f"--- stdout tail ({self.stdout_path}) ---\n{self.stdout_tail()}\n"
+            f"--- stderr tail ({self.stderr_path}) ---\n{self.stderr_tail()}"
+        )
+
+    def assert_alive(self) -> None:
+        if not self.alive():
+            raise self.failure("exited unexpectedly")
+
+    def _signal_group(self, sig: int) -> None:
+        try:
+            os.killpg(self.proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def stop(self, grace: float = STOP_GRACE) -> int | None:
+        """Kill the process group (SIGTERM, then SIGKILL after ``grace`` s). Idempotent; returns the exit code."""
+        with _LIVE_LOCK:
+            registered = self.seq in _LIVE
+        if registered:
+            if not self._exited():
+                self._signal_group(signal.SIGTERM)
+                self._wait_exited(grace)
+            # Whatever is left in the group (the leader after the grace period, or any child it spawned).
+            # Only while the leader is unreaped: then the group id cannot name anyone else's processes.
+            if self.proc.returncode is None:
+                self._signal_group(signal.SIGKILL)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL ignored only by D-state
+                pass
+            self._reader.join(timeout=2)
+            for f in (self._stderr_file, self._stdout_file):
+                try:
+                    f.close()
+                except OSError:
+                    pass
+            if self.proc.stdout is not None:
+                try:
+                    self.proc.stdout.close()
+                except OSError:
+                    pass
+            # Unregistered only once dead: a signal that interrupts this leaves it to stop_all at exit.
+            with _LIVE_LOCK:
+                _LIVE.pop(self.seq, None)
+        self.returncode = self.proc.returncode if self.proc.returncode is not None else self.exit_status()
+        return self.returncode
+
+    def __repr__(self) -> str:
+        return f"<Process {self.name} pid={self.pid} alive={self.alive()}>"
+
+
+def live_processes() -> list[Process]:
+    with _LIVE_LOCK:
+        return list(_LIVE.values())
+
+
+def current_seq() -> int:
+    """A marker: processes started after this call have a larger ``seq``."""
+    return next(_SEQ)
+
+
+def stop_started_since(marker: int) -> list[Process]:
+    """Stop every live, unpinned process started after ``marker`` (see :func:`current_seq`), newest first."""
+    victims = sorted(
+        (p for p in live_processes() if p.seq > marker and not p.pinned), key=lambda p: p.seq, reverse=True
+    )
+    for proc in victims:
+        proc.stop()
+    return victims
+
+
+def stop_all() -> None:
+    """Stop every process this harness started and has not stopped yet (newest first)."""
+    for proc in sorted(live_processes(), key=lambda p: p.seq, reverse=True):
+        try:
+            proc.stop(grace=2)
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
+
+
+atexit.register(stop_all)
+
+
+def leftover_groups() -> list[str]:
+    """Process groups this harness started that still have a member (should be none after stop_all)."""
+    left = []
+    with _LIVE_LOCK:
+        started = list(_STARTED)
+    for proc in started:
+        if not proc._exited():
+            left.append(f"{proc.name} pid {proc.pid} still running")
+            continue
+        if proc.proc.returncode is None:
+            continue  # exited but never reaped: its group id still anchored, checked by stop()
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            continue
+        except PermissionError:
+            pass
+        left.append(f"{proc.name}: process group {proc.pid} still has members")
+    return left
+
+
+def install_signal_handlers() -> None:
+    """Turn SIGTERM/SIGHUP into SystemExit so that finalizers and ``atexit`` still kill the children."""
+
+    def _exit(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        try:
+            if signal.getsignal(sig) in (signal.SIG_DFL, None):
+                signal.signal(sig, _exit)
+        except ValueError:  # not the main thread
+            pass
+
+
+# --------------------------------------------------------------------------------------------------
+# HTTP helpers (stdlib only, so the harness works without third-party packages)
+
+
+@dataclass
+class HttpResponse:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+    def json(self):
+        return json.loads(self.body)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+def http_request(
+    method: str,
+    url: str,
+    body: bytes | str | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 10,
+) -> HttpResponse:
+    """One HTTP request; any status (also 4xx/5xx) comes back as an :class:`HttpResponse`."""
+    data = body.encode() if isinstance(body, str) else body
+    req = urllib.request.Request(url, data=data, method=method, headers=dict(headers or {}))
+    try:
+        with _OPENER.open(req, timeout=timeout) as resp:
+            return HttpResponse(resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read())
+    except urllib.error.HTTPError as err:
+        payload = err.read() if err.fp is not None else b""
+        return HttpResponse(err.code, {k.lower(): v for k, v in (err.headers or {}).items()}, payload)
+
+
+def get_json(url: str, timeout: float = 10):
+    resp = http_request("GET", url, timeout=timeout)
+    if resp.status != 200:
+        raise AssertionError(f"GET {url} -> {resp.status}: {resp.text[:500]}")
+    return resp.json()
+
+
+# --------------------------------------------------------------------------------------------------
+# trino-emulator
+
+
+def _parse_listening(match: re.Match) -> tuple[str, int]:
+    addr = match.group(1).strip().rstrip(".,")
+    host, _, port = addr.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+@dataclass
+class Emulator:
+    name: str
+    url: str
+    port: int
+    proc: Process
+    coordinator_id: str | None = None
+
+    def stop(self) -> int | None:
+        return self.proc.stop()
+
+    def queries(self) -> list[dict]:
+        """Every query this emulator received (``GET /v1/emulator/queries``)."""
+        data = get_json(f"{self.url}/v1/emulator/queries")
+        if isinstance(data, dict):
+            data = data.get("queries", data.get("data", []))
+        return list(data)
+
+    def counters(self) -> dict[str, int]:
+        """The emulator's request counters (``GET /v1/emulator/counters``)."""
+        return dict(get_json(f"{self.url}/v1/emulator/counters"))
+
+    def query(self, query_id: str) -> dict | None:
+        return next((q for q in self.queries() if q.get("id") == query_id), None)
+
+    def info(self) -> dict:
+        return get_json(f"{self.url}/v1/info")
+
+
+def start_emulator(
+    name: str, coordinator_id: str | None = None, extra_args: Iterable[str] = (), env: Mapping[str, str] | None = None
+) -> Emulator:
+    """Start ``trino-emulator --name NAME --listen 127.0.0.1:0`` and wait until it listens."""
+    exe = require_binary("trino-emulator")
+    argv: list[str] = [str(exe), "--name", name, "--listen", "127.0.0.1:0"]
+    if coordinator_id:
+        argv += ["--coordinator-id", coordinator_id]
+    argv += list(extra_args)
+    proc = Process(f"emulator-{name}", argv, env=env)
+    try:
+        host, port = _parse_listening(proc.wait_for_line(_LISTENING))
+    except BaseException:
+        proc.stop()
+        raise
+    return Emulator(name=name, url=f"http://{host}:{port}", port=port, proc=proc, coordinator_id=coordinator_id)
+
+
+# --------------------------------------------------------------------------------------------------
+# trino-router
+
+
+def write_router_config(
+    path: Path | str,
+    clusters: Iterable[tuple[str, str, str]],
+    default_group: str = "adhoc",
+    routing_header: str = "x-trino-cluster",
+    listen: str = "127.0.0.1:0",
+    extra: Mapping[str, object] | None = None,
+) -> Path:
+    """Write a router config YAML from ``(name, url, group)`` triples; returns the path.
+
+    Without PyYAML the file is written as JSON, which is valid YAML too.
+    """
+    doc: dict[str, object] = {
+        "listen": listen,
+        "routing_header": routing_header,
+        "default_group": default_group,
+        "clusters": [{"name": n, "url": u, "group": g} for (n, u, g) in clusters],
+    }
+    if extra:
+        doc.update(extra)
+    return write_yaml(path, doc)
+
+
+def write_yaml(path: Path | str, doc: object) -> Path:
+    """Write ``doc`` as YAML (as JSON, which is YAML too, when PyYAML is absent); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import yaml
+
+        text = yaml.safe_dump(doc, sort_keys=False)
+    except ImportError:
+        text = json.dumps(doc, indent=2) + "\n"
+    path.write_text(text)
+    return path
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A fresh directory under this run's log directory (kept with the logs)."""
+    path = _log_root() / f"{next(_SEQ):03d}-{prefix}"
+    path.mkdir(parents=True)
+    return path
+
+
+@dataclass
+class Router:
+    grpc_addr: str
+    port: int
+    proc: Process
+    config_path: Path
+
+    def stop(self) -> int | None:
+        return self.proc.stop()
+
+
+def start_router(
+    config_path: Path | str, env: Mapping[str, str] | None = None, extra_args: Iterable[str] = ()
+) -> Router:
+    """Start ``trino-router serve --config FILE`` on an ephemeral port and wait for ``listening on``."""
+    exe = require_binary("trino-router")
+    full_env = {"TRINO_ROUTER_LISTEN": "127.0.0.1:0"}
+    full_env.update(env or {})
+    argv = [str(exe), "serve", "--config", str(config_path), *extra_args]
+    proc = Process("router", argv, env=full_env)
+    try:
+        host, port = _parse_listening(proc.wait_for_line(_LISTENING))
+    except BaseException:
+        proc.stop()
+        raise
+    return Router(grpc_addr=f"{host}:{port}", port=port, proc=proc, config_path=Path(config_path))
+
+
+def run_router_cli(*args: str, env: Mapping[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run ``trino-router ARGS...`` to completion (stdin from /dev/null, output captured as text)."""
+    exe = require_binary("trino-router")
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run(
+        [str(exe), *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=str(REPO_ROOT),
+        timeout=timeout,
+        start_new_session=True,
+    )
+
+
+def render_envoy_config(
+    router_config_path: Path | str,
+    router_grpc_addr: str,
+    listen: str = "127.0.0.1:0",
+    admin: str = "127.0.0.1:0",
+) -> str:
+    """The bootstrap printed by ``trino-router envoy-config`` with its ext_proc target = ``router_grpc_addr``."""
+    out = run_router_cli(
+        "envoy-config", "--config", str(router_config_path), "--listen", listen, "--admin", admin,
+        env={"TRINO_ROUTER_LISTEN": router_grpc_addr},
+    )
+    if out.returncode != 0:
+        raise ProcessFailed(
+            f"trino-router envoy-config --config {router_config_path} exited {out.returncode}\n"
+            f"--- stderr ---\n{out.stderr[-4000:]}"
+        )
+    if not out.stdout.strip():
+        raise ProcessFailed("trino-router envoy-config printed nothing")
+    return out.stdout
+
+
+# --------------------------------------------------------------------------------------------------
+# Envoy
+
+
+@dataclass
+class Envoy:
+    url: str
+    admin_url: str
+    port: int
+    proc: Process
+    bootstrap_path: Path
+    listeners: dict[str, int] = field(default_factory=dict)
+
+    def stop(self) -> int | None:
+        return self.proc.stop()
+
+    def stats(self, prefix: str = "") -> dict[str, str]:
+        """Admin ``/stats`` (text format) as a dict, optionally filtered by a name substring."""
+        resp = http_request("GET", f"{self.admin_url}/stats" + (f"?filter={prefix}" if prefix else ""))
+        out: dict[str, str] = {}
+        for line in resp.text.splitlines():
+            name, sep, value = line.partition(": ")
+            if sep:
+                out[name.strip()] = value.strip()
+        return out
+
+
+def _listener_ports(admin_url: str) -> dict[str, int]:
+    data = get_json(f"{admin_url}/listeners?format=json")
+    ports: dict[str, int] = {}
+    for status in data.get("listener_statuses", []):
+        sock = (status.get("local_address") or {}).get("socket_address") or {}
+        if "port_value" in sock:
+            ports[status.get("name", "")] = int(sock["port_value"])
+    return ports
+
+
+def start_envoy(
+    bootstrap_yaml: str,
+    listener: str = "trino",
+    name: str = "envoy",
+    extra_args: Iterable[str] = (),
+    timeout: float = READY_TIMEOUT,
+) -> Envoy:
+    """Start the real Envoy on ``bootstrap_yaml``; return once ``/ready`` says LIVE and ``listener`` is bound.
+
+    ``--disable-hot-restart`` lets several Envoys share the machine (no base-id domain socket).
+    """
+    envoy = require_envoy()
+    workdir = scratch_dir(name)
+    bootstrap_path = workdir / "bootstrap.yaml"
+    bootstrap_path.write_text(bootstrap_yaml)
+    admin_path = workdir / "admin-address"
+    argv = [
+        str(envoy),
+        "-c", str(bootstrap_path),
+        "--disable-hot-restart",
+        "--admin-address-path", str(admin_path),
+        "--log-level", os.environ.get("TRINO_E2E_ENVOY_LOG_LEVEL", "warn"),
+        *extra_args,
+    ]
+    proc = Process(name, argv)
+    try:
+        deadline = time.monotonic() + timeout
+        admin_url = None
+        while admin_url is None:
+            proc.assert_alive()
+            try:
+                text = admin_path.read_text().strip()
+            except FileNotFoundError:
+                text = ""
+            if text:
+                admin_url = f"http://{text}"
+                break
+            if time.monotonic() > deadline:
+                raise proc.failure(f"wrote no admin address to {admin_path} within {timeout:.0f}s")
+            time.sleep(0.05)
+        while True:
+            proc.assert_alive()
+            try:
+                ready = http_request("GET", f"{admin_url}/ready", timeout=2)
+                if ready.status == 200 and "LIVE" in ready.text:
+                    break
+            except (OSError, urllib.error.URLError):
+                pass
+            if time.monotonic() > deadline:
+                raise proc.failure(f"admin {admin_url}/ready did not say LIVE within {timeout:.0f}s")
+            time.sleep(0.05)
+        ports = _listener_ports(admin_url)
+        if listener not in ports:
+            if len(ports) == 1 and not listener:
+                listener = next(iter(ports))
+            else:
+                raise proc.failure(f"has no listener named {listener!r} (listeners: {ports})")
+    except BaseException:
+        proc.stop()
+        raise
+    port = ports[listener]
+    return Envoy(
+        url=f"http://127.0.0.1:{port}",
+        admin_url=admin_url,
+        port=port,
+        proc=proc,
+        bootstrap_path=bootstrap_path,
+        listeners=ports,
+    )
+
+
+def validate_envoy_config(bootstrap_yaml: str) -> subprocess.CompletedProcess:
+    """``envoy --mode validate -c FILE`` on the bootstrap (completed process, output as text)."""
+    envoy = require_envoy()
+    workdir = scratch_dir("envoy-validate")
+    path = workdir / "bootstrap.yaml"
+    path.write_text(bootstrap_yaml)
+    return subprocess.run(
+        [str(envoy), "--mode", "validate", "-c", str(path), "--disable-hot-restart", "--log-level", "warn"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        start_new_session=True,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# A whole stack: emulators + router + Envoy
+
+
+DEFAULT_CLUSTERS: tuple[tuple[str, str], ...] = (("trino-a", "adhoc"), ("trino-b", "adhoc"), ("trino-etl", "etl"))
+
+
+@dataclass
+class Stack:
+    emulators: dict[str, Emulator]
+    groups: dict[str, str]
+    router: Router
+    envoy: Envoy
+    config_path: Path
+
+    @property
+    def url(self) -> str:
+        return self.envoy.url
+
+    @property
+    def host(self) -> str:
+        return "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return self.envoy.port
+
+    def processes(self) -> list[Process]:
+        return [self.envoy.proc, self.router.proc, *(e.proc for e in self.emulators.values())]
+
+    def assert_alive(self) -> None:
+        for proc in self.processes():
+            proc.assert_alive()
+
+    def upstream_requests(self) -> dict[str, int]:
+        """Envoy's ``cluster.<name>.upstream_rq_total`` for each emulator (requests Envoy sent it)."""
+        stats = self.envoy.stats("upstream_rq_total")
+        missing = [n for n in self.emulators if f"cluster.{n}.upstream_rq_total" not in stats]
+        if missing:
+            raise AssertionError(
+                f"Envoy has no upstream cluster named {missing} (the router's envoy-config should name each"
+                f" Envoy cluster after the router cluster it routes to); counters: {sorted(stats)}"
+            )
+        return {n: int(stats[f"cluster.{n}.upstream_rq_total"]) for n in self.emulators}
+
+    def pin(self) -> "Stack":
+        """Mark every process as owned by a longer-lived fixture (see :attr:`Process.pinned`)."""
+        for proc in self.processes():
+            proc.pinned = True
+        return self
+
+    def stop(self) -> None:
+        errors = []
+        for proc in self.processes():
+            try:
+                proc.stop()
+            except Exception as exc:  # noqa: BLE001 - stop the rest regardless
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+
+def start_stack(
+    clusters: Iterable[tuple[str, str]] = DEFAULT_CLUSTERS,
+    default_group: str = "adhoc",
+    router_env: Mapping[str, str] | None = None,
+    extra_config: Mapping[str, object] | None = None,
+) -> Stack:
+    """Start one emulator per ``(name, group)``, a router over them and Envoy from ``envoy-config``."""
+    require_binary("trino-emulator")
+    require_binary("trino-router")
+    require_envoy()
+    started: list[Process] = []
+    try:
+        emulators: dict[str, Emulator] = {}
+        groups: dict[str, str] = {}
+        for name, group in clusters:
+            emu = start_emulator(name)
+            started.append(emu.proc)
+            emulators[name] = emu
+            groups[name] = group
+        config_path = write_router_config(
+            scratch_dir("router-config") / "router.yaml",
+            [(n, emulators[n].url, groups[n]) for n in emulators],
+            default_group=default_group,
+            extra=extra_config,
+        )
+        router = start_router(config_path, env=router_env)
+        started.append(router.proc)
+        bootstrap = render_envoy_config(config_path, router.grpc_addr)
+        envoy = start_envoy(bootstrap)
+        started.append(envoy.proc)
+        return Stack(emulators=emulators, groups=groups, router=router, envoy=envoy, config_path=config_path)
+    except BaseException:
+        for proc in reversed(started):
+            proc.stop()
+        raise

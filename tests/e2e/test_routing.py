@@ -1,0 +1,501 @@
+"""End-to-end acceptance of routing: real Envoy, real ``trino`` client, the router and three emulators.
+
+Clusters: ``trino-a`` and ``trino-b`` in group ``adhoc`` (the default group), ``trino-etl`` in group ``etl``.
+Every test asserts what the client got *and* what each emulator saw (``/v1/emulator/queries``) or what
+Envoy sent upstream (its ``cluster.<name>.upstream_rq_total`` counters).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import pytest
+
+import harness
+
+ADHOC = {"trino-a", "trino-b"}
+UNKNOWN_QUERY_ID = "20260101_000000_00001_zzzzz"
+
+
+# --------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _is_canceled(query: dict) -> bool:
+    """Trino reports a cancelled query as FAILED with USER_CANCELED (the emulator also says canceled)."""
+    if query.get("canceled") is True:
+        return True
+    return str(query.get("state", "")).upper() == "FAILED" and "USER_CANCELED" in json.dumps(query).upper()
+
+
+def _all_queries(stack: harness.Stack) -> dict[str, list[dict]]:
+    return {name: emu.queries() for name, emu in stack.emulators.items()}
+
+
+def _query_ids(stack: harness.Stack) -> dict[str, set[str]]:
+    return {name: {q.get("id") for q in queries} for name, queries in _all_queries(stack).items()}
+
+
+def _protocol_counters(stack: harness.Stack) -> dict[str, dict[str, int]]:
+    """Each emulator's request counters for the query protocol (not node health, not introspection)."""
+    skip = {"emulator_api", "node_api"}
+    return {n: {k: v for k, v in e.counters().items() if k not in skip} for n, e in stack.emulators.items()}
+
+
+def _headers(query: dict) -> dict[str, str]:
+    """The request headers an emulator recorded for a query, with lower-case names."""
+    raw = query.get("headers") or {}
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    return {str(k).lower(): (", ".join(v) if isinstance(v, list) else v) for k, v in pairs}
+
+
+def _wait_for(predicate, timeout: float = 10.0, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+def _run_query(conn, sql: str) -> tuple[str, list[list]]:
+    cur = conn.cursor()
+    cur.execute(sql)
+    rows = cur.fetchall()
+    return cur.query_id, rows
+
+
+def _one_cluster(rows: list[list], what: str) -> str:
+    assert rows, f"{what}: no rows"
+    clusters = {row[0] for row in rows}
+    assert len(clusters) == 1, f"{what}: rows came from several clusters {clusters}: pages were split"
+    return clusters.pop()
+
+
+def _normal_query_works(stack: harness.Stack, trino_connect, tag: str) -> None:
+    conn = trino_connect(user=f"after-{tag}", target=stack)
+    _, rows = _run_query(conn, "/* emulator: pages=2 rows=2 */ SELECT 1")
+    assert len(rows) == 4
+    assert _one_cluster(rows, f"query after {tag}") in ADHOC
+    stack.assert_alive()
+
+
+# --------------------------------------------------------------------------------------------------
+# the real Envoy
+
+
+def test_envoy_is_the_real_one(envoy_bin):
+    version = harness.envoy_version(envoy_bin)
+    print(f"envoy: {envoy_bin}\n{version}")
+    if not os.environ.get("TRINO_E2E_ENVOY"):
+        assert envoy_bin == harness.REPO_ROOT / ".venv" / "bin" / "envoy"
+    assert "/1.40.0/" in version, version
+
+
+# --------------------------------------------------------------------------------------------------
+# the acceptance workload
+
+
+@dataclass
+class Job:
+    kind: str  # "pages", "etl", "cancel", "session"
+    index: int
+    run: str
+    user: str = ""
+    group: str | None = None
+    sql: str = ""
+    query_id: str | None = None
+    rows: list = field(default_factory=list)
+    cluster: str | None = None
+    session_query_id: str | None = None
+    error: BaseException | None = None
+
+    def __post_init__(self):
+        self.user = f"{self.kind}-{self.index}-{self.run}"
+        marker = f"/* e2e {self.user} */"
+        if self.kind == "etl":
+            self.group = "etl"
+            self.sql = f"/* emulator: pages=3 rows=2 */ SELECT 1 {marker}"
+        elif self.kind == "cancel":
+            self.sql = f"/* emulator: pages=40 rows=2 delay_ms=250 */ SELECT 1 {marker}"
+        else:
+            self.sql = f"/* emulator: pages=5 rows=3 */ SELECT 1 {marker}"
+
+
+def _run_job(job: Job, stack: harness.Stack, trino_connect, barrier: threading.Barrier) -> Job:
+    try:
+        conn = trino_connect(user=job.user, routing_group=job.group, target=stack)
+        barrier.wait(timeout=60)
+        if job.kind == "session":
+            cur = conn.cursor()
+            cur.execute("SET SESSION query_max_run_time = '10m'")
+            cur.fetchall()
+            job.session_query_id = cur.query_id
+        if job.kind == "cancel":
+            cur = conn.cursor()
+            cur.execute(job.sql)  # returns once the first page with rows has arrived
+            first = cur.fetchone()
+            job.query_id = cur.query_id
+            job.rows = [first]
+            cur.cancel()
+            job.cluster = _one_cluster(job.rows, job.user)
+        else:
+            job.query_id, job.rows = _run_query(conn, job.sql)
+            job.cluster = _one_cluster(job.rows, job.user)
+    except BaseException as exc:  # noqa: BLE001 - reported by the test
+        job.error = exc
+    return job
+
+
+def test_concurrent_mixed_queries_stay_on_one_cluster(fresh_stack, trino_connect):
+    stack = fresh_stack
+    run = uuid.uuid4().hex[:8]
+    jobs = (
+        [Job("pages", i, run) for i in range(14)]
+        + [Job("etl", i, run) for i in range(8)]
+        + [Job("cancel", i, run) for i in range(6)]
+        + [Job("session", i, run) for i in range(6)]
+    )
+    assert len(jobs) >= 30
+    barrier = threading.Barrier(len(jobs))
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        done = list(pool.map(lambda j: _run_job(j, stack, trino_connect, barrier), jobs))
+    print(f"{len(done)} concurrent queries through {stack.url} in {time.monotonic() - started:.1f}s")
+
+    failures = [f"{j.user}: {type(j.error).__name__}: {j.error}" for j in done if j.error]
+    assert not failures, "queries failed:\n" + "\n".join(failures)
+
+    # What the client saw: every query's rows from one cluster, of the right group.
+    for job in done:
+        assert job.query_id, job.user
+        if job.kind == "etl":
+            assert job.cluster == "trino-etl", f"{job.user} (X-Trino-Routing-Group: etl) ran on {job.cluster}"
+        else:
+            assert job.cluster in ADHOC, f"{job.user} (no routing group) ran on {job.cluster}"
+        if job.kind in ("pages", "session"):
+            assert len(job.rows) == 15, f"{job.user}: {len(job.rows)} rows, want 5 pages x 3"
+            assert len({row[1] for row in job.rows}) == 5, f"{job.user}: pages {sorted({r[1] for r in job.rows})}"
+        if job.kind == "etl":
+            assert len(job.rows) == 6 and len({row[1] for row in job.rows}) == 3, job.rows
+    served = {j.cluster for j in done}
+    assert ADHOC <= served, f"both adhoc clusters should serve queries; served: {served}"
+
+    # What the emulators saw.
+    seen = _all_queries(stack)
+    by_user: dict[str, list[tuple[str, dict]]] = {}
+    for name, queries in seen.items():
+        for q in queries:
+            by_user.setdefault(q.get("user"), []).append((name, q))
+    for job in done:
+        submitted = [(n, q) for (n, q) in by_user.get(job.user, []) if q.get("sql") == job.sql]
+        assert len(submitted) == 1, f"{job.user}: submitted {len(submitted)} times: {submitted}"
+        name, q = submitted[0]
+        assert name == job.cluster, f"{job.user}: client saw {job.cluster}, emulator {name} got the query"
+        assert q.get("id") == job.query_id, f"{job.user}: client id {job.query_id}, emulator {q.get('id')}"
+        if job.kind == "session":
+            sets = [(n, q) for (n, q) in by_user[job.user] if "SET SESSION" in q.get("sql", "").upper()]
+            assert len(sets) == 1, f"{job.user}: SET SESSION submitted {len(sets)} times"
+            assert sets[0][0] in ADHOC and sets[0][1].get("id") == job.session_query_id
+            headers = _headers(q)
+            assert "query_max_run_time" in headers.get("x-trino-session", ""), (
+                f"{job.user}: the query after SET SESSION did not carry the session: {headers}"
+            )
+        if job.kind != "cancel":
+            state = _wait_for(lambda: (stack.emulators[name].query(job.query_id) or {}).get("state") == "FINISHED")
+            assert state, f"{job.user}: not FINISHED on {name}: {stack.emulators[name].query(job.query_id)}"
+
+    # Cancelled queries are cancelled where they ran (the client's DELETE reached that emulator).
+    for job in (j for j in done if j.kind == "cancel"):
+        emu = stack.emulators[job.cluster]
+        assert _wait_for(lambda: _is_canceled(emu.query(job.query_id) or {})), (
+            f"{job.user}: not cancelled on {job.cluster}: {emu.query(job.query_id)}"
+        )
+        requests = (emu.query(job.query_id) or {}).get("requests")
+        if isinstance(requests, dict) and "delete" in requests:
+            assert requests["delete"] == 1, f"{job.user}: {requests}"
+
+    # trino-etl served exactly the queries that asked for group etl, and nothing else.
+    etl_users = sorted(j.user for j in done if j.kind == "etl")
+    on_etl = sorted(q.get("user") for q in seen["trino-etl"])
+    assert on_etl == etl_users, f"trino-etl got {on_etl}, want {etl_users}"
+    for q in seen["trino-etl"]:
+        headers = _headers(q)
+        assert headers.get("x-trino-routing-group") == "etl", headers
+    for name in ADHOC:
+        assert not [q for q in seen[name] if q.get("user") in etl_users], f"{name} got etl queries"
+    total = sum(len(qs) for qs in seen.values())
+    assert total == len(done) + sum(1 for j in done if j.kind == "session"), (
+        f"emulators saw {total} queries: {[(n, len(qs)) for n, qs in seen.items()]}"
+    )
+    stack.assert_alive()
+
+
+def test_follow_up_right_after_submission_is_placed(stack):
+    """A client that polls the instant its POST is answered (keep-alive, no think time) must be placed.
+
+    The router learns a new query's owner from the POST's answer; the follow-up can arrive on the same
+    connection a fraction of a millisecond later, so this probes the gap between the two.
+    """
+    harness.require_trino_client()
+    import requests  # the trino client's own HTTP library
+
+    failures: list[str] = []
+
+    def client(worker: int) -> None:
+        with requests.Session() as http:
+            for i in range(75):
+                user = {"X-Trino-User": f"race-{worker}"}
+                posted = http.post(f"{stack.url}/v1/statement", data=f"SELECT {i}", headers=user, timeout=10)
+                if posted.status_code != 200:
+                    failures.append(f"POST -> {posted.status_code}: {posted.text[:200]}")
+                    continue
+                first = posted.json()
+                polled = http.get(first["nextUri"], headers=user, timeout=10)
+                if polled.status_code != 200:
+                    failures.append(f"{first['id']}: GET nextUri -> {polled.status_code}: {polled.text[:200]}")
+                http.delete(first["nextUri"], headers=user, timeout=10)
+
+    threads = [threading.Thread(target=client, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not failures, f"{len(failures)} of 300 follow-ups were not placed:\n" + "\n".join(failures[:5])
+
+
+# --------------------------------------------------------------------------------------------------
+# header handling
+
+
+def test_client_cannot_pick_a_cluster_with_the_routing_header(stack, trino_connect):
+    run = uuid.uuid4().hex[:8]
+    users = [f"spoof-{i}-{run}" for i in range(6)]
+    for user in users:
+        conn = trino_connect(user=user, headers={"x-trino-cluster": "trino-etl"})
+        _, rows = _run_query(conn, "/* emulator: pages=2 rows=1 */ SELECT 1")
+        assert _one_cluster(rows, user) in ADHOC, f"{user} sent x-trino-cluster: trino-etl and got it"
+    etl_users = {q.get("user") for q in stack.emulators["trino-etl"].queries()}
+    assert not etl_users & set(users)
+
+
+def test_unknown_routing_group_goes_to_default_group(stack, trino_connect):
+    run = uuid.uuid4().hex[:8]
+    users = [f"nope-{i}-{run}" for i in range(6)]
+    for user in users:
+        _, rows = _run_query(trino_connect(user=user, routing_group="nope"), "SELECT 1")
+        assert _one_cluster(rows, user) in ADHOC
+    etl_users = {q.get("user") for q in stack.emulators["trino-etl"].queries()}
+    assert not etl_users & set(users)
+
+
+def test_other_paths_go_to_the_default_group(stack):
+    before = stack.upstream_requests()
+    for _ in range(4):
+        resp = harness.http_request("GET", f"{stack.url}/v1/info", headers={"X-Trino-User": "info"})
+        assert resp.status == 200, (resp.status, resp.text)
+        assert isinstance(resp.json(), dict)
+    after = stack.upstream_requests()
+    delta = {n: after[n] - before[n] for n in after}
+    assert delta["trino-etl"] == 0, delta
+    assert sum(delta[n] for n in ADHOC) == 4, delta
+
+
+# --------------------------------------------------------------------------------------------------
+# follow-ups the router cannot place
+
+
+@pytest.mark.parametrize(
+    "method,path",
+    [
+        ("GET", f"/v1/statement/executing/{UNKNOWN_QUERY_ID}/yabc/1"),
+        ("GET", f"/v1/statement/queued/{UNKNOWN_QUERY_ID}/yabc/1"),
+        ("DELETE", f"/v1/statement/executing/{UNKNOWN_QUERY_ID}/yabc/1"),
+        ("GET", f"/v1/query/{UNKNOWN_QUERY_ID}"),
+        ("DELETE", f"/v1/query/{UNKNOWN_QUERY_ID}"),
+    ],
+)
+def test_unplaceable_query_id_gets_404_from_the_router(stack, method, path):
+    queries_before = _query_ids(stack)
+    counters_before = _protocol_counters(stack)
+    upstream_before = stack.upstream_requests()
+    resp = harness.http_request(method, stack.url + path, headers={"X-Trino-User": "lost"})
+    assert resp.status == 404, (resp.status, resp.text)
+    assert "json" in resp.headers.get("content-type", ""), resp.headers
+    body = resp.json()
+    assert isinstance(body.get("error"), dict), body
+    assert stack.upstream_requests() == upstream_before, "Envoy sent the request to an emulator"
+    assert _protocol_counters(stack) == counters_before, "an emulator counted the request"
+    assert _query_ids(stack) == queries_before
+
+
+# --------------------------------------------------------------------------------------------------
+# bad input through Envoy
+
+
+def _raw_http(port: int, request: bytes, timeout: float = 15.0) -> tuple[int, dict[str, str], bytes]:
+    """Send raw bytes; return (status, headers, body). Fails on a hang or no response at all."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    received = b""
+    try:
+        try:
+            sock.sendall(request)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server may answer (e.g. 413) and close before reading everything
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            except socket.timeout:
+                pytest.fail(f"no complete response within {timeout}s (got {received[:200]!r})")
+            if not chunk:
+                break
+            received += chunk
+            if _complete(received):
+                break
+    finally:
+        sock.close()
+    assert received, "connection closed without any response"
+    head, _, body = received.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    return status, headers, body
+
+
+def _complete(data: bytes) -> bool:
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        k, _, v = line.partition(b":")
+        if k.strip().lower() == b"content-length":
+            return len(body) >= int(v.strip())
+        if k.strip().lower() == b"transfer-encoding" and b"chunked" in v.lower():
+            return body.endswith(b"0\r\n\r\n")
+    return False
+
+
+def _request(method: str, path: str, body: bytes = b"", headers: list[tuple[bytes, bytes]] = ()) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1".encode(), b"Host: 127.0.0.1", b"X-Trino-User: bad-input",
+             b"Connection: close"]
+    lines += [k + b": " + v for k, v in headers]
+    if body or method in ("POST", "PUT"):
+        lines.append(b"Content-Length: " + str(len(body)).encode())
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+OVERSIZE = 2 * 1024 * 1024  # twice Envoy's default buffer limit (1 MiB)
+
+BAD_INPUTS = {
+    # name: (request bytes, must the status be an error (4xx/5xx)?)
+    # The router decides on request headers alone, so a body of any size streams through Envoy to the
+    # coordinator (no buffering, no 413 from Envoy): the coordinator's answer, whatever it is, must arrive.
+    "oversized-post-body": (_request("POST", "/v1/statement", b"SELECT '" + b"x" * OVERSIZE + b"'"), False),
+    "empty-post-body": (_request("POST", "/v1/statement", b""), True),
+    "binary-post-body": (_request("POST", "/v1/statement", bytes(range(256)) * 8), False),
+    "over-long-query-id": (_request("GET", "/v1/statement/executing/20260101_000000_00001_" + "a" * 4000 + "/y/1"), True),
+    "malformed-query-id": (_request("GET", "/v1/statement/executing/not-a-query-id/yabc/1"), True),
+    "query-id-with-escapes": (_request("GET", "/v1/query/%00%ff%2F..%2F"), True),
+    "invalid-utf8-user-header": (
+        _request("POST", "/v1/statement", b"SELECT 1", [(b"X-Trino-User", b"\xff\xfe\xc3(")]), False),
+    "invalid-utf8-routing-group": (
+        _request("POST", "/v1/statement", b"SELECT 1", [(b"X-Trino-Routing-Group", b"\xc3\x28\xa0\xa1")]), False),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_gets_a_clean_answer_and_the_router_keeps_serving(stack, trino_connect, case):
+    request, must_fail = BAD_INPUTS[case]
+    status, headers, body = _raw_http(stack.port, request)
+    print(f"{case}: HTTP {status}, {len(body)} body bytes: {body[:120]!r}")
+    assert 100 <= status <= 599
+    if must_fail:
+        assert 400 <= status <= 599, f"{case}: want 4xx/5xx, got {status}: {body[:300]!r}"
+    if status >= 400:
+        assert body.strip(), f"{case}: {status} without a body"
+    if status == 200 and request.startswith(b"POST /v1/statement "):
+        assert json.loads(body).get("id"), f"{case}: 200 without a query id: {body[:300]!r}"
+    if case == "invalid-utf8-routing-group" and status == 200:
+        query_id = json.loads(body)["id"]
+        placed = [n for n, e in stack.emulators.items() if e.query(query_id)]
+        assert placed and placed[0] in ADHOC, f"an unreadable routing group must mean the default group: {placed}"
+    _normal_query_works(stack, trino_connect, case)
+
+
+# --------------------------------------------------------------------------------------------------
+# configuration
+
+
+def test_example_envoy_config_validates(envoy_bin):
+    example = harness.REPO_ROOT / "envoy" / "example-router.yaml"
+    if not example.is_file():
+        harness._missing(f"{example} does not exist")
+    out = harness.run_router_cli(
+        "envoy-config", "--config", str(example), "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"
+    )
+    assert out.returncode == 0, out.stderr
+    result = harness.validate_envoy_config(out.stdout)
+    print(result.stdout[-2000:], result.stderr[-2000:])
+    assert result.returncode == 0, f"envoy --mode validate rejected the bootstrap:\n{result.stdout}\n{result.stderr}"
+    assert "OK" in result.stdout + result.stderr
+
+
+def _good_config() -> dict:
+    return {
+        "listen": "127.0.0.1:50051",
+        "routing_header": "x-trino-cluster",
+        "default_group": "adhoc",
+        "clusters": [
+            {"name": "trino-a", "url": "http://127.0.0.1:18081", "group": "adhoc"},
+            {"name": "trino-etl", "url": "http://127.0.0.1:18083", "group": "etl"},
+        ],
+    }
+
+
+def _bad_unknown_field(cfg):
+    cfg["bogus_field"] = 1
+    return "bogus_field"
+
+
+def _bad_cluster_url(cfg):
+    cfg["clusters"][1]["url"] = "not a url"
+    return "url"
+
+
+def _bad_default_group(cfg):
+    cfg["default_group"] = "nope"
+    return "default_group"
+
+
+@pytest.mark.parametrize("mutate", [_bad_unknown_field, _bad_cluster_url, _bad_default_group],
+                         ids=["unknown-field", "bad-cluster-url", "default-group-names-no-group"])
+def test_check_rejects_bad_config_naming_file_and_field(tmp_path, mutate):
+    harness.require_binary("trino-router")
+    good = tmp_path / "good.yaml"
+    harness.write_yaml(good, _good_config())
+    ok = harness.run_router_cli("check", "--config", str(good))
+    assert ok.returncode == 0, f"a good config was rejected: {ok.stdout}{ok.stderr}"
+
+    cfg = _good_config()
+    field_name = mutate(cfg)
+    bad = tmp_path / f"bad-{field_name}.yaml"
+    harness.write_yaml(bad, cfg)
+    out = harness.run_router_cli("check", "--config", str(bad))
+    message = out.stdout + out.stderr
+    print(message)
+    assert out.returncode == 1, f"exit {out.returncode}: {message}"
+    assert str(bad) in message or bad.name in message, f"the message does not name the file: {message}"
+    assert field_name in message, f"the message does not name the field {field_name!r}: {message}"
