@@ -62,7 +62,7 @@ pub struct ConfigArgs {
 
 impl ConfigArgs {
     pub fn load(&self) -> Result<Config, ConfigError> {
-        Config::load(&self.config, &Overrides { listen: self.router_listen.clone() })
+        Config::load(&self.config, &Overrides::from_process_env(self.router_listen.clone()))
     }
 }
 

@@ -5,13 +5,14 @@
 //! `clusters[1].url`) and what is wrong. Unknown fields are errors, so a typo never silently changes
 //! routing.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 /// The routing header Envoy routes on when the config names none.
 pub const DEFAULT_ROUTING_HEADER: &str = "x-trino-cluster";
@@ -37,11 +38,27 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// What the environment may override after the file is read.
+/// The environment variable that holds the admin token when the config names no other.
+pub const ADMIN_TOKEN_ENV: &str = "TRINO_ROUTER_ADMIN_TOKEN";
+
+/// What the environment supplies after the file is read.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
     /// Replaces `listen` (e.g. from `TRINO_ROUTER_LISTEN`).
     pub listen: Option<String>,
+    /// Environment variables the config may name (`admin.token_env`, `coordinator_auth.password_env`).
+    pub env: Vec<(String, String)>,
+}
+
+impl Overrides {
+    /// Overrides holding this process's environment.
+    pub fn from_process_env(listen: Option<String>) -> Overrides {
+        Overrides { listen, env: std::env::vars().collect() }
+    }
+
+    fn var(&self, name: &str) -> Option<&str> {
+        self.env.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
+    }
 }
 
 /// A validated configuration.
@@ -55,9 +72,88 @@ pub struct Config {
     pub default_group: usize,
     /// In file order.
     pub clusters: Vec<Cluster>,
-    /// In order of first appearance in `clusters`.
+    /// Declared groups first (in `groups` order), then the others in order of first appearance in
+    /// `clusters`.
     pub groups: Vec<Group>,
     pub affinity: AffinitySettings,
+    pub health: HealthSettings,
+    /// The token admin calls must carry; `None` refuses every admin call.
+    pub admin_token: Option<String>,
+    /// Credentials for the router's own calls to coordinators (load statistics).
+    pub coordinator_auth: Option<Credentials>,
+}
+
+/// A user and password for a coordinator's web UI login.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub user: String,
+    pub password: Option<String>,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let password = if self.password.is_some() { "<set>" } else { "<none>" };
+        write!(f, "Credentials {{ user: {:?}, password: {password} }}", self.user)
+    }
+}
+
+/// How the router polls coordinators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSettings {
+    /// Time between two polls of a coordinator.
+    #[serde(default = "HealthSettings::default_interval", deserialize_with = "duration")]
+    pub interval: Duration,
+    /// How long one poll may take.
+    #[serde(default = "HealthSettings::default_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// Good polls in a row that bring an unhealthy coordinator back.
+    #[serde(default = "HealthSettings::default_healthy_threshold")]
+    pub healthy_threshold: u32,
+    /// Failed polls (timeouts, bad answers) in a row that make a coordinator unhealthy. A refused
+    /// connection needs only one.
+    #[serde(default = "HealthSettings::default_unhealthy_threshold")]
+    pub unhealthy_threshold: u32,
+    /// What the router's 503 tells clients to wait before retrying, when no cluster can take a query.
+    #[serde(default = "HealthSettings::default_retry_after", deserialize_with = "duration")]
+    pub retry_after: Duration,
+}
+
+impl HealthSettings {
+    fn default_interval() -> Duration {
+        Duration::from_secs(1)
+    }
+    fn default_timeout() -> Duration {
+        Duration::from_secs(1)
+    }
+    fn default_healthy_threshold() -> u32 {
+        2
+    }
+    fn default_unhealthy_threshold() -> u32 {
+        2
+    }
+    fn default_retry_after() -> Duration {
+        Duration::from_secs(1)
+    }
+}
+
+impl Default for HealthSettings {
+    fn default() -> Self {
+        Self {
+            interval: Self::default_interval(),
+            timeout: Self::default_timeout(),
+            healthy_threshold: Self::default_healthy_threshold(),
+            unhealthy_threshold: Self::default_unhealthy_threshold(),
+            retry_after: Self::default_retry_after(),
+        }
+    }
+}
+
+/// A duration written as `1s`, `500ms`, `2m`.
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    humantime::parse_duration(&text)
+        .map_err(|e| serde::de::Error::custom(format!("`{text}` is not a duration such as 500ms or 2s: {e}")))
 }
 
 /// One Trino cluster (one coordinator).
@@ -68,6 +164,10 @@ pub struct Cluster {
     pub envoy_cluster: Arc<str>,
     pub group: Arc<str>,
     pub url: CoordinatorUrl,
+    /// Relative capacity: a cluster of weight 2 takes twice the load of one of weight 1.
+    pub weight: f64,
+    /// `false`: the cluster starts disabled (no new queries) until an operator enables it.
+    pub enabled: bool,
 }
 
 /// A coordinator's base URL, split into what Envoy's cluster and the router's own calls need.
@@ -93,8 +193,12 @@ impl fmt::Display for CoordinatorUrl {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Group {
     pub name: Arc<str>,
-    /// Indices into [`Config::clusters`], in file order; never empty.
+    /// Indices into [`Config::clusters`], in file order; empty only for a declared group that lends its
+    /// queries to its fallbacks.
     pub members: Vec<usize>,
+    /// Indices into [`Config::groups`]: where its new queries go, in order, when none of its own
+    /// clusters can take them.
+    pub fallback: Vec<usize>,
 }
 
 /// How much query-id → cluster memory the router keeps.
@@ -177,6 +281,37 @@ struct RawConfig {
     clusters: Vec<RawCluster>,
     #[serde(default)]
     affinity: AffinitySettings,
+    #[serde(default)]
+    groups: Vec<RawGroup>,
+    #[serde(default)]
+    health: HealthSettings,
+    #[serde(default)]
+    admin: RawAdmin,
+    #[serde(default)]
+    coordinator_auth: Option<RawCredentials>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGroup {
+    name: String,
+    #[serde(default)]
+    fallback: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    token: Option<String>,
+    token_env: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCredentials {
+    user: String,
+    password: Option<String>,
+    password_env: Option<String>,
 }
 
 fn default_routing_header() -> String {
@@ -191,6 +326,18 @@ struct RawCluster {
     group: String,
     #[serde(default)]
     envoy_cluster: Option<String>,
+    #[serde(default = "default_weight")]
+    weight: f64,
+    #[serde(default = "default_enabled")]
+    enabled: bool,
+}
+
+fn default_weight() -> f64 {
+    1.0
+}
+
+fn default_enabled() -> bool {
+    true
 }
 
 /// A field path and a message.
@@ -215,6 +362,16 @@ impl RawConfig {
         }
         let mut clusters = Vec::with_capacity(self.clusters.len());
         let mut groups: Vec<Group> = Vec::new();
+        for (i, declared) in self.groups.iter().enumerate() {
+            check_name(&declared.name).map_err(|m| (format!("groups[{i}].name"), m))?;
+            if groups.iter().any(|g| *g.name == *declared.name) {
+                return Err((
+                    format!("groups[{i}].name"),
+                    format!("group `{}` is declared twice", declared.name),
+                ));
+            }
+            groups.push(Group { name: declared.name.as_str().into(), members: vec![], fallback: vec![] });
+        }
         let mut names = HashSet::new();
         let mut header_values = HashSet::new();
         for (i, raw) in self.clusters.into_iter().enumerate() {
@@ -238,26 +395,112 @@ impl RawConfig {
                     format!("Envoy cluster `{envoy_cluster}` is used by another cluster too"),
                 ));
             }
+            if !(raw.weight.is_finite() && raw.weight > 0.0) {
+                return Err((at("weight"), format!("{} is not a positive number", raw.weight)));
+            }
             let group: Arc<str> = raw.group.into();
             match groups.iter_mut().find(|g| g.name == group) {
                 Some(g) => g.members.push(i),
-                None => groups.push(Group { name: group.clone(), members: vec![i] }),
+                None => groups.push(Group { name: group.clone(), members: vec![i], fallback: vec![] }),
             }
-            clusters.push(Cluster { name: raw.name.into(), envoy_cluster: envoy_cluster.into(), group, url });
+            clusters.push(Cluster {
+                name: raw.name.into(),
+                envoy_cluster: envoy_cluster.into(),
+                group,
+                url,
+                weight: raw.weight,
+                enabled: raw.enabled,
+            });
+        }
+
+        for (i, declared) in self.groups.iter().enumerate() {
+            let mut fallback = Vec::with_capacity(declared.fallback.len());
+            for (j, name) in declared.fallback.iter().enumerate() {
+                let field = format!("groups[{i}].fallback[{j}]");
+                let target = groups
+                    .iter()
+                    .position(|g| *g.name == **name)
+                    .ok_or_else(|| (field.clone(), format!("no group is named `{name}`")))?;
+                if *groups[target].name == *declared.name {
+                    return Err((field, "a group cannot fall back to itself".to_owned()));
+                }
+                if fallback.contains(&target) {
+                    return Err((field, format!("`{name}` is listed twice")));
+                }
+                fallback.push(target);
+            }
+            groups[i].fallback = fallback;
         }
 
         let default_group = groups.iter().position(|g| *g.name == *self.default_group).ok_or_else(|| {
-            let known: BTreeMap<&str, ()> = groups.iter().map(|g| (&*g.name, ())).collect();
-            let known: Vec<&str> = known.into_keys().collect();
+            let known: BTreeSet<&str> = groups.iter().map(|g| &*g.name).collect();
+            let known: Vec<&str> = known.into_iter().collect();
             (
                 "default_group".to_owned(),
-                format!(
-                    "no cluster is in group `{}` (groups with clusters: {})",
-                    self.default_group,
-                    known.join(", ")
-                ),
+                format!("no group is named `{}` (groups: {})", self.default_group, known.join(", ")),
             )
         })?;
+        let group = &groups[default_group];
+        if group.members.is_empty() && group.fallback.is_empty() {
+            return Err((
+                "default_group".to_owned(),
+                format!("group `{}` has no clusters and no fallback", group.name),
+            ));
+        }
+
+        let health = self.health;
+        if health.interval < Duration::from_millis(100) {
+            return Err(("health.interval".to_owned(), "must be at least 100ms".to_owned()));
+        }
+        if health.timeout < Duration::from_millis(10) {
+            return Err(("health.timeout".to_owned(), "must be at least 10ms".to_owned()));
+        }
+        if health.healthy_threshold == 0 {
+            return Err(("health.healthy_threshold".to_owned(), "must be at least 1".to_owned()));
+        }
+        if health.unhealthy_threshold == 0 {
+            return Err(("health.unhealthy_threshold".to_owned(), "must be at least 1".to_owned()));
+        }
+
+        let admin_token = match (self.admin.token, self.admin.token_env) {
+            (Some(_), Some(_)) => {
+                return Err(("admin".to_owned(), "set `token` or `token_env`, not both".to_owned()));
+            }
+            (Some(token), None) if token.is_empty() => {
+                return Err(("admin.token".to_owned(), "must not be empty".to_owned()));
+            }
+            (Some(token), None) => Some(token),
+            (None, Some(name)) => Some(overrides.var(&name).map(str::to_owned).ok_or_else(|| {
+                ("admin.token_env".to_owned(), format!("the environment variable `{name}` is not set"))
+            })?),
+            (None, None) => overrides.var(ADMIN_TOKEN_ENV).map(str::to_owned),
+        };
+
+        let coordinator_auth = match self.coordinator_auth {
+            None => None,
+            Some(raw) => {
+                if raw.user.is_empty() {
+                    return Err(("coordinator_auth.user".to_owned(), "must not be empty".to_owned()));
+                }
+                let password = match (raw.password, raw.password_env) {
+                    (Some(_), Some(_)) => {
+                        return Err((
+                            "coordinator_auth".to_owned(),
+                            "set `password` or `password_env`, not both".to_owned(),
+                        ));
+                    }
+                    (Some(password), None) => Some(password),
+                    (None, Some(name)) => Some(overrides.var(&name).map(str::to_owned).ok_or_else(|| {
+                        (
+                            "coordinator_auth.password_env".to_owned(),
+                            format!("the environment variable `{name}` is not set"),
+                        )
+                    })?),
+                    (None, None) => None,
+                };
+                Some(Credentials { user: raw.user, password })
+            }
+        };
 
         if self.affinity.max_queries == 0 {
             return Err(("affinity.max_queries".to_owned(), "must be at least 1".to_owned()));
@@ -266,7 +509,17 @@ impl RawConfig {
             return Err(("affinity.idle_expiry_seconds".to_owned(), "must be at least 1".to_owned()));
         }
 
-        Ok(Config { listen, routing_header, default_group, clusters, groups, affinity: self.affinity })
+        Ok(Config {
+            listen,
+            routing_header,
+            default_group,
+            clusters,
+            groups,
+            affinity: self.affinity,
+            health,
+            admin_token,
+            coordinator_auth,
+        })
     }
 }
 
@@ -376,6 +629,8 @@ clusters:
         assert_eq!(&*config.clusters[2].envoy_cluster, "trino-etl");
         assert_eq!(config.clusters[0].url.to_string(), "http://127.0.0.1:18081");
         assert_eq!(config.affinity, AffinitySettings::default());
+        assert_eq!(config.health, HealthSettings::default());
+        assert_eq!(config.groups[0].fallback, Vec::<usize>::new());
     }
 
     #[test]
@@ -397,10 +652,10 @@ clusters:
 
     #[test]
     fn environment_overrides_listen() {
-        let overrides = Overrides { listen: Some("127.0.0.1:0".into()) };
+        let overrides = Overrides { listen: Some("127.0.0.1:0".into()), env: vec![] };
         let config = Config::from_yaml(Path::new("r.yaml"), EXAMPLE, &overrides).unwrap();
         assert_eq!(config.listen.port(), 0);
-        let overrides = Overrides { listen: Some("nonsense".into()) };
+        let overrides = Overrides { listen: Some("nonsense".into()), env: vec![] };
         let e = Config::from_yaml(Path::new("r.yaml"), EXAMPLE, &overrides).unwrap_err();
         assert!(e.message.contains("from the environment"), "{e}");
     }
@@ -410,13 +665,27 @@ clusters:
         #[rustfmt::skip]
         let cases: &[(&str, &str, &str)] = &[
             ("routing_header: x-trino-cluster", "routing_header: x-trino-cluster\ncolour: blue", "colour"),
-            ("    group: etl", "    group: etl\n    weight: 3", "clusters[2].weight: unknown field `weight`, expected one of `name`, `url`, `group`, `envoy_cluster` at line 15"),
+            ("    group: etl", "    group: etl\n    colour: 3", "clusters[2].colour: unknown field `colour`, expected one of `name`, `url`, `group`, `envoy_cluster`, `weight`, `enabled` at line 15"),
             ("url: http://127.0.0.1:18082", "url: ftp://127.0.0.1:18082", "clusters[1].url: `ftp://127.0.0.1:18082` is not a coordinator URL (the scheme"),
             ("url: http://127.0.0.1:18082", "url: 127.0.0.1:18082", "clusters[1].url:"),
             ("url: http://127.0.0.1:18082", "url: http://127.0.0.1:18082/trino", "clusters[1].url:"),
             ("url: http://127.0.0.1:18082", "url: http://u:p@127.0.0.1:18082", "clusters[1].url:"),
             ("url: http://127.0.0.1:18082", "url: 7", "clusters[1].url:"),
-            ("default_group: adhoc", "default_group: nope", "default_group: no cluster is in group `nope` (groups with clusters: adhoc, etl)"),
+            ("default_group: adhoc", "default_group: nope", "default_group: no group is named `nope` (groups: adhoc, etl)"),
+            ("clusters:\n", "groups: [{name: adhoc, fallback: [nope]}]\nclusters:\n", "groups[0].fallback[0]: no group is named `nope`"),
+            ("clusters:\n", "groups: [{name: adhoc, fallback: [adhoc]}]\nclusters:\n", "groups[0].fallback[0]: a group cannot fall back to itself"),
+            ("clusters:\n", "groups: [{name: adhoc, fallback: [etl, etl]}]\nclusters:\n", "groups[0].fallback[1]: `etl` is listed twice"),
+            ("clusters:\n", "groups: [{name: adhoc}, {name: adhoc}]\nclusters:\n", "groups[1].name: group `adhoc` is declared twice"),
+            ("clusters:\n", "groups: [{name: adhoc, fallbacks: [etl]}]\nclusters:\n", "groups[0].fallbacks: unknown field"),
+            ("clusters:\n", "health: {interval: 10ms}\nclusters:\n", "health.interval: must be at least 100ms"),
+            ("clusters:\n", "health: {interval: soon}\nclusters:\n", "health.interval: `soon` is not a duration"),
+            ("clusters:\n", "health: {healthy_threshold: 0}\nclusters:\n", "health.healthy_threshold: must be at least 1"),
+            ("clusters:\n", "admin: {token: a, token_env: B}\nclusters:\n", "admin: set `token` or `token_env`, not both"),
+            ("clusters:\n", "admin: {token_env: NOT_SET_ANYWHERE}\nclusters:\n", "admin.token_env: the environment variable `NOT_SET_ANYWHERE` is not set"),
+            ("clusters:\n", "coordinator_auth: {user: ''}\nclusters:\n", "coordinator_auth.user: must not be empty"),
+            ("    group: etl", "    group: etl\n    weight: 0", "clusters[2].weight: 0 is not a positive number"),
+            ("    group: etl", "    group: etl\n    weight: -1.5", "clusters[2].weight: -1.5 is not a positive number"),
+            ("    group: etl", "    group: etl\n    enabled: maybe", "clusters[2].enabled:"),
             ("listen: 127.0.0.1:50051", "listen: localhost", "listen: `localhost` is not an address"),
             ("name: trino-b", "name: trino-a", "clusters[1].name: `trino-a` names another cluster too"),
             ("name: trino-b", "name: \"\"", "clusters[1].name: must not be empty"),
@@ -433,6 +702,60 @@ clusters:
             let got = error_after(from, to);
             assert!(got.starts_with(expected), "replacing {from:?} by {to:?}\n got: {got}\nwant: {expected}");
         }
+    }
+
+    #[test]
+    fn groups_fallback_health_admin_and_auth() {
+        let text = EXAMPLE.replace(
+            "clusters:\n",
+            "groups:\n  - {name: interactive, fallback: [adhoc]}\n  - {name: etl, fallback: [adhoc]}\n\
+             health: {interval: 500ms, timeout: 250ms, healthy_threshold: 3, unhealthy_threshold: 4, retry_after: 2s}\n\
+             admin: {token_env: MY_TOKEN}\n\
+             coordinator_auth: {user: router, password_env: MY_PASSWORD}\n\
+             clusters:\n",
+        );
+        let text = text.replace("    group: etl\n", "    group: etl\n    weight: 2.5\n    enabled: false\n");
+        let overrides = Overrides {
+            listen: None,
+            env: vec![("MY_TOKEN".into(), "s3cret".into()), ("MY_PASSWORD".into(), "pw".into())],
+        };
+        let config = Config::from_yaml(Path::new("r.yaml"), &text, &overrides).unwrap();
+        let names: Vec<&str> = config.groups.iter().map(|g| &*g.name).collect();
+        assert_eq!(names, ["interactive", "etl", "adhoc"]);
+        assert_eq!(config.groups[0].members, Vec::<usize>::new());
+        assert_eq!(config.groups[0].fallback, vec![2]);
+        assert_eq!(config.groups[1].members, vec![2]);
+        assert_eq!(config.groups[1].fallback, vec![2]);
+        assert_eq!(config.groups[2].fallback, Vec::<usize>::new());
+        assert_eq!(config.default_group, 2);
+        assert_eq!(config.health.interval, Duration::from_millis(500));
+        assert_eq!(config.health.retry_after, Duration::from_secs(2));
+        assert_eq!((config.health.healthy_threshold, config.health.unhealthy_threshold), (3, 4));
+        assert_eq!(config.admin_token.as_deref(), Some("s3cret"));
+        let auth = config.coordinator_auth.as_ref().unwrap();
+        assert_eq!((auth.user.as_str(), auth.password.as_deref()), ("router", Some("pw")));
+        assert!(!format!("{auth:?}").contains("pw"), "passwords stay out of logs");
+        assert_eq!((config.clusters[2].weight, config.clusters[2].enabled), (2.5, false));
+        assert_eq!((config.clusters[0].weight, config.clusters[0].enabled), (1.0, true));
+    }
+
+    #[test]
+    fn admin_token_defaults_to_its_environment_variable() {
+        let none = load(EXAMPLE).unwrap();
+        assert_eq!(none.admin_token, None);
+        let overrides = Overrides { listen: None, env: vec![(ADMIN_TOKEN_ENV.into(), "t".into())] };
+        let config = Config::from_yaml(Path::new("r.yaml"), EXAMPLE, &overrides).unwrap();
+        assert_eq!(config.admin_token.as_deref(), Some("t"));
+    }
+
+    #[test]
+    fn default_group_needs_somewhere_to_go() {
+        let text = EXAMPLE
+            .replace("default_group: adhoc", "default_group: empty")
+            .replace("clusters:\n", "groups: [{name: empty}]\nclusters:\n");
+        let e = load(&text).unwrap_err();
+        assert_eq!(e.field, "default_group");
+        assert!(e.message.contains("no clusters and no fallback"), "{e}");
     }
 
     #[test]

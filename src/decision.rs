@@ -19,6 +19,17 @@ pub struct RequestFacts<'a> {
     pub routing_group: Option<&'a str>,
 }
 
+/// What a decision needs to know about one cluster right now.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClusterView {
+    /// May take new queries: healthy (or not yet polled), and neither draining nor disabled.
+    pub accepts_new: bool,
+    /// Known to be gone: its queries cannot progress.
+    pub down: bool,
+    /// Load per unit of weight; the least loaded cluster takes the next new query.
+    pub load: f64,
+}
+
 /// The outcome for one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
@@ -31,8 +42,9 @@ pub enum Decision {
 /// Why a request goes where it goes (for logs, metrics and tests).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Basis {
-    /// A new query, placed inside `Config::groups[group]`.
-    NewQuery { group: usize },
+    /// A new query for `requested` (an index into `Config::groups`), placed in group `placed` — the
+    /// same group, or one of its fallbacks.
+    NewQuery { requested: usize, placed: usize },
     /// A request about a query, sent to the cluster that owns it.
     QueryOwner(QueryId),
     /// Any other request: a cluster of the default group.
@@ -41,22 +53,36 @@ pub enum Basis {
 
 /// Decides where a request goes.
 ///
-/// `owner_of` names the cluster that owns a query, if known; `pick` chooses a member (a cluster index)
-/// of a group for a new query or an unspecific request.
+/// `owner_of` names the cluster that owns a query, if known; `view` tells each cluster's state (by
+/// index into `Config::clusters`); `turn` breaks ties between equally loaded clusters, so that a caller
+/// passing a counter gets round-robin among equals.
 pub fn decide(
     config: &Config,
     facts: &RequestFacts<'_>,
     owner_of: impl FnOnce(&QueryId) -> Option<Arc<str>>,
-    pick: impl FnOnce(usize, &Group) -> usize,
+    view: impl Fn(usize) -> ClusterView,
+    turn: usize,
 ) -> Decision {
     match classify(facts.method, facts.path) {
         Target::NewStatement => {
-            let group = group_for(config, facts.routing_group);
-            let cluster = pick(group, &config.groups[group]);
-            Decision::Route { cluster, basis: Basis::NewQuery { group } }
+            let requested = group_for(config, facts.routing_group);
+            match place(config, requested, &view, turn, |v| v.accepts_new) {
+                Some((placed, cluster)) => {
+                    Decision::Route { cluster, basis: Basis::NewQuery { requested, placed } }
+                }
+                None => Decision::Refuse(Refusal::NoCapacity {
+                    group: config.groups[requested].name.clone(),
+                    retry_after_seconds: config.health.retry_after.as_secs().max(1),
+                }),
+            }
         }
         Target::Query(id) => match owner_of(&id) {
             Some(name) => match config.clusters.iter().position(|c| c.name == name) {
+                Some(cluster) if view(cluster).down => Decision::Refuse(Refusal::OwnerDown {
+                    query_id: id,
+                    cluster: name,
+                    as_query_failure: is_statement_poll(facts),
+                }),
                 Some(cluster) => Decision::Route { cluster, basis: Basis::QueryOwner(id) },
                 None => Decision::Refuse(Refusal::OwnerRemoved { query_id: id, cluster: name }),
             },
@@ -65,9 +91,16 @@ pub fn decide(
         Target::BadQueryId(error) => Decision::Refuse(Refusal::BadQueryId(error)),
         Target::SpooledSegment => Decision::Refuse(Refusal::SpooledSegmentUnplaced),
         Target::Other => {
+            // Prefer a cluster that takes new queries; else any that is not down; else the first
+            // (Envoy then answers for it).
             let group = config.default_group;
-            let cluster = pick(group, &config.groups[group]);
-            Decision::Route { cluster, basis: Basis::DefaultGroup }
+            let placed = place(config, group, &view, turn, |v| v.accepts_new)
+                .or_else(|| place(config, group, &view, turn, |v| !v.down))
+                .or_else(|| place(config, group, &view, turn, |_| true));
+            match placed {
+                Some((_, cluster)) => Decision::Route { cluster, basis: Basis::DefaultGroup },
+                None => unreachable!("a validated default group has clusters or fallbacks with clusters"),
+            }
         }
     }
 }
@@ -75,6 +108,39 @@ pub fn decide(
 /// The group a new query belongs to: the one the client names when it exists, else the default group.
 pub fn group_for(config: &Config, requested: Option<&str>) -> usize {
     requested.map(str::trim).and_then(|name| config.group_named(name)).unwrap_or(config.default_group)
+}
+
+/// The least loaded eligible cluster of `group`, else of its fallbacks in order: `(group, cluster)`.
+fn place(
+    config: &Config,
+    group: usize,
+    view: &impl Fn(usize) -> ClusterView,
+    turn: usize,
+    eligible: impl Fn(&ClusterView) -> bool,
+) -> Option<(usize, usize)> {
+    std::iter::once(group)
+        .chain(config.groups[group].fallback.iter().copied())
+        .find_map(|g| least_loaded(&config.groups[g], view, turn, &eligible).map(|c| (g, c)))
+}
+
+fn least_loaded(
+    group: &Group,
+    view: &impl Fn(usize) -> ClusterView,
+    turn: usize,
+    eligible: &impl Fn(&ClusterView) -> bool,
+) -> Option<usize> {
+    let candidates = group.members.iter().map(|&c| (c, view(c))).filter(|(_, v)| eligible(v));
+    let lowest = candidates.clone().map(|(_, v)| v.load).reduce(f64::min)?;
+    let tied = candidates.filter(|(_, v)| v.load <= lowest).map(|(c, _)| c);
+    let count = tied.clone().count();
+    tied.clone().nth(turn % count)
+}
+
+/// A client polling a statement for its next page (where a failed `QueryResults` is the clearest
+/// answer the client can get).
+fn is_statement_poll(facts: &RequestFacts<'_>) -> bool {
+    facts.method.eq_ignore_ascii_case("GET")
+        && (facts.path.starts_with("/v1/statement/") || facts.path.starts_with("/ui/api/statement/"))
 }
 
 #[cfg(test)]
@@ -87,6 +153,9 @@ mod tests {
     const CONFIG: &str = "
 listen: 127.0.0.1:50051
 default_group: adhoc
+groups:
+  - {name: etl, fallback: [adhoc]}
+  - {name: BI, fallback: [etl, adhoc]}
 clusters:
   - {name: trino-a, url: 'http://127.0.0.1:1', group: adhoc}
   - {name: trino-b, url: 'http://127.0.0.1:2', group: adhoc}
@@ -113,15 +182,29 @@ clusters:
         }
     }
 
-    /// Decides with a picker that always takes the group's last member, and names the outcome.
-    fn outcome(method: &str, path: &str, group: Option<&str>) -> String {
+    /// Everything healthy, equally loaded.
+    fn all_up(_: usize) -> ClusterView {
+        ClusterView { accepts_new: true, down: false, load: 0.0 }
+    }
+
+    /// Decides with `view` and turn 1 (the second of equally loaded clusters), and names the outcome.
+    fn outcome_with(
+        method: &str,
+        path: &str,
+        group: Option<&str>,
+        view: impl Fn(usize) -> ClusterView,
+    ) -> String {
         let config = config();
         let facts = RequestFacts { method, path, routing_group: group };
-        let pick = |_, g: &Group| *g.members.last().unwrap();
-        match decide(&config, &facts, owner_of, pick) {
+        match decide(&config, &facts, owner_of, view, 1) {
             Decision::Route { cluster, basis } => {
                 let why = match basis {
-                    Basis::NewQuery { group } => format!("new in {}", config.groups[group].name),
+                    Basis::NewQuery { requested, placed } if requested == placed => {
+                        format!("new in {}", config.groups[placed].name)
+                    }
+                    Basis::NewQuery { requested, placed } => {
+                        format!("new in {} via {}", config.groups[placed].name, config.groups[requested].name)
+                    }
                     Basis::QueryOwner(id) => format!("owner of {}", &id.as_str()[22..]),
                     Basis::DefaultGroup => "default".to_owned(),
                 };
@@ -129,6 +212,10 @@ clusters:
             }
             Decision::Refuse(r) => format!("refuse {}", r.reply().status),
         }
+    }
+
+    fn outcome(method: &str, path: &str, group: Option<&str>) -> String {
+        outcome_with(method, path, group, all_up)
     }
 
     #[test]
@@ -176,24 +263,92 @@ clusters:
         }
     }
 
+    /// Cluster views from a compact spec per cluster index: `u` up, `d` down (unhealthy), `n` up but
+    /// taking no new queries (draining, disabled, starting, shutting down); a digit is its load.
+    fn views(spec: &'static str) -> impl Fn(usize) -> ClusterView {
+        move |i| {
+            let token = spec.split_whitespace().nth(i).unwrap_or("u0");
+            let (state, load) = token.split_at(1);
+            ClusterView { accepts_new: state == "u", down: state == "d", load: load.parse().unwrap_or(0.0) }
+        }
+    }
+
     #[test]
-    fn picker_sees_the_chosen_group() {
+    fn health_load_and_fallback() {
+        let new = "/v1/statement";
+        let follow = format!("/v1/statement/executing/{A}/y1/2");
+        let info = format!("/v1/query/{A}");
+        // clusters: 0 trino-a, 1 trino-b (adhoc); 2 trino-etl, 3 trino-etl2 (etl, falls back to adhoc);
+        // 4 trino-bi (BI, falls back to etl then adhoc).
+        #[rustfmt::skip]
+        let cases: Vec<(&str, &str, Option<&str>, &str, &str)> = vec![
+            ("POST", new, None, "u0 u0 u0 u0 u0", "trino-b (new in adhoc)"),          // turn 1 of 2 equals
+            ("POST", new, None, "u1 u0 u0 u0 u0", "trino-b (new in adhoc)"),          // least loaded
+            ("POST", new, None, "u0 u1 u0 u0 u0", "trino-a (new in adhoc)"),
+            ("POST", new, None, "u5 u3 u0 u0 u0", "trino-b (new in adhoc)"),
+            ("POST", new, None, "d0 u9 u0 u0 u0", "trino-b (new in adhoc)"),          // the other is down
+            ("POST", new, None, "n0 u9 u0 u0 u0", "trino-b (new in adhoc)"),          // the other drains
+            ("POST", new, None, "u0 n0 u0 u0 u0", "trino-a (new in adhoc)"),
+            ("POST", new, None, "d0 d0 u0 u0 u0", "refuse 503"),                      // adhoc has no fallback
+            ("POST", new, None, "n0 n0 u0 u0 u0", "refuse 503"),
+            ("POST", new, Some("etl"), "u0 u0 u0 u0 u0", "trino-etl2 (new in etl)"),
+            ("POST", new, Some("etl"), "u0 u0 d0 u0 u0", "trino-etl2 (new in etl)"),
+            ("POST", new, Some("etl"), "u0 u0 d0 n0 u0", "trino-b (new in adhoc via etl)"),
+            ("POST", new, Some("etl"), "u0 d0 d0 d0 u0", "trino-a (new in adhoc via etl)"),
+            ("POST", new, Some("etl"), "d0 d0 d0 d0 u0", "refuse 503"),
+            ("POST", new, Some("BI"), "u0 u0 u0 u0 u0", "trino-bi (new in BI)"),
+            ("POST", new, Some("BI"), "u0 u0 u0 u0 d0", "trino-etl2 (new in etl via BI)"),
+            ("POST", new, Some("BI"), "u0 u0 d0 d0 d0", "trino-b (new in adhoc via BI)"),
+            ("POST", new, Some("BI"), "u0 u0 u4 u2 d0", "trino-etl2 (new in etl via BI)"),
+            // Follow-ups stay with their owner whatever its state, unless it is known to be down.
+            ("GET", &follow, None, "n0 u0 u0 u0 u0", "trino-a (owner of aaaaa)"),
+            ("GET", &follow, None, "u9 u0 u0 u0 u0", "trino-a (owner of aaaaa)"),
+            ("GET", &follow, None, "d0 u0 u0 u0 u0", "refuse 200"),                   // a failed QueryResults
+            ("DELETE", &follow, None, "d0 u0 u0 u0 u0", "refuse 502"),
+            ("GET", &info, None, "d0 u0 u0 u0 u0", "refuse 502"),
+            // Other paths: a default-group cluster that takes queries, else one not down, else any.
+            ("GET", "/v1/info", None, "d0 u0 u0 u0 u0", "trino-b (default)"),
+            ("GET", "/v1/info", None, "u0 d0 u0 u0 u0", "trino-a (default)"),
+            ("GET", "/v1/info", None, "n0 d0 u0 u0 u0", "trino-a (default)"),
+            ("GET", "/v1/info", None, "d0 d0 u0 u0 u0", "trino-b (default)"),
+        ];
+        for (method, path, group, spec, expected) in cases {
+            assert_eq!(
+                outcome_with(method, path, group, views(spec)),
+                expected,
+                "{method} {path} group={group:?} views={spec}"
+            );
+        }
+    }
+
+    #[test]
+    fn equals_take_turns() {
         let config = config();
-        let facts = RequestFacts { method: "POST", path: "/v1/statement", routing_group: Some("etl") };
-        let mut seen = None;
-        let decision = decide(&config, &facts, owner_of, |group, g| {
-            seen = Some((group, g.members.clone()));
-            g.members[0]
-        });
-        assert_eq!(seen, Some((1, vec![2, 3])));
-        assert_eq!(decision, Decision::Route { cluster: 2, basis: Basis::NewQuery { group: 1 } });
+        let facts = RequestFacts { method: "POST", path: "/v1/statement", routing_group: None };
+        let picks: Vec<usize> = (0..4)
+            .map(|turn| match decide(&config, &facts, owner_of, all_up, turn) {
+                Decision::Route { cluster, .. } => cluster,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(picks, [0, 1, 0, 1]);
+    }
+
+    #[test]
+    fn no_capacity_says_when_to_retry() {
+        let config = config();
+        let facts = RequestFacts { method: "POST", path: "/v1/statement", routing_group: None };
+        let Decision::Refuse(refusal) = decide(&config, &facts, owner_of, views("d0 d0"), 0) else {
+            panic!()
+        };
+        assert_eq!(refusal, Refusal::NoCapacity { group: "adhoc".into(), retry_after_seconds: 1 });
     }
 
     #[test]
     fn bad_ids_are_named() {
         let config = config();
         let facts = RequestFacts { method: "GET", path: "/v1/query/x-y", routing_group: None };
-        let decision = decide(&config, &facts, |_| unreachable!(), |_, _| unreachable!());
+        let decision = decide(&config, &facts, |_| unreachable!(), |_| unreachable!(), 0);
         assert_eq!(decision, Decision::Refuse(Refusal::BadQueryId(QueryIdError::BadCharacter)));
     }
 }

@@ -7,10 +7,12 @@
 
 pub mod affinity;
 pub mod cli;
+pub mod cluster_state;
 pub mod config;
 pub mod decision;
 pub mod envoy_bootstrap;
 pub mod ext_proc;
+pub mod health;
 pub mod query_id;
 pub mod refusal;
 pub mod routing;

@@ -19,6 +19,12 @@ pub enum Refusal {
     BadQueryId(QueryIdError),
     /// The query's owner was learned, but that cluster is no longer configured.
     OwnerRemoved { query_id: QueryId, cluster: Arc<str> },
+    /// The query's owner is known to be down: its query cannot progress. `as_query_failure`: answer as
+    /// Trino answers a failed query (200 with a FAILED `QueryResults`), for clients polling for pages.
+    OwnerDown { query_id: QueryId, cluster: Arc<str>, as_query_failure: bool },
+    /// No cluster of the group (or its fallbacks) can take a new query now. Nothing was submitted; the
+    /// client may retry after the given time.
+    NoCapacity { group: Arc<str>, retry_after_seconds: u64 },
     /// A spooled segment whose cluster the router does not know.
     SpooledSegmentUnplaced,
     /// The ext_proc message sequence made no sense (a misconfigured Envoy filter).
@@ -33,6 +39,8 @@ pub struct LocalReply {
     pub body: Vec<u8>,
     /// The reason Envoy logs and reports in its `details`.
     pub details: &'static str,
+    /// Seconds for a `Retry-After` header.
+    pub retry_after: Option<u64>,
 }
 
 impl Refusal {
@@ -56,6 +64,24 @@ impl Refusal {
                 "trino_router_owner_removed",
                 format!("Query {query_id} ran on cluster {cluster}, which is no longer configured"),
             ),
+            Refusal::OwnerDown { query_id, cluster, as_query_failure } => (
+                if *as_query_failure { 200 } else { 502 },
+                "CLUSTER_UNAVAILABLE",
+                "trino_router_owner_down",
+                format!(
+                    "Query {query_id} failed: cluster {cluster}, which ran it, is down (its coordinator \
+                     does not answer); run the query again"
+                ),
+            ),
+            Refusal::NoCapacity { group, .. } => (
+                503,
+                "NO_CLUSTER_AVAILABLE",
+                "trino_router_no_capacity",
+                format!(
+                    "No cluster of routing group {group} (or its fallbacks) can take a query now; \
+                     nothing was submitted, retry later"
+                ),
+            ),
             Refusal::SpooledSegmentUnplaced => (
                 404,
                 "SPOOLED_SEGMENT_NOT_FOUND",
@@ -70,14 +96,21 @@ impl Refusal {
             ),
         };
         let query_id = match self {
-            Refusal::QueryNotFound(id) | Refusal::OwnerRemoved { query_id: id, .. } => id.as_str(),
+            Refusal::QueryNotFound(id)
+            | Refusal::OwnerRemoved { query_id: id, .. }
+            | Refusal::OwnerDown { query_id: id, .. } => id.as_str(),
             _ => "",
+        };
+        let retry_after = match self {
+            Refusal::NoCapacity { retry_after_seconds, .. } => Some(*retry_after_seconds),
+            _ => None,
         };
         LocalReply {
             status,
             content_type: "application/json",
             body: query_results_failure(query_id, error_name, &message),
             details,
+            retry_after,
         }
     }
 }
@@ -131,6 +164,9 @@ mod tests {
             (Refusal::BadQueryId(QueryIdError::TooLong), 400, "INVALID_QUERY_ID"),
             (Refusal::OwnerRemoved { query_id: id(), cluster: "old".into() }, 404, "QUERY_NOT_FOUND"),
             (Refusal::SpooledSegmentUnplaced, 404, "SPOOLED_SEGMENT_NOT_FOUND"),
+            (Refusal::OwnerDown { query_id: id(), cluster: "a".into(), as_query_failure: true }, 200, "CLUSTER_UNAVAILABLE"),
+            (Refusal::OwnerDown { query_id: id(), cluster: "a".into(), as_query_failure: false }, 502, "CLUSTER_UNAVAILABLE"),
+            (Refusal::NoCapacity { group: "adhoc".into(), retry_after_seconds: 2 }, 503, "NO_CLUSTER_AVAILABLE"),
             (Refusal::ProtocolViolation("x"), 500, "ROUTER_PROTOCOL_ERROR"),
         ];
         for (refusal, status, name) in cases {
@@ -141,6 +177,18 @@ mod tests {
             assert_eq!(body["stats"]["state"], "FAILED");
             assert!(body["error"]["message"].as_str().unwrap().len() > 10);
         }
+    }
+
+    #[test]
+    fn only_no_capacity_asks_for_a_retry() {
+        let reply = Refusal::NoCapacity { group: "adhoc".into(), retry_after_seconds: 2 }.reply();
+        assert_eq!(reply.retry_after, Some(2));
+        assert_eq!(Refusal::QueryNotFound(id()).reply().retry_after, None);
+        let down =
+            Refusal::OwnerDown { query_id: id(), cluster: "trino-a".into(), as_query_failure: true }.reply();
+        let body: serde_json::Value = serde_json::from_slice(&down.body).unwrap();
+        assert!(body.get("nextUri").is_none(), "a failed page ends the query");
+        assert!(body["error"]["message"].as_str().unwrap().contains("trino-a"));
     }
 
     #[test]

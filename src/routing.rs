@@ -1,65 +1,165 @@
-//! The router's live state and its two questions: where does this request go ([`Router::decide`]), and
-//! which cluster owns this new query ([`Router::learn`]).
+//! The router's live state and its questions: where does this request go ([`Router::decide`]), which
+//! cluster owns this new query ([`Router::learn`]), and what changed (health, operator, config).
 //!
-//! It joins the pure [`decision`](crate::decision) with what the router remembers: the config, the
-//! learned query owners ([`Affinity`]) and the per-group round-robin counters that spread new queries.
+//! The config and the per-cluster run-time state are published together as one immutable
+//! [`Snapshot`], swapped atomically on reload; a stream reads one snapshot for each decision. Run-time
+//! state is kept per cluster *name* across reloads ([`ClusterRuntime`]).
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
 
 use crate::affinity::Affinity;
-use crate::config::{Cluster, Config, Group};
-use crate::decision::{Decision, RequestFacts, decide};
+use crate::cluster_state::{ClusterRuntime, Operator};
+use crate::config::Config;
+use crate::decision::{Basis, ClusterView, Decision, RequestFacts, decide};
+use crate::health::Health;
 use crate::query_id::QueryId;
 
-/// Shared by every ext_proc stream.
+/// The config and the run-time state of its clusters (same order as `config.clusters`).
+pub struct Snapshot {
+    pub config: Arc<Config>,
+    pub clusters: Vec<Arc<ClusterRuntime>>,
+}
+
+impl Snapshot {
+    /// The index of the cluster whose routing-header value (Envoy cluster name) is `value`.
+    pub fn cluster_by_header_value(&self, value: &str) -> Option<usize> {
+        self.config.clusters.iter().position(|c| &*c.envoy_cluster == value)
+    }
+
+    /// The index of the cluster named `name`.
+    pub fn cluster_by_name(&self, name: &str) -> Option<usize> {
+        self.config.clusters.iter().position(|c| &*c.name == name)
+    }
+
+    fn view(&self, cluster: usize) -> ClusterView {
+        let runtime = &self.clusters[cluster];
+        ClusterView {
+            accepts_new: runtime.accepts_new_queries(),
+            down: runtime.health().is_down(),
+            load: runtime.load() as f64 / self.config.clusters[cluster].weight,
+        }
+    }
+}
+
+/// Shared by every ext_proc stream, the poller, the admin service and the reloader.
 pub struct Router {
-    config: Arc<Config>,
+    current: ArcSwap<Snapshot>,
+    /// Every cluster's run-time state by name, including clusters a reload removed (they may return).
+    runtimes: Mutex<HashMap<Arc<str>, Arc<ClusterRuntime>>>,
     affinity: Affinity,
-    /// Next member to take, per group index.
-    round_robin: Vec<AtomicUsize>,
+    /// Breaks ties between equally loaded clusters (round-robin among equals).
+    turn: AtomicUsize,
 }
 
 impl Router {
     pub fn new(config: Config) -> Router {
         let affinity = Affinity::new(&config.affinity);
-        let round_robin = config.groups.iter().map(|_| AtomicUsize::new(0)).collect();
-        Router { config: Arc::new(config), affinity, round_robin }
+        let runtimes = Mutex::new(HashMap::new());
+        let snapshot = Self::snapshot_for(&runtimes, config, None);
+        Router { current: ArcSwap::from_pointee(snapshot), runtimes, affinity, turn: AtomicUsize::new(0) }
     }
 
-    pub fn config(&self) -> &Config {
-        &self.config
+    /// The current config and cluster state.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
     }
 
     pub fn affinity(&self) -> &Affinity {
         &self.affinity
     }
 
-    /// Where this request goes.
-    pub fn decide(&self, facts: &RequestFacts<'_>) -> Decision {
-        decide(
-            &self.config,
-            facts,
-            |id| self.affinity.owner_of(id),
-            |group, members| self.spread(group, members),
-        )
+    /// Where this request goes, decided on `snapshot`; records dispatches and activity.
+    pub fn decide(&self, snapshot: &Snapshot, facts: &RequestFacts<'_>) -> Decision {
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        let decision =
+            decide(&snapshot.config, facts, |id| self.affinity.owner_of(id), |c| snapshot.view(c), turn);
+        match &decision {
+            Decision::Route { cluster, basis: Basis::NewQuery { .. } } => {
+                snapshot.clusters[*cluster].dispatched()
+            }
+            Decision::Route { cluster, basis: Basis::QueryOwner(id) } => {
+                snapshot.clusters[*cluster].heard_from(id)
+            }
+            _ => {}
+        }
+        decision
     }
 
-    /// The cluster whose routing-header value (Envoy cluster name) is `value`.
-    pub fn cluster_by_header_value(&self, value: &str) -> Option<&Cluster> {
-        self.config.clusters.iter().find(|c| &*c.envoy_cluster == value)
+    /// Records that `snapshot.config.clusters[cluster]` owns `query`.
+    pub fn learn(&self, snapshot: &Snapshot, query: QueryId, cluster: usize) {
+        let name = snapshot.config.clusters[cluster].name.clone();
+        tracing::debug!(query_id = %query, cluster = %name, "learned query owner");
+        snapshot.clusters[cluster].heard_from(&query);
+        self.affinity.learn(query, name);
     }
 
-    /// Records that `cluster` (by name) owns `query`.
-    pub fn learn(&self, query: QueryId, cluster: Arc<str>) {
-        tracing::debug!(query_id = %query, %cluster, "learned query owner");
-        self.affinity.learn(query, cluster);
+    /// Envoy could not deliver a new query to this cluster: it takes no new queries until polls say so.
+    pub fn delivery_failed(&self, snapshot: &Snapshot, cluster: usize, status: &str) {
+        if let Some(health) = snapshot.clusters[cluster].delivery_failed() {
+            let name = &snapshot.config.clusters[cluster].name;
+            tracing::warn!(cluster = %name, %health, status, "a new query could not be delivered");
+        }
     }
 
-    /// Round-robin inside a group.
-    fn spread(&self, group: usize, members: &Group) -> usize {
-        let turn = self.round_robin[group].fetch_add(1, Ordering::Relaxed);
-        members.members[turn % members.members.len()]
+    /// Sets the operator's say over a cluster, by name; `None` when no such cluster is configured.
+    pub fn set_operator(&self, name: &str, operator: Operator) -> Option<Operator> {
+        let snapshot = self.snapshot();
+        let index = snapshot.cluster_by_name(name)?;
+        let previous = snapshot.clusters[index].set_operator(operator);
+        if previous != operator {
+            tracing::info!(cluster = name, from = %previous, to = %operator, "operator changed cluster state");
+        }
+        Some(previous)
+    }
+
+    /// Replaces the config, keeping every cluster's run-time state. A cluster whose `enabled` flag
+    /// changed in the file takes the new flag; otherwise the operator's say stands.
+    pub fn apply(&self, config: Config) {
+        let previous = self.snapshot();
+        let snapshot = Self::snapshot_for(&self.runtimes, config, Some(&previous.config));
+        self.current.store(Arc::new(snapshot));
+    }
+
+    fn snapshot_for(
+        runtimes: &Mutex<HashMap<Arc<str>, Arc<ClusterRuntime>>>,
+        config: Config,
+        previous: Option<&Config>,
+    ) -> Snapshot {
+        let mut runtimes = runtimes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let clusters = config
+            .clusters
+            .iter()
+            .map(|cluster| {
+                let runtime = runtimes
+                    .entry(cluster.name.clone())
+                    .or_insert_with(|| Arc::new(ClusterRuntime::new(cluster.enabled)))
+                    .clone();
+                let was_enabled = previous.and_then(|p| p.cluster_named(&cluster.name)).map(|c| c.enabled);
+                match (was_enabled, cluster.enabled) {
+                    (Some(false), true) => {
+                        runtime.set_operator(Operator::Active);
+                    }
+                    (Some(true), false) => {
+                        runtime.set_operator(Operator::Disabled);
+                    }
+                    _ => {}
+                }
+                runtime
+            })
+            .collect();
+        Snapshot { config: Arc::new(config), clusters }
+    }
+}
+
+/// Logs a cluster's health change: one line per change.
+pub fn log_health_change(cluster: &str, health: Health, why: &str) {
+    match health {
+        Health::Healthy => tracing::info!(cluster, %health, why, "cluster state changed"),
+        _ => tracing::warn!(cluster, %health, why, "cluster state changed"),
     }
 }
 
@@ -85,37 +185,78 @@ clusters:
 
     fn new_query(router: &Router, group: Option<&str>) -> usize {
         let facts = RequestFacts { method: "POST", path: "/v1/statement", routing_group: group };
-        match router.decide(&facts) {
+        match router.decide(&router.snapshot(), &facts) {
             Decision::Route { cluster, basis: Basis::NewQuery { .. } } => cluster,
             other => panic!("{other:?}"),
         }
     }
 
     #[test]
-    fn new_queries_take_turns_per_group() {
+    fn new_queries_spread_by_load() {
         let router = router();
-        let picks: Vec<usize> = (0..7).map(|_| new_query(&router, None)).collect();
-        assert_eq!(picks, vec![0, 1, 2, 0, 1, 2, 0]);
+        let picks: Vec<usize> = (0..6).map(|_| new_query(&router, None)).collect();
+        let mut counts = [0; 3];
+        picks.iter().for_each(|&c| counts[c] += 1);
+        assert_eq!(counts, [2, 2, 2], "equal clusters share a burst: {picks:?}");
         assert_eq!(new_query(&router, Some("etl")), 3);
-        assert_eq!(new_query(&router, None), 1);
+        router.snapshot().clusters[0].coordinator_reported(50);
+        let picks: Vec<usize> = (0..4).map(|_| new_query(&router, None)).collect();
+        assert!(!picks.contains(&0), "the loaded cluster is avoided: {picks:?}");
     }
 
     #[test]
     fn learned_owner_places_follow_ups() {
         let router = router();
+        let snapshot = router.snapshot();
         let id = QueryId::parse("20260101_120000_00001_abcde").unwrap();
         let path = format!("/v1/statement/executing/{id}/y/1");
         let facts = RequestFacts { method: "GET", path: &path, routing_group: None };
-        assert!(matches!(router.decide(&facts), Decision::Refuse(_)));
-        router.learn(id.clone(), "c".into());
-        assert_eq!(router.decide(&facts), Decision::Route { cluster: 2, basis: Basis::QueryOwner(id) });
+        assert!(matches!(router.decide(&snapshot, &facts), Decision::Refuse(_)));
+        router.learn(&snapshot, id.clone(), 2);
+        assert_eq!(
+            router.decide(&snapshot, &facts),
+            Decision::Route { cluster: 2, basis: Basis::QueryOwner(id) }
+        );
+        assert_eq!(snapshot.clusters[2].in_flight(), 1);
     }
 
     #[test]
     fn header_values_map_back_to_clusters() {
+        let snapshot = router().snapshot();
+        assert_eq!(snapshot.cluster_by_header_value("outbound|8080||e.svc"), Some(3));
+        assert_eq!(snapshot.cluster_by_header_value("a"), Some(0));
+        assert_eq!(snapshot.cluster_by_header_value("e"), None);
+    }
+
+    #[test]
+    fn operator_and_passive_failures_steer_new_queries() {
         let router = router();
-        assert_eq!(router.cluster_by_header_value("outbound|8080||e.svc").map(|c| &*c.name), Some("e"));
-        assert_eq!(router.cluster_by_header_value("a").map(|c| &*c.name), Some("a"));
-        assert!(router.cluster_by_header_value("e").is_none());
+        assert_eq!(router.set_operator("a", Operator::Draining), Some(Operator::Active));
+        assert_eq!(router.set_operator("nope", Operator::Draining), None);
+        let snapshot = router.snapshot();
+        router.delivery_failed(&snapshot, 1, "503");
+        let picks: Vec<usize> = (0..5).map(|_| new_query(&router, None)).collect();
+        assert_eq!(picks, [2; 5]);
+    }
+
+    #[test]
+    fn reload_keeps_state_by_name() {
+        let router = router();
+        router.set_operator("b", Operator::Draining);
+        router.snapshot().clusters[2].coordinator_reported(9);
+        let text = "
+listen: 127.0.0.1:1
+default_group: adhoc
+clusters:
+  - {name: c, url: 'http://127.0.0.1:3', group: adhoc}
+  - {name: b, url: 'http://127.0.0.1:2', group: adhoc}
+  - {name: e, url: 'http://127.0.0.1:4', group: adhoc, enabled: false}
+";
+        router.apply(Config::from_yaml(Path::new("t.yaml"), text, &Overrides::default()).unwrap());
+        let snapshot = router.snapshot();
+        assert_eq!(snapshot.clusters[0].coordinator_queries(), Some(9), "c kept its load");
+        assert_eq!(snapshot.clusters[1].operator(), Operator::Draining, "b is still draining");
+        assert_eq!(snapshot.clusters[2].operator(), Operator::Disabled, "e was disabled in the file");
+        assert_eq!(new_query(&router, None), 0, "only c takes new queries");
     }
 }

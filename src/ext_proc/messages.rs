@@ -23,18 +23,22 @@ pub fn header<'a>(headers: Option<&'a HeaderMap>, name: &str) -> Option<&'a str>
     }
 }
 
-/// Request-headers reply: set the routing header (replacing any value the client sent) and make Envoy
-/// pick the route again.
-pub fn route_to(routing_header: &str, value: &str) -> ProcessingResponse {
-    let set = HeaderValueOption {
+fn set_header(name: &str, value: &str) -> HeaderValueOption {
+    HeaderValueOption {
         header: Some(HeaderValue {
-            key: routing_header.to_owned(),
+            key: name.to_owned(),
             raw_value: value.as_bytes().to_vec(),
             ..Default::default()
         }),
         append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
         ..Default::default()
-    };
+    }
+}
+
+/// Request-headers reply: set the routing header (replacing any value the client sent) and make Envoy
+/// pick the route again.
+pub fn route_to(routing_header: &str, value: &str) -> ProcessingResponse {
+    let set = set_header(routing_header, value);
     let common = CommonResponse {
         header_mutation: Some(HeaderMutation { set_headers: vec![set], remove_headers: vec![] }),
         clear_route_cache: true,
@@ -45,18 +49,13 @@ pub fn route_to(routing_header: &str, value: &str) -> ProcessingResponse {
 
 /// An answer Envoy sends to the client in the router's name; nothing goes upstream.
 pub fn refuse(local: &LocalReply) -> ProcessingResponse {
-    let content_type = HeaderValueOption {
-        header: Some(HeaderValue {
-            key: "content-type".to_owned(),
-            raw_value: local.content_type.as_bytes().to_vec(),
-            ..Default::default()
-        }),
-        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
-        ..Default::default()
-    };
+    let mut set_headers = vec![set_header("content-type", local.content_type)];
+    if let Some(seconds) = local.retry_after {
+        set_headers.push(set_header("retry-after", &seconds.to_string()));
+    }
     reply(Response::ImmediateResponse(ImmediateResponse {
         status: Some(HttpStatus { code: i32::from(local.status) }),
-        headers: Some(HeaderMutation { set_headers: vec![content_type], remove_headers: vec![] }),
+        headers: Some(HeaderMutation { set_headers, remove_headers: vec![] }),
         body: local.body.clone(),
         details: local.details.to_owned(),
         ..Default::default()
@@ -148,10 +147,24 @@ mod tests {
 
     #[test]
     fn refuse_carries_status_and_body() {
-        let local =
-            LocalReply { status: 404, content_type: "application/json", body: b"{}".to_vec(), details: "d" };
+        let local = LocalReply {
+            status: 503,
+            content_type: "application/json",
+            body: b"{}".to_vec(),
+            details: "d",
+            retry_after: Some(2),
+        };
         let Some(Response::ImmediateResponse(r)) = refuse(&local).response else { panic!() };
-        assert_eq!(r.status.unwrap().code, 404);
+        assert_eq!(r.status.unwrap().code, 503);
+        let headers: Vec<(String, Vec<u8>)> = r
+            .headers
+            .unwrap()
+            .set_headers
+            .into_iter()
+            .map(|h| h.header.unwrap())
+            .map(|h| (h.key, h.raw_value))
+            .collect();
+        assert!(headers.contains(&("retry-after".to_owned(), b"2".to_vec())), "{headers:?}");
         assert_eq!(r.body, b"{}");
         assert_eq!(r.details, "d");
     }

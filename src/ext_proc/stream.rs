@@ -24,7 +24,7 @@ use super::messages::{Phase, header, pass, refuse, route_to};
 use crate::decision::{Basis, Decision, RequestFacts};
 use crate::query_id::QueryId;
 use crate::refusal::Refusal;
-use crate::routing::Router;
+use crate::routing::{Router, Snapshot};
 use crate::target::{Target, classify};
 
 /// The routing-group header clients (and trino-gateway users) send.
@@ -70,10 +70,17 @@ pub struct ProcessingStream {
 }
 
 /// A new query whose owner the stream will learn from the response.
-#[derive(Debug)]
 struct Learning {
-    cluster: Arc<str>,
+    /// The snapshot the query was routed on, and the cluster's index in it.
+    snapshot: Arc<Snapshot>,
+    cluster: usize,
     body: Vec<u8>,
+}
+
+impl Learning {
+    fn cluster_name(&self) -> &str {
+        &self.snapshot.config.clusters[self.cluster].name
+    }
 }
 
 /// The part of Trino's `QueryResults` the router reads.
@@ -130,15 +137,19 @@ impl ProcessingStream {
             path: header(map, ":path").unwrap_or(""),
             routing_group: header(map, ROUTING_GROUP_HEADER),
         };
-        let decision = self.router.decide(&facts);
+        let snapshot = self.router.snapshot();
+        let decision = self.router.decide(&snapshot, &facts);
         tracing::debug!(method = facts.method, path = facts.path, ?decision, "decided");
         match decision {
             Decision::Route { cluster, basis } => {
-                let cluster = &self.router.config().clusters[cluster];
+                let reply = route_to(
+                    &snapshot.config.routing_header,
+                    &snapshot.config.clusters[cluster].envoy_cluster,
+                );
                 if let Basis::NewQuery { .. } = basis {
-                    self.learning = Some(Learning { cluster: cluster.name.clone(), body: Vec::new() });
+                    self.learning = Some(Learning { snapshot, cluster, body: Vec::new() });
                 }
-                Step::Reply(Box::new(route_to(&self.router.config().routing_header, &cluster.envoy_cluster)))
+                Step::Reply(Box::new(reply))
             }
             Decision::Refuse(refusal) => Step::Reply(Box::new(refuse(&refusal.reply()))),
         }
@@ -152,11 +163,10 @@ impl ProcessingStream {
         if classify(method, path) != Target::NewStatement {
             return;
         }
-        let routed_to = header(map, &self.router.config().routing_header).unwrap_or("");
-        match self.router.cluster_by_header_value(routed_to) {
-            Some(cluster) => {
-                self.learning = Some(Learning { cluster: cluster.name.clone(), body: Vec::new() })
-            }
+        let snapshot = self.router.snapshot();
+        let routed_to = header(map, &snapshot.config.routing_header).unwrap_or("");
+        match snapshot.cluster_by_header_value(routed_to) {
+            Some(cluster) => self.learning = Some(Learning { snapshot, cluster, body: Vec::new() }),
             None => tracing::warn!(
                 routing_header = routed_to,
                 "a new statement reached the learn filter without a routing header the router set; \
@@ -166,8 +176,15 @@ impl ProcessingStream {
     }
 
     fn on_response_headers(&mut self, headers: &HttpHeaders) {
+        let Some(learning) = self.learning.as_ref() else { return };
+        let status = header(headers.headers.as_ref(), ":status").unwrap_or("");
+        if matches!(status, "502" | "503" | "504") {
+            // Envoy could not deliver the query (refused, reset, timed out) or the coordinator is
+            // overloaded: stop sending new queries there at once; the poller brings it back.
+            self.router.delivery_failed(&learning.snapshot, learning.cluster, status);
+        }
         // Only a successful first page names a query that now exists.
-        if header(headers.headers.as_ref(), ":status") != Some("200") || headers.end_of_stream {
+        if status != "200" || headers.end_of_stream {
             self.learning = None;
         }
     }
@@ -175,7 +192,10 @@ impl ProcessingStream {
     fn on_response_body(&mut self, body: HttpBody) {
         let Some(learning) = self.learning.as_mut() else { return };
         if learning.body.len() + body.body.len() > MAX_LEARN_BODY {
-            tracing::warn!(cluster = %learning.cluster, "first answer of a new query is too large to learn from");
+            tracing::warn!(
+                cluster = learning.cluster_name(),
+                "first answer of a new query is too large to learn from"
+            );
             self.learning = None;
             return;
         }
@@ -192,12 +212,15 @@ impl ProcessingStream {
 
     fn learn_from(&self, learning: Learning) {
         match serde_json::from_slice::<FirstPage<'_>>(&learning.body).map(|p| QueryId::parse(p.id)) {
-            Ok(Ok(id)) => self.router.learn(id, learning.cluster),
+            Ok(Ok(id)) => self.router.learn(&learning.snapshot, id, learning.cluster),
             Ok(Err(e)) => {
-                tracing::warn!(cluster = %learning.cluster, "first answer names no valid query id: {e}")
+                tracing::warn!(cluster = learning.cluster_name(), "first answer names no valid query id: {e}")
             }
             Err(e) => {
-                tracing::warn!(cluster = %learning.cluster, "first answer is not a Trino QueryResults: {e}")
+                tracing::warn!(
+                    cluster = learning.cluster_name(),
+                    "first answer is not a Trino QueryResults: {e}"
+                )
             }
         }
     }
@@ -342,6 +365,24 @@ clusters:
         assert_eq!(summary(learn.on_message(body(&page[10..], true, true))), "Finish");
         let mut s = ProcessingStream::new(router, Role::Decide);
         assert_eq!(summary(s.on_message(follow_up())), "route trino-b");
+    }
+
+    #[test]
+    fn failed_delivery_stops_new_queries_at_once() {
+        let router = router();
+        let mut learn = ProcessingStream::new(router.clone(), Role::Learn);
+        learn.on_message(request("POST", "/v1/statement", &[("x-trino-cluster", "trino-a")], false));
+        assert_eq!(summary(learn.on_message(status("503", false))), "pass response headers");
+        for _ in 0..4 {
+            let mut s = ProcessingStream::new(router.clone(), Role::Decide);
+            assert_eq!(summary(s.on_message(request("POST", "/v1/statement", &[], false))), "route trino-b");
+        }
+        // A coordinator's own 4xx says nothing about its health.
+        let mut learn = ProcessingStream::new(router.clone(), Role::Learn);
+        learn.on_message(request("POST", "/v1/statement", &[("x-trino-cluster", "trino-b")], false));
+        learn.on_message(status("400", false));
+        let mut s = ProcessingStream::new(router, Role::Decide);
+        assert_eq!(summary(s.on_message(request("POST", "/v1/statement", &[], false))), "route trino-b");
     }
 
     #[test]
