@@ -1,0 +1,587 @@
+//! The HTTP surface: axum handlers that look a query up, call its state machine ([`crate::queries`])
+//! and render the answer ([`crate::results`]). No lock is held across an await: a handler that must
+//! wait for a delayed page drops the query's lock, sleeps, and asks again.
+//!
+//! Routes (unknown query ids, wrong slugs and unissued tokens: 404 `Query not found`, text/plain):
+//! - `POST /v1/statement` — body = SQL; empty body: 400.
+//! - `GET|DELETE /v1/statement/queued/{id}/{slug}/{token}`
+//! - `GET|HEAD|DELETE /v1/statement/executing/{id}/{slug}/{token}` (`?maxWait=` honoured up to 1 s,
+//!   `targetResultSize` ignored; HEAD is the spooling heartbeat: 200, no body).
+//! - `DELETE /v1/statement/executing/partialCancel/{id}/{stage}/{slug}/{token}` — 204, no effect.
+//! - `GET|DELETE /v1/query/{id}`, `PUT /v1/query/{id}/killed|preempted` (200, or 409 when already
+//!   done), `GET /ui/api/query/{id}` (QueryInfo-like JSON), `GET /ui/query.html?{id}` (HTML).
+//! - `GET /v1/info`, `/v1/info/state`, `/v1/status`.
+//! - Emulator-only: `GET /v1/emulator/queries` (every known query, oldest first: id, state, canceled,
+//!   error name, sql, user, host, x-trino headers, session, transaction, per-query request counts), `GET /v1/emulator/counters` (requests by kind),
+//!   `GET /v1/emulator/info` (name, coordinator id).
+//! - Anything else: 404 `Not found`.
+//!
+//! URIs handed out start with `http://{Host}`; with `--process-forwarded`, `X-Forwarded-Proto`, `-Host`,
+//! `-Port` and `-Prefix` are honoured as Trino does with `http-server.process-forwarded=true`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::header::{CONTENT_TYPE, HOST};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use serde_json::{Value, json};
+
+use crate::node;
+use crate::queries::{Page, Query, Reject, Step};
+use crate::query_id::CoordinatorId;
+use crate::registry::{Entry, Registry, RequestCounts, Submitted};
+use crate::results::{Context, Rendered, render};
+use crate::session::{claimed_transaction, parse_session_header};
+use crate::slug::SlugContext;
+
+/// Trino caps `maxWait` at one second (`MAX_WAIT_TIME`), and waits that long by default.
+const MAX_WAIT: Duration = Duration::from_secs(1);
+
+/// Requests served, by kind (`/v1/emulator/counters`).
+#[derive(Debug, Default)]
+pub struct Counters {
+    statement_posts: AtomicU64,
+    queued_gets: AtomicU64,
+    executing_gets: AtomicU64,
+    executing_heads: AtomicU64,
+    statement_deletes: AtomicU64,
+    partial_cancels: AtomicU64,
+    query_api: AtomicU64,
+    node_api: AtomicU64,
+    emulator_api: AtomicU64,
+    not_found: AtomicU64,
+    gone: AtomicU64,
+    unrouted: AtomicU64,
+}
+
+impl Counters {
+    fn to_json(&self) -> Value {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        json!({
+            "statement_post": get(&self.statement_posts),
+            "queued_get": get(&self.queued_gets),
+            "executing_get": get(&self.executing_gets),
+            "executing_head": get(&self.executing_heads),
+            "statement_delete": get(&self.statement_deletes),
+            "partial_cancel": get(&self.partial_cancels),
+            "query_api": get(&self.query_api),
+            "node_api": get(&self.node_api),
+            "emulator_api": get(&self.emulator_api),
+            "not_found": get(&self.not_found),
+            "gone": get(&self.gone),
+            "unrouted": get(&self.unrouted),
+        })
+    }
+}
+
+/// Everything the handlers share.
+#[derive(Debug)]
+pub struct App {
+    pub name: String,
+    pub coordinator_id: CoordinatorId,
+    pub registry: Registry,
+    pub counters: Counters,
+    pub started: Instant,
+    pub process_forwarded: bool,
+    /// `host:port` the emulator listens on: the base URI when a request has no Host header.
+    pub local_address: String,
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/v1/statement", post(post_statement))
+        .route("/v1/statement/queued/{id}/{slug}/{token}", get(get_queued).delete(delete_queued))
+        .route(
+            "/v1/statement/executing/{id}/{slug}/{token}",
+            get(get_executing).head(head_executing).delete(delete_executing),
+        )
+        .route("/v1/statement/executing/partialCancel/{id}/{stage}/{slug}/{token}", delete(partial_cancel))
+        .route("/v1/query/{id}", get(query_info).delete(delete_query))
+        .route("/v1/query/{id}/{action}", put(kill_query))
+        .route("/ui/api/query/{id}", get(query_info))
+        .route("/ui/query.html", get(query_html))
+        .route("/v1/info", get(info))
+        .route("/v1/info/state", get(info_state))
+        .route("/v1/status", get(status))
+        .route("/v1/emulator/queries", get(emulator_queries))
+        .route("/v1/emulator/counters", get(emulator_counters))
+        .route("/v1/emulator/info", get(emulator_info))
+        .fallback(unrouted)
+        .with_state(app)
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response {
+    (status, [(CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
+
+fn reject(app: &App, reason: Reject) -> Response {
+    match reason {
+        Reject::NotFound => not_found(app),
+        Reject::Gone => {
+            bump(&app.counters.gone);
+            text(StatusCode::GONE, "Gone")
+        }
+    }
+}
+
+fn not_found(app: &App) -> Response {
+    bump(&app.counters.not_found);
+    text(StatusCode::NOT_FOUND, "Query not found")
+}
+
+fn json_value(value: &Value) -> Response {
+    (StatusCode::OK, [(CONTENT_TYPE, "application/json")], value.to_string()).into_response()
+}
+
+fn query_results(rendered: Rendered<'_>) -> Response {
+    let mut response = Response::new(Body::from(rendered.body));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    for header in rendered.headers {
+        if let Ok(value) = HeaderValue::from_str(&header.value) {
+            headers.append(HeaderName::from_static(header.name), value);
+        }
+    }
+    response
+}
+
+fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The base of every URI handed out, from the request's Host (and forwarded headers when enabled).
+fn base_uri(app: &App, headers: &HeaderMap) -> String {
+    let forwarded = |name| {
+        app.process_forwarded
+            .then(|| header(headers, name))
+            .flatten()
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    base_from(
+        header(headers, HOST.as_str()),
+        &app.local_address,
+        [
+            forwarded("x-forwarded-proto"),
+            forwarded("x-forwarded-host"),
+            forwarded("x-forwarded-port"),
+            forwarded("x-forwarded-prefix"),
+        ],
+    )
+}
+
+/// `scheme://host[:port][/prefix]` from the Host header (or `fallback`) and forwarded
+/// `[proto, host, port, prefix]`.
+fn base_from(
+    host: Option<&str>,
+    fallback: &str,
+    [proto, fwd_host, port, prefix]: [Option<&str>; 4],
+) -> String {
+    let scheme = proto.unwrap_or("http");
+    let mut authority = fwd_host.or(host).unwrap_or(fallback).to_owned();
+    if let Some(port) = port {
+        let host_only = match authority.rsplit_once(':') {
+            Some((h, p)) if !h.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':') => {
+                h.to_owned()
+            }
+            _ => authority.clone(),
+        };
+        authority = format!("{host_only}:{port}");
+    }
+    let prefix = prefix.map(|p| p.trim_matches('/')).filter(|p| !p.is_empty());
+    match prefix {
+        Some(p) => format!("{scheme}://{authority}/{p}"),
+        None => format!("{scheme}://{authority}"),
+    }
+}
+
+fn unix_ms() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis())
+}
+
+fn render_page(app: &App, base: &str, entry: &Entry, query: &Query, page: &Page) -> Response {
+    let ctx = Context { base, cluster: &app.name, now: Instant::now() };
+    query_results(render(&ctx, &entry.id, query, page))
+}
+
+async fn post_statement(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+    bump(&app.counters.statement_posts);
+    if body.is_empty() {
+        return text(StatusCode::BAD_REQUEST, "SQL statement is empty");
+    }
+    let Ok(sql) = String::from_utf8(body.to_vec()) else {
+        return text(StatusCode::BAD_REQUEST, "SQL statement is not valid UTF-8");
+    };
+    let trino_headers = headers
+        .iter()
+        .filter(|(name, _)| name.as_str().starts_with("x-trino-"))
+        .map(|(name, value)| {
+            (name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned())
+        })
+        .collect();
+    let submitted = Submitted {
+        sql,
+        user: header(&headers, "x-trino-user").map(str::to_owned),
+        host: header(&headers, HOST.as_str()).map(str::to_owned),
+        headers: trino_headers,
+        session: header(&headers, "x-trino-session").map(parse_session_header).unwrap_or_default(),
+        transaction: claimed_transaction(header(&headers, "x-trino-transaction-id")).map(str::to_owned),
+    };
+    let entry = app.registry.create(submitted, Instant::now(), unix_ms());
+    tracing::debug!(id = %entry.id, "query created");
+    let base = base_uri(&app, &headers);
+    let query = entry.lock();
+    render_page(&app, &base, &entry, &query, &Query::first_page())
+}
+
+/// A statement URI's parts, with the token parsed; `None` when the token is not a number.
+fn statement_uri(
+    app: &App,
+    (id, slug, token): (String, String, String),
+) -> Option<(Arc<Entry>, String, u64)> {
+    let token = token.parse().ok()?;
+    Some((app.registry.get(&id)?, slug, token))
+}
+
+async fn get_queued(
+    State(app): State<Arc<App>>,
+    Path(parts): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    bump(&app.counters.queued_gets);
+    let Some((entry, slug, token)) = statement_uri(&app, parts) else {
+        return not_found(&app);
+    };
+    RequestCounts::bump(&entry.requests.queued_gets);
+    let base = base_uri(&app, &headers);
+    let mut query = entry.lock();
+    match query.queued(&slug, token, Instant::now()) {
+        Ok(page) => render_page(&app, &base, &entry, &query, &page),
+        Err(reason) => reject(&app, reason),
+    }
+}
+
+/// The `maxWait` query parameter (airlift duration: `500ms`, `1s`, ...), capped at [`MAX_WAIT`].
+fn max_wait(raw_query: Option<&str>) -> Duration {
+    raw_query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|pair| pair.strip_prefix("maxWait="))
+        .and_then(parse_duration)
+        .map_or(MAX_WAIT, |d| d.min(MAX_WAIT))
+}
+
+fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| c.is_ascii_alphabetic())?;
+    let value: f64 = text[..split].trim().parse().ok()?;
+    let unit = match &text[split..] {
+        "ns" => 1e-9,
+        "us" => 1e-6,
+        "ms" => 1e-3,
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        _ => return None,
+    };
+    Duration::try_from_secs_f64(value * unit).ok()
+}
+
+async fn get_executing(
+    State(app): State<Arc<App>>,
+    Path(parts): Path<(String, String, String)>,
+    RawQuery(raw_query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    bump(&app.counters.executing_gets);
+    let Some((entry, slug, token)) = statement_uri(&app, parts) else {
+        return not_found(&app);
+    };
+    RequestCounts::bump(&entry.requests.executing_gets);
+    let base = base_uri(&app, &headers);
+    let wait_until = Instant::now() + max_wait(raw_query.as_deref());
+    loop {
+        let ready_at = {
+            let mut query = entry.lock();
+            match query.executing(&slug, token, Instant::now(), wait_until) {
+                Ok(Step::Page(page)) => return render_page(&app, &base, &entry, &query, &page),
+                Ok(Step::Wait(at)) => at,
+                Err(reason) => return reject(&app, reason),
+            }
+        };
+        tokio::time::sleep_until(ready_at.into()).await;
+    }
+}
+
+async fn head_executing(
+    State(app): State<Arc<App>>,
+    Path(parts): Path<(String, String, String)>,
+) -> Response {
+    bump(&app.counters.executing_heads);
+    let Some((entry, slug, token)) = statement_uri(&app, parts) else {
+        return not_found(&app);
+    };
+    RequestCounts::bump(&entry.requests.heads);
+    let mut query = entry.lock();
+    match query.check(SlugContext::Executing, &slug, token) {
+        Ok(()) => {
+            query.touch(Instant::now());
+            StatusCode::OK.into_response()
+        }
+        Err(reason) => reject(&app, reason),
+    }
+}
+
+fn cancel_statement(app: &App, context: SlugContext, parts: (String, String, String)) -> Response {
+    bump(&app.counters.statement_deletes);
+    let Some((entry, slug, token)) = statement_uri(app, parts) else {
+        return not_found(app);
+    };
+    RequestCounts::bump(&entry.requests.deletes);
+    let mut query = entry.lock();
+    match query.check(context, &slug, token) {
+        Ok(()) => {
+            if query.cancel(Instant::now()) {
+                tracing::debug!(id = %entry.id, "query canceled");
+            }
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(reason) => reject(app, reason),
+    }
+}
+
+async fn delete_queued(State(app): State<Arc<App>>, Path(parts): Path<(String, String, String)>) -> Response {
+    cancel_statement(&app, SlugContext::Queued, parts)
+}
+
+async fn delete_executing(
+    State(app): State<Arc<App>>,
+    Path(parts): Path<(String, String, String)>,
+) -> Response {
+    cancel_statement(&app, SlugContext::Executing, parts)
+}
+
+async fn partial_cancel(
+    State(app): State<Arc<App>>,
+    Path((id, stage, slug, token)): Path<(String, String, String, String)>,
+) -> Response {
+    bump(&app.counters.partial_cancels);
+    if stage.parse::<u32>().is_err() {
+        return not_found(&app);
+    }
+    let Some((entry, slug, token)) = statement_uri(&app, (id, slug, token)) else {
+        return not_found(&app);
+    };
+    RequestCounts::bump(&entry.requests.deletes);
+    match entry.lock().check(SlugContext::Executing, &slug, token) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(reason) => reject(&app, reason),
+    }
+}
+
+/// QueryInfo-like JSON for `/v1/query/{id}` and `/ui/api/query/{id}`.
+fn query_info_json(app: &App, base: &str, entry: &Entry) -> Value {
+    let mut query = entry.lock();
+    query.touch(Instant::now());
+    let progress = query.progress(Instant::now());
+    let submitted = &entry.submitted;
+    let session: serde_json::Map<String, Value> =
+        submitted.session.iter().map(|(k, v)| (k.clone(), Value::from(v.as_str()))).collect();
+    let header = |name: &str| submitted.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+    json!({
+        "queryId": &*entry.id,
+        "state": query.state().as_str(),
+        "query": submitted.sql,
+        "self": format!("{base}/v1/query/{}", entry.id),
+        "session": {
+            "queryId": &*entry.id,
+            "user": submitted.user,
+            "source": header("x-trino-source"),
+            "catalog": header("x-trino-catalog"),
+            "schema": header("x-trino-schema"),
+            "transactionId": submitted.transaction,
+            "systemProperties": session,
+        },
+        "queryStats": {
+            "elapsedTime": node::succinct(progress.elapsed),
+            "queuedTime": node::succinct(progress.queued_time),
+            "processedInputPositions": progress.processed_rows,
+        },
+        "emulator": {"name": app.name, "canceled": query.is_canceled()},
+    })
+}
+
+async fn query_info(State(app): State<Arc<App>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    bump(&app.counters.query_api);
+    let Some(entry) = app.registry.get(&id) else {
+        return not_found(&app);
+    };
+    RequestCounts::bump(&entry.requests.info_gets);
+    json_value(&query_info_json(&app, &base_uri(&app, &headers), &entry))
+}
+
+async fn delete_query(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    bump(&app.counters.query_api);
+    let Some(entry) = app.registry.get(&id) else {
+        return not_found(&app);
+    };
+    RequestCounts::bump(&entry.requests.deletes);
+    entry.lock().cancel(Instant::now());
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn kill_query(State(app): State<Arc<App>>, Path((id, action)): Path<(String, String)>) -> Response {
+    bump(&app.counters.query_api);
+    let Some(entry) = app.registry.get(&id).filter(|_| action == "killed" || action == "preempted") else {
+        return not_found(&app);
+    };
+    RequestCounts::bump(&entry.requests.deletes);
+    if entry.lock().cancel(Instant::now()) {
+        StatusCode::OK.into_response()
+    } else {
+        StatusCode::CONFLICT.into_response()
+    }
+}
+
+async fn query_html(State(app): State<Arc<App>>, RawQuery(raw): RawQuery) -> Response {
+    bump(&app.counters.query_api);
+    let Some(entry) = raw.as_deref().and_then(|id| app.registry.get(id)) else {
+        return not_found(&app);
+    };
+    RequestCounts::bump(&entry.requests.info_gets);
+    let state = entry.lock().state().as_str();
+    let body = format!(
+        "<!DOCTYPE html>\n<html><head><title>Query {id}</title></head>\
+         <body><h1>Query {id}</h1><p>state: {state}</p><p>emulator: {name}</p></body></html>\n",
+        id = entry.id,
+        name = html_escape(&app.name),
+    );
+    (StatusCode::OK, [(CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
+}
+
+fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+async fn info(State(app): State<Arc<App>>) -> Response {
+    bump(&app.counters.node_api);
+    json_value(&node::info(app.started.elapsed()))
+}
+
+async fn info_state(State(app): State<Arc<App>>) -> Response {
+    bump(&app.counters.node_api);
+    json_value(&Value::from("ACTIVE"))
+}
+
+async fn status(State(app): State<Arc<App>>) -> Response {
+    bump(&app.counters.node_api);
+    json_value(&node::status(&app.name, &app.local_address, app.started.elapsed()))
+}
+
+async fn emulator_queries(State(app): State<Arc<App>>) -> Response {
+    bump(&app.counters.emulator_api);
+    let queries: Vec<Value> = app
+        .registry
+        .all()
+        .iter()
+        .map(|entry| {
+            let (state, canceled, error) = {
+                let query = entry.lock();
+                (query.state().as_str(), query.is_canceled(), query.error_name())
+            };
+            let submitted = &entry.submitted;
+            let mut headers = serde_json::Map::new();
+            for (name, value) in &submitted.headers {
+                match headers.get_mut(name) {
+                    Some(Value::String(existing)) => *existing = format!("{existing}, {value}"),
+                    _ => {
+                        headers.insert(name.clone(), Value::from(value.as_str()));
+                    }
+                }
+            }
+            json!({
+                "id": &*entry.id,
+                "state": state,
+                "canceled": canceled,
+                "error": error,
+                "sql": submitted.sql,
+                "user": submitted.user,
+                "host": submitted.host,
+                "headers": headers,
+                "session": submitted.session.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>(),
+                "transaction": submitted.transaction,
+                "created_unix_ms": u64::try_from(entry.created_unix_ms).unwrap_or(u64::MAX),
+                "requests": entry.requests.to_json(),
+            })
+        })
+        .collect();
+    json_value(&Value::from(queries))
+}
+
+async fn emulator_counters(State(app): State<Arc<App>>) -> Response {
+    bump(&app.counters.emulator_api);
+    json_value(&app.counters.to_json())
+}
+
+async fn emulator_info(State(app): State<Arc<App>>) -> Response {
+    bump(&app.counters.emulator_api);
+    json_value(&json!({
+        "name": app.name,
+        "coordinatorId": app.coordinator_id.as_str(),
+        "queries": app.registry.len(),
+        "address": app.local_address,
+    }))
+}
+
+async fn unrouted(State(app): State<Arc<App>>) -> Response {
+    bump(&app.counters.unrouted);
+    text(StatusCode::NOT_FOUND, "Not found")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_uris() {
+        for (host, forwarded, expected) in [
+            (Some("envoy:8080"), [None; 4], "http://envoy:8080"),
+            (None, [None; 4], "http://127.0.0.1:9"),
+            (Some("h"), [Some("https"), None, None, None], "https://h"),
+            (Some("h:1"), [None, Some("gw.example"), None, None], "http://gw.example"),
+            (Some("h:1"), [None, None, Some("443"), None], "http://h:443"),
+            (Some("[::1]:1"), [None, None, Some("2"), None], "http://[::1]:2"),
+            (Some("h"), [None, None, None, Some("/trino/")], "http://h/trino"),
+            (Some("h"), [None, None, None, Some("/")], "http://h"),
+        ] {
+            assert_eq!(base_from(host, "127.0.0.1:9", forwarded), expected, "{host:?} {forwarded:?}");
+        }
+    }
+
+    #[test]
+    fn max_wait_parsing() {
+        for (query, expected_ms) in [
+            (None, 1000),
+            (Some("maxWait=200ms"), 200),
+            (Some("targetResultSize=1MB&maxWait=0s"), 0),
+            (Some("maxWait=5s"), 1000),
+            (Some("maxWait=0.5s"), 500),
+            (Some("maxWait=bogus"), 1000),
+            (Some("maxWait=10x"), 1000),
+        ] {
+            assert_eq!(max_wait(query), Duration::from_millis(expected_ms), "{query:?}");
+        }
+    }
+}

@@ -1,0 +1,385 @@
+//! Renders a [`Page`] as Trino's `QueryResults` JSON (`client/trino-client/.../QueryResults.java`):
+//! `id`, `infoUri`, `nextUri` (absent on the final page), `partialCancelUri` (data pages), `columns` (every
+//! executing page once known), `data` (data pages, and the result of an update), `stats`, `error`,
+//! `warnings`, `updateType`.
+//!
+//! URIs start with `base` (`http://{Host}`), so they point at whatever the client talked to. Rows are
+//! generated while serialising: an ordinary query's page `p` (1-based) holds rows `(cluster, p, r)` for
+//! `r` in `1..=rows`. Response headers (`X-Trino-Set-Session`, ...) go only on an update's final page.
+
+use std::time::Instant;
+
+use serde::Serialize;
+use serde::ser::{SerializeSeq, Serializer};
+
+use crate::queries::{Page, Plan, Progress, Query, QueryError, ResponseHeader, State};
+use crate::slug::SlugContext;
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Column {
+    name: &'static str,
+    #[serde(rename = "type")]
+    type_name: &'static str,
+    type_signature: TypeSignature,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TypeSignature {
+    raw_type: &'static str,
+    arguments: &'static [TypeArgument],
+}
+
+#[derive(Serialize)]
+struct TypeArgument {
+    kind: &'static str,
+    value: i64,
+}
+
+const UNBOUNDED_VARCHAR: &[TypeArgument] = &[TypeArgument { kind: "LONG", value: 2_147_483_647 }];
+
+const fn column(
+    name: &'static str,
+    type_name: &'static str,
+    raw_type: &'static str,
+    arguments: &'static [TypeArgument],
+) -> Column {
+    Column { name, type_name, type_signature: TypeSignature { raw_type, arguments } }
+}
+
+const ROWS_COLUMNS: &[Column] = &[
+    column("cluster", "varchar", "varchar", UNBOUNDED_VARCHAR),
+    column("page", "bigint", "bigint", &[]),
+    column("row", "bigint", "bigint", &[]),
+];
+const SESSION_COLUMNS: &[Column] = &[
+    column("Name", "varchar", "varchar", UNBOUNDED_VARCHAR),
+    column("Value", "varchar", "varchar", UNBOUNDED_VARCHAR),
+];
+const UPDATE_COLUMNS: &[Column] = &[column("result", "boolean", "boolean", &[])];
+
+/// The `data` of one page, generated as it is serialised.
+enum Data<'a> {
+    Rows { cluster: &'a str, page: u32, rows: u32 },
+    Session(&'a [(String, String)]),
+    True,
+}
+
+impl Serialize for Data<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Data::Rows { cluster, page, rows } => {
+                let mut seq = serializer.serialize_seq(Some(*rows as usize))?;
+                for row in 1..=*rows {
+                    seq.serialize_element(&(cluster, page, row))?;
+                }
+                seq.end()
+            }
+            Data::Session(rows) => serializer.collect_seq(rows.iter().map(|(n, v)| (n, v))),
+            Data::True => serializer.collect_seq([[true]]),
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ErrorJson<'a> {
+    message: &'a str,
+    error_code: i32,
+    error_name: &'a str,
+    error_type: &'a str,
+    failure_info: FailureInfo<'a>,
+}
+
+#[derive(Serialize)]
+struct FailureInfo<'a> {
+    #[serde(rename = "type")]
+    type_name: &'static str,
+    message: &'a str,
+    suppressed: [(); 0],
+    stack: [(); 0],
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Stats {
+    state: &'static str,
+    queued: bool,
+    scheduled: bool,
+    progress_percentage: Option<f64>,
+    running_percentage: Option<f64>,
+    nodes: u32,
+    total_splits: u32,
+    queued_splits: u32,
+    running_splits: u32,
+    completed_splits: u32,
+    cpu_time_millis: u64,
+    wall_time_millis: u64,
+    queued_time_millis: u64,
+    elapsed_time_millis: u64,
+    processed_rows: u64,
+    processed_bytes: u64,
+    physical_input_bytes: u64,
+    physical_written_bytes: u64,
+    peak_memory_bytes: u64,
+    spilled_bytes: u64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct QueryResults<'a> {
+    id: &'a str,
+    info_uri: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    partial_cancel_uri: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_uri: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    columns: Option<&'static [Column]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<Data<'a>>,
+    stats: Stats,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorJson<'a>>,
+    warnings: [(); 0],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    update_type: Option<&'static str>,
+}
+
+/// A rendered answer: the JSON body and the response headers to send with it.
+pub struct Rendered<'a> {
+    pub body: Vec<u8>,
+    pub headers: &'a [ResponseHeader],
+}
+
+/// Rendering inputs that do not depend on the query.
+#[derive(Clone, Copy)]
+pub struct Context<'a> {
+    /// `scheme://host[:port][/prefix]`, without a trailing slash.
+    pub base: &'a str,
+    /// The emulator's `--name`: the `cluster` column.
+    pub cluster: &'a str,
+    pub now: Instant,
+}
+
+pub fn render<'q>(ctx: &Context<'_>, id: &str, query: &'q Query, page: &Page) -> Rendered<'q> {
+    let base = ctx.base;
+    let executing_uri = |token: u64| {
+        let slug = query.slug(SlugContext::Executing, token);
+        format!("{base}/v1/statement/executing/{id}/{slug}/{token}")
+    };
+    let next_uri = match page {
+        Page::Queued { next } => {
+            let slug = query.slug(SlugContext::Queued, *next);
+            Some(format!("{base}/v1/statement/queued/{id}/{slug}/{next}"))
+        }
+        Page::Dispatched => Some(executing_uri(0)),
+        Page::Running { next } | Page::Data { next, .. } => Some(executing_uri(*next)),
+        Page::Finished | Page::Failed(_) => None,
+    };
+    let partial_cancel_uri = match page {
+        Page::Data { next, .. } => {
+            let token = next - 1;
+            let slug = query.slug(SlugContext::Executing, token);
+            Some(format!("{base}/v1/statement/executing/partialCancel/{id}/0/{slug}/{token}"))
+        }
+        _ => None,
+    };
+    let plan = query.plan();
+    let executing = matches!(page, Page::Running { .. } | Page::Data { .. } | Page::Finished);
+    let columns = match plan {
+        _ if !executing => None,
+        Plan::Rows { .. } => Some(ROWS_COLUMNS),
+        Plan::Session { .. } => Some(SESSION_COLUMNS),
+        Plan::Update { .. } => Some(UPDATE_COLUMNS),
+        Plan::Fail(_) => None,
+    };
+    let (data, update_type, headers) = match (plan, page) {
+        (Plan::Rows { rows, .. }, Page::Data { index, .. }) => {
+            (Some(Data::Rows { cluster: ctx.cluster, page: index + 1, rows: *rows }), None, &[][..])
+        }
+        (Plan::Session { rows }, Page::Data { .. }) => (Some(Data::Session(rows)), None, &[][..]),
+        (Plan::Update { update_type, headers }, Page::Finished) => {
+            (Some(Data::True), Some(*update_type), &headers[..])
+        }
+        (Plan::Update { update_type, .. }, Page::Running { .. }) => (None, Some(*update_type), &[][..]),
+        _ => (None, None, &[][..]),
+    };
+    let error = match page {
+        Page::Failed(error) => Some(error_json(error)),
+        _ => None,
+    };
+    let results = QueryResults {
+        id,
+        info_uri: format!("{base}/ui/query.html?{id}"),
+        partial_cancel_uri,
+        next_uri,
+        columns,
+        data,
+        stats: stats(page.state(), query.progress(ctx.now)),
+        error,
+        warnings: [],
+        update_type,
+    };
+    let mut body = Vec::with_capacity(512);
+    let mut serializer = serde_json::Serializer::new(&mut body);
+    results.serialize(&mut serializer).expect("serialising to a Vec cannot fail");
+    Rendered { body, headers }
+}
+
+fn error_json(error: &QueryError) -> ErrorJson<'_> {
+    ErrorJson {
+        message: &error.message,
+        error_code: error.code,
+        error_name: error.name,
+        error_type: error.error_type,
+        failure_info: FailureInfo {
+            type_name: "io.trino.spi.TrinoException",
+            message: &error.message,
+            suppressed: [],
+            stack: [],
+        },
+    }
+}
+
+fn stats(state: State, progress: Progress) -> Stats {
+    let millis = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let scheduled = state != State::Queued;
+    let done = matches!(state, State::Finished | State::Failed);
+    let percentage = (progress.total_splits > 0 && scheduled)
+        .then(|| f64::from(progress.completed_splits) * 100.0 / f64::from(progress.total_splits));
+    Stats {
+        state: state.as_str(),
+        queued: state == State::Queued,
+        scheduled,
+        progress_percentage: percentage,
+        running_percentage: scheduled.then_some(0.0),
+        nodes: u32::from(scheduled),
+        total_splits: progress.total_splits,
+        queued_splits: if scheduled || done { 0 } else { progress.total_splits },
+        running_splits: 0,
+        completed_splits: progress.completed_splits,
+        cpu_time_millis: 0,
+        wall_time_millis: millis(progress.elapsed.saturating_sub(progress.queued_time)),
+        queued_time_millis: millis(progress.queued_time),
+        elapsed_time_millis: millis(progress.elapsed),
+        processed_rows: progress.processed_rows,
+        processed_bytes: progress.processed_rows * 24,
+        physical_input_bytes: progress.processed_rows * 24,
+        physical_written_bytes: 0,
+        peak_memory_bytes: 0,
+        spilled_bytes: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::slug::Slug;
+
+    const ID: &str = "20250101_000000_00000_abcde";
+
+    fn rendered(plan: Plan, page: &Page) -> (Value, Vec<ResponseHeader>) {
+        let now = Instant::now();
+        let query = Query::new(plan, Slug::with_key(1), 1, Duration::ZERO, now);
+        let ctx = Context { base: "http://envoy:8080", cluster: "east", now };
+        let out = render(&ctx, ID, &query, page);
+        (serde_json::from_slice(&out.body).unwrap(), out.headers.to_vec())
+    }
+
+    fn slug(context: SlugContext, token: u64) -> String {
+        Slug::with_key(1).make(context, token)
+    }
+
+    #[test]
+    fn queued_page() {
+        let (v, headers) = rendered(Plan::Rows { pages: 1, rows: 1 }, &Page::Queued { next: 1 });
+        assert_eq!(v["id"], ID);
+        assert_eq!(v["infoUri"], format!("http://envoy:8080/ui/query.html?{ID}"));
+        let next = format!("http://envoy:8080/v1/statement/queued/{ID}/{}/1", slug(SlugContext::Queued, 1));
+        assert_eq!(v["nextUri"], next);
+        assert_eq!(
+            (v["stats"]["state"].clone(), v["stats"]["queued"].clone()),
+            (json!("QUEUED"), json!(true))
+        );
+        for key in ["columns", "data", "error", "partialCancelUri", "updateType"] {
+            assert!(v.get(key).is_none(), "{key}");
+        }
+        for key in [
+            "scheduled",
+            "nodes",
+            "totalSplits",
+            "queuedSplits",
+            "runningSplits",
+            "completedSplits",
+            "cpuTimeMillis",
+            "wallTimeMillis",
+            "queuedTimeMillis",
+            "elapsedTimeMillis",
+            "processedRows",
+            "processedBytes",
+            "physicalInputBytes",
+            "peakMemoryBytes",
+            "spilledBytes",
+        ] {
+            assert!(v["stats"].get(key).is_some(), "stats.{key}");
+        }
+        assert!(headers.is_empty());
+    }
+
+    #[test]
+    fn dispatched_page_points_at_executing_zero() {
+        let (v, _) = rendered(Plan::Rows { pages: 1, rows: 1 }, &Page::Dispatched);
+        let next =
+            format!("http://envoy:8080/v1/statement/executing/{ID}/{}/0", slug(SlugContext::Executing, 0));
+        assert_eq!(v["nextUri"], next);
+    }
+
+    #[test]
+    fn data_page() {
+        let (v, _) = rendered(Plan::Rows { pages: 3, rows: 2 }, &Page::Data { index: 1, next: 2 });
+        assert_eq!(v["data"], json!([["east", 2, 1], ["east", 2, 2]]));
+        assert_eq!(v["columns"][0]["typeSignature"]["rawType"], "varchar");
+        assert_eq!(v["columns"][1]["type"], "bigint");
+        assert_eq!(v["stats"]["state"], "RUNNING");
+        let pc = format!(
+            "http://envoy:8080/v1/statement/executing/partialCancel/{ID}/0/{}/1",
+            slug(SlugContext::Executing, 1)
+        );
+        assert_eq!(v["partialCancelUri"], pc);
+    }
+
+    #[test]
+    fn final_pages() {
+        let (v, _) = rendered(Plan::Rows { pages: 1, rows: 1 }, &Page::Finished);
+        assert!(v.get("nextUri").is_none() && v.get("data").is_none());
+        assert_eq!(v["stats"]["state"], "FINISHED");
+
+        let header = ResponseHeader { name: "x-trino-set-session", value: "a=1".to_owned() };
+        let plan = Plan::Update { update_type: "SET SESSION", headers: vec![header.clone()] };
+        let (v, headers) = rendered(plan, &Page::Finished);
+        assert_eq!((v["updateType"].clone(), v["data"].clone()), (json!("SET SESSION"), json!([[true]])));
+        assert_eq!(headers, vec![header]);
+
+        let (v, _) =
+            rendered(Plan::Fail(QueryError::internal("boom")), &Page::Failed(QueryError::internal("boom")));
+        assert_eq!(v["stats"]["state"], "FAILED");
+        assert_eq!(v["error"]["errorName"], "GENERIC_INTERNAL_ERROR");
+        assert_eq!(v["error"]["errorType"], "INTERNAL_ERROR");
+        assert_eq!(v["error"]["errorCode"], 65536);
+        assert_eq!(v["error"]["message"], "boom");
+    }
+
+    #[test]
+    fn session_rows() {
+        let plan = Plan::Session { rows: vec![("a".to_owned(), "1".to_owned())] };
+        let (v, _) = rendered(plan, &Page::Data { index: 0, next: 1 });
+        assert_eq!(v["data"], json!([["a", "1"]]));
+        assert_eq!(v["columns"][0]["name"], "Name");
+    }
+}
