@@ -1,13 +1,15 @@
-//! Compiles the router's own gRPC API (`proto/`) with a vendored `protoc`, so a build needs no system protoc.
+//! Compiles the router's own gRPC API (`proto/`) with a vendored `protoc`, so a build needs no system
+//! protoc, and writes its descriptor set for gRPC server reflection.
+
+use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protoc = protoc_bin_vendored::protoc_bin_path()?;
-    // SAFETY-free: build scripts run single-threaded; prost-build reads PROTOC from the environment.
-    unsafe { std::env::set_var("PROTOC", protoc) };
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    let mut prost = tonic_prost_build::Config::new();
+    prost.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     tonic_prost_build::configure()
-        .build_client(true)
-        .build_server(true)
-        .compile_protos(&["proto/trino_router/v1/admin.proto"], &["proto"])?;
+        .file_descriptor_set_path(out_dir.join("trino_router_descriptor.bin"))
+        .compile_with_config(prost, &["proto/trino_router/v1/admin.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

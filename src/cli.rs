@@ -47,6 +47,48 @@ pub enum Command {
         #[arg(long)]
         router: Option<SocketAddr>,
     },
+    /// Ask a running router: list clusters, drain, undrain, disable, enable, locate a query.
+    Admin {
+        #[command(flatten)]
+        connection: AdminConnection,
+        #[command(subcommand)]
+        action: AdminAction,
+    },
+}
+
+/// How to reach a router's admin API.
+#[derive(Debug, Args)]
+pub struct AdminConnection {
+    /// The router's gRPC address.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:50051", env = "TRINO_ROUTER_ADDRESS")]
+    pub server: String,
+    /// The admin token.
+    #[arg(long, env = "TRINO_ROUTER_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum AdminAction {
+    /// List clusters with health, operator state, load and queries in flight.
+    Clusters,
+    /// Stop sending new queries to a cluster; its queries finish.
+    Drain {
+        name: String,
+        /// Wait until no query is left in flight, then report it.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this long.
+        #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
+    /// Take new queries again.
+    Undrain { name: String },
+    /// Take no new queries (a standby).
+    Disable { name: String },
+    /// Take new queries (when healthy).
+    Enable { name: String },
+    /// Which cluster runs a query.
+    Locate { query_id: String },
 }
 
 /// Where the config comes from.
@@ -62,7 +104,12 @@ pub struct ConfigArgs {
 
 impl ConfigArgs {
     pub fn load(&self) -> Result<Config, ConfigError> {
-        Config::load(&self.config, &Overrides::from_process_env(self.router_listen.clone()))
+        Config::load(&self.config, &self.overrides())
+    }
+
+    /// What the environment supplies to this config (read again on every reload).
+    pub fn overrides(&self) -> Overrides {
+        Overrides::from_process_env(self.router_listen.clone())
     }
 }
 

@@ -5,6 +5,8 @@
 //! state it needs; [`ext_proc`] speaks Envoy's protocol; [`refusal`] is where refusals become answers;
 //! [`envoy_bootstrap`] writes the Envoy configuration that goes with a router config.
 
+pub mod admin;
+pub mod admin_client;
 pub mod affinity;
 pub mod cli;
 pub mod cluster_state;
@@ -13,8 +15,10 @@ pub mod decision;
 pub mod envoy_bootstrap;
 pub mod ext_proc;
 pub mod health;
+pub mod poller;
 pub mod query_id;
 pub mod refusal;
+pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod target;
@@ -22,4 +26,7 @@ pub mod target;
 /// The router's own gRPC API, compiled from `proto/` by `build.rs`.
 pub mod api {
     tonic::include_proto!("trino_router.v1");
+
+    /// The encoded descriptor set of the API, for gRPC server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("trino_router_descriptor");
 }

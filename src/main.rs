@@ -4,8 +4,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use trino_router::cli::{Cli, Command, LogFormat};
+use trino_router::config::Config;
 use trino_router::envoy_bootstrap::{Addresses, bootstrap_yaml};
-use trino_router::server::Server;
+use trino_router::server::{ConfigSource, Server};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -41,23 +42,37 @@ fn main() -> ExitCode {
                 Ok(loaded) => loaded,
                 Err(e) => return fail(e),
             };
-            let runtime =
-                tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-            match runtime.block_on(serve(loaded)) {
+            let source = ConfigSource { path: config.config.clone(), overrides: config.overrides() };
+            match runtime().block_on(serve(loaded, source)) {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
+        Command::Admin { connection, action } => {
+            match runtime().block_on(trino_router::admin_client::run(&connection, &action)) {
+                Ok(output) => {
+                    print!("{output}");
+                    ExitCode::SUCCESS
+                }
                 Err(e) => fail(e),
             }
         }
     }
 }
 
-async fn serve(config: trino_router::config::Config) -> Result<(), Box<dyn std::error::Error>> {
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime")
+}
+
+async fn serve(config: Config, source: ConfigSource) -> Result<(), Box<dyn std::error::Error>> {
+    let listen = config.listen;
+    let clusters = config.clusters.len();
     let server =
-        Server::bind(config.clone()).await.map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+        Server::bind(config, Some(source)).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let addr = server.local_addr()?;
     // The one line on stdout: scripts and tests wait for it to learn the real port.
     println!("listening on {addr}");
-    tracing::info!(%addr, clusters = config.clusters.len(), "serving ext_proc and grpc.health.v1");
+    tracing::info!(%addr, clusters, "serving ext_proc, admin and grpc.health.v1");
     server.run(shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
