@@ -67,7 +67,6 @@ impl AdminService {
 pub fn describe(snapshot: &Snapshot, index: usize) -> Cluster {
     let cluster = &snapshot.config.clusters[index];
     let runtime = &snapshot.clusters[index];
-    let operator = runtime.operator();
     let in_flight = runtime.in_flight();
     Cluster {
         name: cluster.name.to_string(),
@@ -75,14 +74,14 @@ pub fn describe(snapshot: &Snapshot, index: usize) -> Cluster {
         group: cluster.group.to_string(),
         url: cluster.url.to_string(),
         health: runtime.health().as_str().to_owned(),
-        operator_state: operator.as_str().to_owned(),
+        operator_state: runtime.operator().as_str().to_owned(),
         accepts_new_queries: runtime.accepts_new_queries(),
         weight: cluster.weight,
         load: runtime.load(),
         coordinator_queries: runtime.coordinator_queries().map_or(-1, |n| n.min(i64::MAX as u64) as i64),
         in_flight,
         queries_routed: runtime.queries_routed(),
-        drained: operator == Operator::Draining && in_flight == 0,
+        drained: runtime.drained(),
     }
 }
 

@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use moka::sync::Cache;
@@ -74,6 +74,8 @@ pub struct ClusterRuntime {
     queries_routed: AtomicU64,
     /// Queries whose clients were heard from within [`IN_FLIGHT_WINDOW`].
     heard_from: Cache<QueryId, ()>,
+    /// Whether the end of the current drain was reported already.
+    drain_reported: AtomicBool,
 }
 
 impl ClusterRuntime {
@@ -86,6 +88,7 @@ impl ClusterRuntime {
             recent_dispatches: AtomicU64::new(0),
             queries_routed: AtomicU64::new(0),
             heard_from: Cache::builder().time_to_idle(IN_FLIGHT_WINDOW).build(),
+            drain_reported: AtomicBool::new(false),
         }
     }
 
@@ -99,7 +102,18 @@ impl ClusterRuntime {
 
     /// Sets the operator's say; returns the previous one.
     pub fn set_operator(&self, operator: Operator) -> Operator {
+        self.drain_reported.store(false, Ordering::Relaxed);
         Operator::from_u8(self.operator.swap(operator.to_u8(), Ordering::Relaxed))
+    }
+
+    /// Draining with nothing left in flight: safe to stop.
+    pub fn drained(&self) -> bool {
+        self.operator() == Operator::Draining && self.in_flight() == 0
+    }
+
+    /// True once per drain: when the cluster is first seen drained.
+    pub fn take_drain_completion(&self) -> bool {
+        self.drained() && !self.drain_reported.swap(true, Ordering::Relaxed)
     }
 
     /// May this cluster take a new query now?
@@ -223,5 +237,21 @@ mod tests {
         assert_eq!(c.in_flight(), 2);
         c.coordinator_reported(7);
         assert_eq!(c.in_flight(), 7);
+    }
+
+    #[test]
+    fn drain_completion_is_reported_once_per_drain() {
+        let c = ClusterRuntime::new(true);
+        assert!(!c.take_drain_completion(), "not draining");
+        c.set_operator(Operator::Draining);
+        c.coordinator_reported(1);
+        assert!(!c.drained() && !c.take_drain_completion(), "a query in flight");
+        c.coordinator_reported(0);
+        assert!(c.drained());
+        assert!(c.take_drain_completion());
+        assert!(!c.take_drain_completion(), "once");
+        c.set_operator(Operator::Active);
+        c.set_operator(Operator::Draining);
+        assert!(c.take_drain_completion(), "a new drain reports again");
     }
 }

@@ -112,6 +112,9 @@ fn apply(snapshot: &Snapshot, index: usize, result: PollResult) {
         Some(queries) => runtime.coordinator_reported(queries),
         None => runtime.no_coordinator_report(),
     }
+    if runtime.take_drain_completion() {
+        tracing::info!(cluster = %name, "cluster drained: no query in flight, safe to stop");
+    }
 }
 
 async fn poll(
