@@ -220,7 +220,10 @@ clusters:
             .unwrap()
             .into_inner();
         assert_eq!(found.cluster, "green");
-        let unknown = LocateQueryRequest { query_id: "20260101_120000_00002_abcde".into() };
+        let same_coordinator = LocateQueryRequest { query_id: "20260101_120000_00002_abcde".into() };
+        let found = admin.locate_query(with_token(same_coordinator, "t")).await.unwrap().into_inner();
+        assert_eq!(found.cluster, "green", "placed by its coordinator id");
+        let unknown = LocateQueryRequest { query_id: "20260101_120000_00002_zzzzz".into() };
         assert_eq!(admin.locate_query(with_token(unknown, "t")).await.unwrap().into_inner().cluster, "");
         let bad = LocateQueryRequest { query_id: "../x".into() };
         assert_eq!(

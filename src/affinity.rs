@@ -1,10 +1,19 @@
-//! What the router has learned about where queries live: query id → owning cluster name.
+//! What the router has learned about where queries live, without a database.
 //!
-//! Owners are learned from the first answer of each new query (`POST /v1/statement`) and kept in a
-//! bounded moka cache (least recently used out first, forgotten after an idle period). Cluster *names*
-//! are stored rather than indices so that what was learned stays true when the config changes.
+//! Two tables:
+//! - **coordinator ids**: a query id ends with its coordinator's random 5-character id, fixed for the
+//!   coordinator process's life. Once one query of a coordinator is placed, every query id with that
+//!   suffix is placed without an entry of its own, so memory does not grow with the number of queries.
+//!   Two clusters sharing a suffix (1 in 32⁵ per pair) make that suffix ambiguous: from then on its
+//!   queries are placed by exact entries only.
+//! - **exact entries** (query id → cluster) for what suffixes cannot place: ids from an ambiguous
+//!   suffix, ids not of Trino's generated shape. A bounded moka cache: least recently used out first,
+//!   forgotten after an idle period.
+//!
+//! Cluster *names* are stored rather than indices so that what was learned stays true across reloads.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use moka::sync::Cache;
@@ -12,39 +21,115 @@ use moka::sync::Cache;
 use crate::config::AffinitySettings;
 use crate::query_id::QueryId;
 
+/// Coordinator ids kept at most; past this, new coordinators' queries are placed by exact entries.
+pub const MAX_COORDINATOR_IDS: usize = 65_536;
+
+/// Who a coordinator id belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SuffixOwner {
+    One(Arc<str>),
+    /// Seen on two clusters: ambiguous.
+    Shared,
+}
+
+/// How a query was placed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    Suffix,
+    Exact,
+}
+
 /// Learned query owners.
-#[derive(Clone)]
 pub struct Affinity {
-    owners: Cache<QueryId, Arc<str>>,
+    suffixes: RwLock<HashMap<Box<str>, SuffixOwner>>,
+    exact: Cache<QueryId, Arc<str>>,
 }
 
 impl Affinity {
     pub fn new(settings: &AffinitySettings) -> Affinity {
-        let owners = Cache::builder()
+        let exact = Cache::builder()
             .max_capacity(settings.max_queries)
             .time_to_idle(Duration::from_secs(settings.idle_expiry_seconds))
             .build();
-        Affinity { owners }
+        Affinity { suffixes: RwLock::new(HashMap::new()), exact }
     }
 
-    /// Records that `cluster` owns `query`.
-    pub fn learn(&self, query: QueryId, cluster: Arc<str>) {
-        self.owners.insert(query, cluster);
+    /// Records that `cluster` owns `query`; returns how the query will be placed from now on.
+    pub fn learn(&self, query: QueryId, cluster: Arc<str>) -> Placement {
+        let Some(suffix) = query.coordinator_id() else {
+            self.exact.insert(query, cluster);
+            return Placement::Exact;
+        };
+        let known = self.read().get(suffix).cloned();
+        match known {
+            Some(SuffixOwner::One(owner)) if owner == cluster => Placement::Suffix,
+            Some(SuffixOwner::Shared) => {
+                self.exact.insert(query, cluster);
+                Placement::Exact
+            }
+            Some(SuffixOwner::One(owner)) => {
+                tracing::warn!(
+                    coordinator_id = suffix,
+                    first = %owner,
+                    second = %cluster,
+                    "two clusters' coordinators share an id: their queries are placed one by one from now on"
+                );
+                self.write().insert(suffix.into(), SuffixOwner::Shared);
+                self.exact.insert(query, cluster);
+                Placement::Exact
+            }
+            None => {
+                let mut suffixes = self.write();
+                if suffixes.len() >= MAX_COORDINATOR_IDS {
+                    drop(suffixes);
+                    self.exact.insert(query, cluster);
+                    return Placement::Exact;
+                }
+                let restarted = suffixes.values().any(|o| *o == SuffixOwner::One(cluster.clone()));
+                suffixes.insert(suffix.into(), SuffixOwner::One(cluster.clone()));
+                drop(suffixes);
+                if restarted {
+                    tracing::info!(%cluster, coordinator_id = suffix, "cluster has a new coordinator id (restarted?)");
+                } else {
+                    tracing::info!(%cluster, coordinator_id = suffix, "learned a cluster's coordinator id");
+                }
+                Placement::Suffix
+            }
+        }
     }
 
-    /// The cluster that owns `query`, if learned (and not yet forgotten).
+    /// The cluster that owns `query`, if known (and not yet forgotten).
     pub fn owner_of(&self, query: &QueryId) -> Option<Arc<str>> {
-        self.owners.get(query)
+        if let Some(SuffixOwner::One(owner)) =
+            query.coordinator_id().and_then(|s| self.read().get(s).cloned())
+        {
+            return Some(owner);
+        }
+        self.exact.get(query)
     }
 
-    /// How many owners are remembered (approximate until moka runs its pending maintenance).
-    pub fn len(&self) -> u64 {
-        self.owners.run_pending_tasks();
-        self.owners.entry_count()
+    /// Whether a suffix is known to be ambiguous (so lookups must go by exact id).
+    pub fn is_shared_suffix(&self, suffix: &str) -> bool {
+        self.read().get(suffix) == Some(&SuffixOwner::Shared)
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    /// Exact entries remembered (approximate until moka runs its pending maintenance).
+    pub fn exact_entries(&self) -> u64 {
+        self.exact.run_pending_tasks();
+        self.exact.entry_count()
+    }
+
+    /// Coordinator ids known.
+    pub fn coordinator_ids(&self) -> usize {
+        self.read().len()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Box<str>, SuffixOwner>> {
+        self.suffixes.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Box<str>, SuffixOwner>> {
+        self.suffixes.write().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -52,29 +137,62 @@ impl Affinity {
 mod tests {
     use super::*;
 
-    fn id(n: u32) -> QueryId {
-        QueryId::parse(&format!("20260101_120000_{n:05}_abcde")).unwrap()
+    fn id(n: u32, suffix: &str) -> QueryId {
+        QueryId::parse(&format!("20260101_120000_{n:05}_{suffix}")).unwrap()
+    }
+
+    fn owner(affinity: &Affinity, id: &QueryId) -> Option<String> {
+        affinity.owner_of(id).map(|c| c.to_string())
     }
 
     #[test]
-    fn learns_and_recalls() {
+    fn one_query_places_its_whole_coordinator() {
         let affinity = Affinity::new(&AffinitySettings::default());
-        assert_eq!(affinity.owner_of(&id(1)), None);
-        affinity.learn(id(1), "trino-a".into());
-        affinity.learn(id(2), "trino-b".into());
-        assert_eq!(affinity.owner_of(&id(1)).as_deref(), Some("trino-a"));
-        assert_eq!(affinity.owner_of(&id(2)).as_deref(), Some("trino-b"));
-        affinity.learn(id(1), "trino-c".into());
-        assert_eq!(affinity.owner_of(&id(1)).as_deref(), Some("trino-c"));
+        assert_eq!(owner(&affinity, &id(1, "aaaaa")), None);
+        assert_eq!(affinity.learn(id(1, "aaaaa"), "trino-a".into()), Placement::Suffix);
+        assert_eq!(affinity.learn(id(1, "bbbbb"), "trino-b".into()), Placement::Suffix);
+        for n in 2..100 {
+            assert_eq!(owner(&affinity, &id(n, "aaaaa")).as_deref(), Some("trino-a"));
+            assert_eq!(owner(&affinity, &id(n, "bbbbb")).as_deref(), Some("trino-b"));
+        }
+        assert_eq!(owner(&affinity, &id(1, "ccccc")), None);
+        assert_eq!(affinity.learn(id(2, "aaaaa"), "trino-a".into()), Placement::Suffix);
+        assert_eq!(affinity.exact_entries(), 0, "no per-query memory in the normal case");
+        assert_eq!(affinity.coordinator_ids(), 2);
     }
 
     #[test]
-    fn stays_bounded() {
-        let affinity = Affinity::new(&AffinitySettings { max_queries: 100, idle_expiry_seconds: 60 });
+    fn shared_suffix_falls_back_to_exact_entries() {
+        let affinity = Affinity::new(&AffinitySettings::default());
+        affinity.learn(id(1, "abcde"), "trino-a".into());
+        assert_eq!(affinity.learn(id(7, "abcde"), "trino-b".into()), Placement::Exact);
+        assert!(affinity.is_shared_suffix("abcde"));
+        assert_eq!(owner(&affinity, &id(7, "abcde")).as_deref(), Some("trino-b"));
+        assert_eq!(owner(&affinity, &id(1, "abcde")), None, "ambiguous now: found by discovery, not guessed");
+        assert_eq!(affinity.learn(id(8, "abcde"), "trino-a".into()), Placement::Exact);
+        assert_eq!(owner(&affinity, &id(8, "abcde")).as_deref(), Some("trino-a"));
+        assert_eq!(owner(&affinity, &id(9, "abcde")), None);
+    }
+
+    #[test]
+    fn restart_draws_a_new_suffix() {
+        let affinity = Affinity::new(&AffinitySettings::default());
+        affinity.learn(id(1, "aaaaa"), "trino-a".into());
+        assert_eq!(affinity.learn(id(1, "zzzzz"), "trino-a".into()), Placement::Suffix);
+        assert_eq!(owner(&affinity, &id(5, "zzzzz")).as_deref(), Some("trino-a"));
+        assert_eq!(owner(&affinity, &id(5, "aaaaa")).as_deref(), Some("trino-a"));
+    }
+
+    #[test]
+    fn odd_ids_use_bounded_exact_entries() {
+        let settings = AffinitySettings { max_queries: 100, idle_expiry_seconds: 60, ..Default::default() };
+        let affinity = Affinity::new(&settings);
+        let odd = |n: u32| QueryId::parse(&format!("query_{n}")).unwrap();
+        assert_eq!(affinity.learn(odd(1), "trino-a".into()), Placement::Exact);
+        assert_eq!(owner(&affinity, &odd(1)).as_deref(), Some("trino-a"));
         for n in 0..1_000 {
-            affinity.learn(id(n), "trino-a".into());
+            affinity.learn(odd(n), "trino-a".into());
         }
-        assert!(affinity.len() <= 100, "{} entries", affinity.len());
-        assert!(!affinity.is_empty());
+        assert!(affinity.exact_entries() <= 100, "{} entries", affinity.exact_entries());
     }
 }

@@ -211,6 +211,10 @@ pub struct AffinitySettings {
     /// A query id not seen for this long is forgotten.
     #[serde(default = "AffinitySettings::default_idle_expiry_seconds")]
     pub idle_expiry_seconds: u64,
+    /// How long the router asks the clusters about a query it cannot place before answering 404. It
+    /// must fit in Envoy's 0.5 s message timeout.
+    #[serde(default = "AffinitySettings::default_discovery_timeout", deserialize_with = "duration")]
+    pub discovery_timeout: Duration,
 }
 
 impl AffinitySettings {
@@ -220,6 +224,9 @@ impl AffinitySettings {
     fn default_idle_expiry_seconds() -> u64 {
         3_600
     }
+    fn default_discovery_timeout() -> Duration {
+        Duration::from_millis(300)
+    }
 }
 
 impl Default for AffinitySettings {
@@ -227,6 +234,7 @@ impl Default for AffinitySettings {
         Self {
             max_queries: Self::default_max_queries(),
             idle_expiry_seconds: Self::default_idle_expiry_seconds(),
+            discovery_timeout: Self::default_discovery_timeout(),
         }
     }
 }
@@ -505,6 +513,14 @@ impl RawConfig {
         if self.affinity.max_queries == 0 {
             return Err(("affinity.max_queries".to_owned(), "must be at least 1".to_owned()));
         }
+        if !(Duration::from_millis(10)..=Duration::from_millis(400))
+            .contains(&self.affinity.discovery_timeout)
+        {
+            return Err((
+                "affinity.discovery_timeout".to_owned(),
+                "must be between 10ms and 400ms (it must fit in Envoy's 0.5s message timeout)".to_owned(),
+            ));
+        }
         if self.affinity.idle_expiry_seconds == 0 {
             return Err(("affinity.idle_expiry_seconds".to_owned(), "must be at least 1".to_owned()));
         }
@@ -678,6 +694,7 @@ clusters:
             ("clusters:\n", "groups: [{name: adhoc}, {name: adhoc}]\nclusters:\n", "groups[1].name: group `adhoc` is declared twice"),
             ("clusters:\n", "groups: [{name: adhoc, fallbacks: [etl]}]\nclusters:\n", "groups[0].fallbacks: unknown field"),
             ("clusters:\n", "health: {interval: 10ms}\nclusters:\n", "health.interval: must be at least 100ms"),
+            ("clusters:\n", "affinity: {discovery_timeout: 2s}\nclusters:\n", "affinity.discovery_timeout: must be between 10ms and 400ms"),
             ("clusters:\n", "health: {interval: soon}\nclusters:\n", "health.interval: `soon` is not a duration"),
             ("clusters:\n", "health: {healthy_threshold: 0}\nclusters:\n", "health.healthy_threshold: must be at least 1"),
             ("clusters:\n", "admin: {token: a, token_env: B}\nclusters:\n", "admin: set `token` or `token_env`, not both"),

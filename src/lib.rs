@@ -12,6 +12,7 @@ pub mod cli;
 pub mod cluster_state;
 pub mod config;
 pub mod decision;
+pub mod discovery;
 pub mod envoy_bootstrap;
 pub mod ext_proc;
 pub mod health;

@@ -15,6 +15,7 @@ use crate::affinity::Affinity;
 use crate::cluster_state::{ClusterRuntime, Operator};
 use crate::config::Config;
 use crate::decision::{Basis, ClusterView, Decision, RequestFacts, decide};
+use crate::discovery::Discovery;
 use crate::health::Health;
 use crate::query_id::QueryId;
 
@@ -51,6 +52,7 @@ pub struct Router {
     /// Every cluster's run-time state by name, including clusters a reload removed (they may return).
     runtimes: Mutex<HashMap<Arc<str>, Arc<ClusterRuntime>>>,
     affinity: Affinity,
+    discovery: Discovery,
     /// Breaks ties between equally loaded clusters (round-robin among equals).
     turn: AtomicUsize,
 }
@@ -60,7 +62,13 @@ impl Router {
         let affinity = Affinity::new(&config.affinity);
         let runtimes = Mutex::new(HashMap::new());
         let snapshot = Self::snapshot_for(&runtimes, config, None);
-        Router { current: ArcSwap::from_pointee(snapshot), runtimes, affinity, turn: AtomicUsize::new(0) }
+        Router {
+            current: ArcSwap::from_pointee(snapshot),
+            runtimes,
+            affinity,
+            discovery: Discovery::default(),
+            turn: AtomicUsize::new(0),
+        }
     }
 
     /// The current config and cluster state.
@@ -95,6 +103,22 @@ impl Router {
         tracing::debug!(query_id = %query, cluster = %name, "learned query owner");
         snapshot.clusters[cluster].heard_from(&query);
         self.affinity.learn(query, name);
+    }
+
+    /// Asks the clusters who owns `query` and learns the answer; returns whether an owner was found.
+    pub async fn discover(&self, query: &QueryId) -> bool {
+        let snapshot = self.snapshot();
+        let by_suffix = query.coordinator_id().is_some_and(|s| !self.affinity.is_shared_suffix(s));
+        let timeout = snapshot.config.affinity.discovery_timeout;
+        let found = self.discovery.locate(snapshot.clone(), query, by_suffix, timeout).await;
+        match found.and_then(|name| snapshot.cluster_by_name(&name)) {
+            Some(cluster) => {
+                tracing::info!(query_id = %query, cluster = %snapshot.config.clusters[cluster].name, "discovered query owner");
+                self.learn(&snapshot, query.clone(), cluster);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Envoy could not deliver a new query to this cluster: it takes no new queries until polls say so.

@@ -2,8 +2,10 @@
 //! [`ProcessingStream`] fed by the inbound messages, its replies streamed back in order.
 //!
 //! No task is spawned per stream: the reply stream polls the inbound stream itself, so back-pressure is
-//! natural and a stream costs one small state object.
+//! natural and a stream costs one small state object. When the machine asks for a discovery lookup, the
+//! reply stream polls that lookup before reading on.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -38,7 +40,13 @@ impl ExternalProcessor for ExtProcService {
     ) -> Result<Response<Replies>, Status> {
         let role = request.metadata().get(ROLE_METADATA).and_then(|v| v.to_str().ok());
         let machine = ProcessingStream::new(self.router.clone(), Role::from_metadata(role));
-        Ok(Response::new(Replies { inbound: request.into_inner(), machine, done: false }))
+        Ok(Response::new(Replies {
+            inbound: request.into_inner(),
+            machine,
+            router: self.router.clone(),
+            lookup: None,
+            done: false,
+        }))
     }
 }
 
@@ -46,7 +54,31 @@ impl ExternalProcessor for ExtProcService {
 pub struct Replies {
     inbound: Streaming<ProcessingRequest>,
     machine: ProcessingStream,
+    router: Arc<Router>,
+    /// A discovery lookup the machine waits for.
+    lookup: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     done: bool,
+}
+
+impl Replies {
+    /// Acts on a step; `Some` ends this poll with an item (or the end of the stream).
+    fn step(&mut self, step: Step) -> Option<Poll<Option<Result<ProcessingResponse, Status>>>> {
+        match step {
+            Step::Reply(reply) => Some(Poll::Ready(Some(Ok(*reply)))),
+            Step::Quiet => None,
+            Step::Finish => {
+                self.done = true;
+                None
+            }
+            Step::Locate(query) => {
+                let router = self.router.clone();
+                self.lookup = Some(Box::pin(async move {
+                    router.discover(&query).await;
+                }));
+                None
+            }
+        }
+    }
 }
 
 impl Stream for Replies {
@@ -55,12 +87,22 @@ impl Stream for Replies {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         while !this.done {
+            if let Some(lookup) = this.lookup.as_mut() {
+                ready!(lookup.as_mut().poll(cx));
+                this.lookup = None;
+                let step = this.machine.resume();
+                match this.step(step) {
+                    Some(poll) => return poll,
+                    None => continue,
+                }
+            }
             match ready!(Pin::new(&mut this.inbound).poll_next(cx)) {
-                Some(Ok(message)) => match this.machine.on_message(message) {
-                    Step::Reply(reply) => return Poll::Ready(Some(Ok(*reply))),
-                    Step::Quiet => continue,
-                    Step::Finish => this.done = true,
-                },
+                Some(Ok(message)) => {
+                    let step = this.machine.on_message(message);
+                    if let Some(poll) = this.step(step) {
+                        return poll;
+                    }
+                }
                 Some(Err(status)) => {
                     // Envoy reset the stream (client gone, timeout): nothing left to answer.
                     tracing::debug!(%status, "ext_proc stream ended with an error");

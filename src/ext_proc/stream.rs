@@ -43,6 +43,9 @@ pub enum Step {
     Quiet,
     /// Nothing more is needed from this stream: close it.
     Finish,
+    /// The request names a query the router cannot place: look it up on the clusters, then call
+    /// [`ProcessingStream::resume`].
+    Locate(QueryId),
 }
 
 /// Which of the router's filters a stream comes from.
@@ -67,6 +70,8 @@ pub struct ProcessingStream {
     router: Arc<Router>,
     role: Role,
     learning: Option<Learning>,
+    /// Request headers waiting for a discovery lookup.
+    waiting: Option<HttpHeaders>,
 }
 
 /// A new query whose owner the stream will learn from the response.
@@ -92,7 +97,7 @@ struct FirstPage<'a> {
 
 impl ProcessingStream {
     pub fn new(router: Arc<Router>, role: Role) -> ProcessingStream {
-        ProcessingStream { router, role, learning: None }
+        ProcessingStream { router, role, learning: None, waiting: None }
     }
 
     /// Feeds one message from Envoy.
@@ -103,7 +108,9 @@ impl ProcessingStream {
                 self.observe_request(&headers);
                 (Phase::RequestHeaders, None)
             }
-            Some(Request::RequestHeaders(headers)) => (Phase::RequestHeaders, Some(self.decide(&headers))),
+            Some(Request::RequestHeaders(headers)) => {
+                (Phase::RequestHeaders, Some(self.decide(headers, true)))
+            }
             Some(Request::ResponseHeaders(headers)) => {
                 self.on_response_headers(&headers);
                 (Phase::ResponseHeaders, None)
@@ -130,7 +137,17 @@ impl ProcessingStream {
         }
     }
 
-    fn decide(&mut self, headers: &HttpHeaders) -> Step {
+    /// After a [`Step::Locate`] lookup: decide again with what was learned.
+    pub fn resume(&mut self) -> Step {
+        match self.waiting.take() {
+            Some(headers) => self.decide(headers, false),
+            None => {
+                Step::Reply(Box::new(refuse(&Refusal::ProtocolViolation("resumed without a lookup").reply())))
+            }
+        }
+    }
+
+    fn decide(&mut self, headers: HttpHeaders, may_look_up: bool) -> Step {
         let map = headers.headers.as_ref();
         let facts = RequestFacts {
             method: header(map, ":method").unwrap_or(""),
@@ -150,6 +167,10 @@ impl ProcessingStream {
                     self.learning = Some(Learning { snapshot, cluster, body: Vec::new() });
                 }
                 Step::Reply(Box::new(reply))
+            }
+            Decision::Refuse(Refusal::QueryNotFound(id)) if may_look_up => {
+                self.waiting = Some(headers);
+                Step::Locate(id)
             }
             Decision::Refuse(refusal) => Step::Reply(Box::new(refuse(&refusal.reply()))),
         }
@@ -308,6 +329,14 @@ clusters:
         format!(r#"{{"id":"{ID}","infoUri":"http://x/ui/query.html?{ID}","nextUri":"http://x/v1/statement/queued/{ID}/y/1","stats":{{"state":"QUEUED"}}}}"#).into_bytes()
     }
 
+    /// A follow-up of a query the router has not placed: it asks for a lookup, and (nothing learned
+    /// meanwhile) refuses when resumed.
+    fn unplaced_follow_up(router: &Arc<Router>) -> String {
+        let mut s = ProcessingStream::new(router.clone(), Role::Decide);
+        let first = summary(s.on_message(follow_up()));
+        format!("{first}, then {}", summary(s.resume()))
+    }
+
     fn follow_up() -> ProcessingRequest {
         request("GET", &format!("/v1/statement/queued/{ID}/y/1"), &[], false)
     }
@@ -329,8 +358,25 @@ clusters:
         );
         let mut s = ProcessingStream::new(router.clone(), Role::Decide);
         assert_eq!(summary(s.on_message(request("GET", "/v1/info", &[], false))), "route trino-b");
-        let mut s = ProcessingStream::new(router, Role::Decide);
-        assert_eq!(summary(s.on_message(follow_up())), "refuse 404");
+        assert_eq!(
+            unplaced_follow_up(&router),
+            "Locate(QueryId(20260101_120000_00001_abcde)), then refuse 404"
+        );
+    }
+
+    #[test]
+    fn a_lookup_that_finds_the_owner_routes_the_waiting_request() {
+        let router = router();
+        let mut s = ProcessingStream::new(router.clone(), Role::Decide);
+        assert_eq!(summary(s.on_message(follow_up())), "Locate(QueryId(20260101_120000_00001_abcde))");
+        router.learn(&router.snapshot(), QueryId::parse(ID).unwrap(), 1); // what discovery does
+        assert_eq!(summary(s.resume()), "route trino-b");
+    }
+
+    #[test]
+    fn resume_without_a_lookup_is_a_protocol_error() {
+        let mut s = ProcessingStream::new(router(), Role::Decide);
+        assert_eq!(summary(s.resume()), "refuse 500");
     }
 
     #[test]
@@ -429,10 +475,9 @@ clusters:
             learn.on_message(request("POST", "/v1/statement", &[("x-trino-cluster", "trino-a")], false));
             learn.on_message(status(code, false));
             learn.on_message(body(&page, true, false));
-            let mut s = ProcessingStream::new(router, Role::Decide);
             assert_eq!(
-                summary(s.on_message(follow_up())),
-                "refuse 404",
+                unplaced_follow_up(&router),
+                "Locate(QueryId(20260101_120000_00001_abcde)), then refuse 404",
                 "status {code}, body {:?}",
                 String::from_utf8_lossy(&page[..page.len().min(40)])
             );

@@ -1,0 +1,108 @@
+//! Discovery on a miss: a query id the router cannot place is looked up on every cluster at once
+//! (`GET /v1/query/{id}`), with a short timeout. The first cluster that knows it (200, or 410 for a query
+//! it ran and already forgot) owns it. Answers — found or not — are cached briefly, and concurrent misses
+//! for the same coordinator id (or, for ambiguous ids, the same query id) share one lookup, so a burst
+//! of follow-ups after a router restart costs one probe per coordinator, not one per request.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use moka::future::Cache;
+use tokio::task::JoinSet;
+
+use crate::query_id::QueryId;
+use crate::routing::Snapshot;
+
+/// How long an answer (found or not) is reused.
+pub const ANSWER_TTL: Duration = Duration::from_secs(2);
+
+/// The user the router names itself as on coordinators (Trino requires a user on `/v1/query`).
+pub const ROUTER_USER: &str = "trino-router";
+
+/// Looks up query owners on the clusters.
+pub struct Discovery {
+    answers: Cache<String, Option<Arc<str>>>,
+    clients: Mutex<HashMap<String, reqwest::Client>>,
+}
+
+impl Default for Discovery {
+    fn default() -> Self {
+        Discovery {
+            answers: Cache::builder().time_to_live(ANSWER_TTL).max_capacity(100_000).build(),
+            clients: Mutex::default(),
+        }
+    }
+}
+
+impl Discovery {
+    /// The name of the cluster that knows `query`, if any answers within `timeout`. `by_suffix`: the
+    /// query's coordinator id is unambiguous, so one lookup serves every query of that coordinator.
+    pub async fn locate(
+        &self,
+        snapshot: Arc<Snapshot>,
+        query: &QueryId,
+        by_suffix: bool,
+        timeout: Duration,
+    ) -> Option<Arc<str>> {
+        let key = match query.coordinator_id() {
+            Some(suffix) if by_suffix => format!("suffix:{suffix}"),
+            _ => format!("id:{query}"),
+        };
+        let lookups: Vec<(Arc<str>, reqwest::Client, String)> = snapshot
+            .config
+            .clusters
+            .iter()
+            .map(|c| {
+                (c.name.clone(), self.client_for(&c.url.to_string()), format!("{}/v1/query/{query}", c.url))
+            })
+            .collect();
+        let auth = snapshot.config.coordinator_auth.clone();
+        self.answers
+            .get_with(key, async move {
+                let mut probes = JoinSet::new();
+                for (name, client, url) in lookups {
+                    let auth = auth.clone();
+                    probes.spawn(async move {
+                        let mut request =
+                            client.get(&url).timeout(timeout).header("X-Trino-User", ROUTER_USER);
+                        if let Some(auth) = &auth {
+                            request = request.basic_auth(&auth.user, auth.password.as_deref());
+                        }
+                        match request.send().await {
+                            Ok(r) if r.status().is_success() || r.status() == reqwest::StatusCode::GONE => {
+                                Some(name)
+                            }
+                            Ok(_) => None,
+                            Err(e) => {
+                                tracing::debug!(cluster = %name, "discovery lookup failed: {e}");
+                                None
+                            }
+                        }
+                    });
+                }
+                while let Some(joined) = probes.join_next().await {
+                    if let Ok(Some(name)) = joined {
+                        probes.abort_all();
+                        return Some(name);
+                    }
+                }
+                None
+            })
+            .await
+    }
+
+    fn client_for(&self, base: &str) -> reqwest::Client {
+        let mut clients = self.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        clients
+            .entry(base.to_owned())
+            .or_insert_with(|| {
+                reqwest::Client::builder()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .user_agent(concat!("trino-router/", env!("CARGO_PKG_VERSION")))
+                    .build()
+                    .expect("an HTTP client without TLS always builds")
+            })
+            .clone()
+    }
+}
