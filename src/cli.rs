@@ -43,9 +43,10 @@ pub enum Command {
         /// Envoy's admin interface.
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
-        /// The router's gRPC address as Envoy dials it [default: the config's `listen`].
-        #[arg(long)]
-        router: Option<SocketAddr>,
+        /// A router replica's gRPC address as Envoy dials it; repeat for several replicas [default: the
+        /// config's `listen`].
+        #[arg(long = "router", value_name = "HOST:PORT")]
+        routers: Vec<SocketAddr>,
     },
     /// Ask a running router: list clusters, drain, undrain, disable, enable, locate a query.
     Admin {
@@ -132,7 +133,21 @@ mod tests {
     #[test]
     fn envoy_config_defaults() {
         let cli = Cli::try_parse_from(["trino-router", "envoy-config", "--config", "r.yaml"]).unwrap();
-        let Command::EnvoyConfig { listen, admin, router, .. } = cli.command else { panic!() };
-        assert_eq!((listen.port(), admin.port(), router), (8080, 9901, None));
+        let Command::EnvoyConfig { listen, admin, routers, .. } = cli.command else { panic!() };
+        assert_eq!((listen.port(), admin.port(), routers), (8080, 9901, vec![]));
+        let args = [
+            "trino-router",
+            "envoy-config",
+            "--config",
+            "r",
+            "--router",
+            "127.0.0.1:1",
+            "--router",
+            "127.0.0.1:2",
+        ];
+        let Command::EnvoyConfig { routers, .. } = Cli::try_parse_from(args).unwrap().command else {
+            panic!()
+        };
+        assert_eq!(routers.len(), 2);
     }
 }

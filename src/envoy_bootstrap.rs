@@ -26,14 +26,14 @@ pub const LEARN_FILTER: &str = "trino-router.learn";
 pub const LISTENER: &str = "trino";
 
 /// Where things listen.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Addresses {
     /// Envoy's Trino listener.
     pub listen: SocketAddr,
     /// Envoy's admin interface.
     pub admin: SocketAddr,
-    /// The router's gRPC address as Envoy should dial it.
-    pub router: SocketAddr,
+    /// The router replicas' gRPC addresses as Envoy dials them (at least one).
+    pub routers: Vec<SocketAddr>,
 }
 
 /// Envoy's per-message timeout for the router's filters. Past it, decide answers 503 (nothing was
@@ -46,7 +46,7 @@ pub const ROLE_METADATA: &str = "x-trino-router-role";
 /// The bootstrap as a JSON value (Envoy accepts it as YAML or JSON).
 pub fn bootstrap(config: &Config, at: &Addresses) -> Value {
     let mut clusters: Vec<Value> = config.clusters.iter().map(coordinator_cluster).collect();
-    clusters.push(router_cluster(dialable(at.router)));
+    clusters.push(router_cluster(&at.routers));
     json!({
         "admin": { "address": socket_address(at.admin) },
         "static_resources": {
@@ -64,7 +64,7 @@ pub fn bootstrap_yaml(config: &Config, at: &Addresses) -> String {
          # Trino clients connect to {}; the router is dialled at {}.\n{body}",
         config.clusters.len(),
         at.listen,
-        dialable(at.router)
+        at.routers.iter().map(|r| dialable(*r).to_string()).collect::<Vec<_>>().join(", ")
     )
 }
 
@@ -232,20 +232,39 @@ fn coordinator_cluster(cluster: &Cluster) -> Value {
     value
 }
 
-fn router_cluster(router: SocketAddr) -> Value {
+/// The router replicas: HTTP/2, gRPC health-checked (a replica that stops answering gets no new streams,
+/// a restarted one is taken back within seconds), and ejected after consecutive local failures. Envoy's
+/// default panic threshold stays: when most replicas fail their checks, Envoy tries them all anyway.
+fn router_cluster(routers: &[SocketAddr]) -> Value {
+    let endpoints: Vec<Value> =
+        routers.iter().map(|r| json!({ "endpoint": { "address": socket_address(dialable(*r)) } })).collect();
     json!({
         "name": ROUTER_CLUSTER,
         "type": "STATIC",
-        "connect_timeout": "1s",
+        "connect_timeout": "0.25s",
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
                 "explicit_http_config": { "http2_protocol_options": {} },
             },
         },
+        "health_checks": [{
+            "timeout": "0.5s",
+            "interval": "1s",
+            "unhealthy_threshold": 1,
+            "healthy_threshold": 1,
+            "no_traffic_interval": "1s",
+            "grpc_health_check": { "authority": ROUTER_CLUSTER },
+        }],
+        "outlier_detection": {
+            "split_external_local_origin_errors": true,
+            "consecutive_local_origin_failure": 2,
+            "base_ejection_time": "2s",
+            "max_ejection_percent": 100,
+        },
         "load_assignment": {
             "cluster_name": ROUTER_CLUSTER,
-            "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": socket_address(router) } }] }],
+            "endpoints": [{ "lb_endpoints": endpoints }],
         },
     })
 }
@@ -272,7 +291,7 @@ clusters:
         Addresses {
             listen: "127.0.0.1:8080".parse().unwrap(),
             admin: "127.0.0.1:9901".parse().unwrap(),
-            router: "0.0.0.0:50051".parse().unwrap(),
+            routers: vec!["0.0.0.0:50051".parse().unwrap()],
         }
     }
 
@@ -293,6 +312,23 @@ clusters:
             &clusters[3]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"];
         assert_eq!(router["socket_address"]["address"], "127.0.0.1", "unspecified is dialled on loopback");
         assert_eq!(router["socket_address"]["port_value"], 50051);
+        assert!(clusters[3]["health_checks"][0]["grpc_health_check"].is_object());
+    }
+
+    #[test]
+    fn several_router_replicas() {
+        let mut at = addresses();
+        at.routers = vec!["127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap()];
+        let b = bootstrap(&config(), &at);
+        let router = &b["static_resources"]["clusters"][3];
+        let ports: Vec<u64> = router["load_assignment"]["endpoints"][0]["lb_endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["endpoint"]["address"]["socket_address"]["port_value"].as_u64().unwrap())
+            .collect();
+        assert_eq!(ports, [1, 2]);
+        assert!(bootstrap_yaml(&config(), &at).contains("dialled at 127.0.0.1:1, 127.0.0.1:2"));
     }
 
     #[test]

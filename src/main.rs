@@ -23,15 +23,17 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(e),
         },
-        Command::EnvoyConfig { config, listen, admin, router } => match config.load() {
+        Command::EnvoyConfig { config, listen, admin, mut routers } => match config.load() {
             Ok(loaded) => {
-                let router = router.unwrap_or(loaded.listen);
-                if router.port() == 0 {
+                if routers.is_empty() {
+                    routers.push(loaded.listen);
+                }
+                if routers.iter().any(|r| r.port() == 0) {
                     return fail(
                         "the router's gRPC port is 0: pass --router HOST:PORT (or TRINO_ROUTER_LISTEN)",
                     );
                 }
-                print!("{}", bootstrap_yaml(&loaded, &Addresses { listen, admin, router }));
+                print!("{}", bootstrap_yaml(&loaded, &Addresses { listen, admin, routers }));
                 ExitCode::SUCCESS
             }
             Err(e) => fail(e),
