@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
+import threading
 import time
 
 import pytest
@@ -234,3 +236,272 @@ def test_command_line_rejects_a_bad_coordinator_id():
     exe = harness.require_binary("trino-emulator")
     done = subprocess.run([str(exe), "--name", "x", "--coordinator-id", "abc01"], capture_output=True, timeout=30)
     assert done.returncode == 2 and b"coordinator" in done.stderr and done.stdout == b""
+
+
+# --------------------------------------------------------------------------------------------------
+# What the high-availability tests drive: node state, `starting`, web UI load statistics, restarts.
+
+STATS_FIELDS = {
+    "runningQueries", "queuedQueries", "blockedQueries", "activeCoordinators", "activeWorkers",
+    "runningDrivers", "totalAvailableProcessors", "reservedMemory", "totalInputRows", "totalInputBytes",
+    "totalCpuTimeSecs",
+}
+
+
+def put_json(emu, path: str, body: str) -> requests.Response:
+    return requests.put(emu.url + path, data=body, headers={"Content-Type": "application/json"})
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+def ui_login(emu, username: str = "router", password: str = "", redirect_path: str = ""):
+    """``POST /ui/login`` on a fresh session (redirects not followed); returns (session, response)."""
+    session = requests.Session()
+    resp = session.post(
+        f"{emu.url}/ui/login",
+        data={"username": username, "password": password, "redirectPath": redirect_path},
+        allow_redirects=False,
+    )
+    return session, resp
+
+
+def test_shutting_down_refuses_new_queries_and_finishes_running_ones():
+    harness.require_trino_client()
+    import trino
+
+    emu = harness.start_emulator("emu-drain")
+    assert emu.counters()["rejected_new_queries"] == 0
+    # Started before the state changes: a real client reads its first page now, the rest later.
+    cur = connect(emu).cursor()
+    cur.execute("SELECT 1 /* emulator: pages=3 rows=1 delay_ms=200 */")
+    assert cur.fetchone() == ["emu-drain", 1, 1]
+    raw = follow(post(emu, "SELECT 2 /* emulator: pages=2 rows=1 */")["nextUri"])  # dispatched
+
+    resp = put_json(emu, "/v1/emulator/state", '"SHUTTING_DOWN"')
+    assert (resp.status_code, resp.json()) == (200, {"state": "SHUTTING_DOWN", "previous": "ACTIVE"})
+    assert harness.get_json(f"{emu.url}/v1/info/state") == "SHUTTING_DOWN"
+    assert emu.emulator_info()["state"] == "SHUTTING_DOWN"
+
+    before = emu.counters()
+    refused = requests.post(f"{emu.url}/v1/statement", data="SELECT 3", headers={"X-Trino-User": "raw"})
+    assert (refused.status_code, refused.text) == (503, "server is shutting down")
+    assert refused.headers["content-type"].startswith("text/plain")
+    after = emu.counters()
+    assert after["rejected_new_queries"] == before["rejected_new_queries"] + 1 == 1
+    assert after["statement_post"] == before["statement_post"] + 1
+    # The real client retries a 503 (it means "not submitted"), then gives up; nothing was created.
+    with pytest.raises(trino.exceptions.HttpError):
+        run(emu, "SELECT 4")
+    assert emu.counters()["rejected_new_queries"] >= 2
+    assert sorted(q["sql"] for q in emu.queries()) == [
+        "SELECT 1 /* emulator: pages=3 rows=1 delay_ms=200 */", "SELECT 2 /* emulator: pages=2 rows=1 */"
+    ]
+
+    # What was running goes on to the end, over the client and over raw HTTP.
+    assert cur.fetchall() == [["emu-drain", 2, 1], ["emu-drain", 3, 1]]
+    assert emu.query(cur.query_id)["state"] == "FINISHED"
+    data = []
+    while "nextUri" in raw:
+        raw = follow(raw["nextUri"])
+        data += raw.get("data", [])
+    assert raw["stats"]["state"] == "FINISHED" and data == [["emu-drain", 1, 1], ["emu-drain", 2, 1]]
+
+    # Every state but ACTIVE refuses; a bad body changes nothing; ACTIVE accepts again.
+    for state in ("DRAINING", "DRAINED", "INACTIVE", "INVALID"):
+        assert put_json(emu, "/v1/emulator/state", f'"{state}"').status_code == 200
+        assert harness.get_json(f"{emu.url}/v1/info/state") == state
+        assert requests.post(f"{emu.url}/v1/statement", data="SELECT 5").status_code == 503, state
+    for bad in ('"shutting_down"', '"BOGUS"', "", "1", '["ACTIVE"]'):
+        resp = put_json(emu, "/v1/emulator/state", bad)
+        assert resp.status_code == 400, bad
+        assert harness.get_json(f"{emu.url}/v1/info/state") == "INVALID"
+    assert put_json(emu, "/v1/emulator/state", '"ACTIVE"').json() == {"state": "ACTIVE", "previous": "INVALID"}
+    rejected = emu.counters()["rejected_new_queries"]
+    rows, _ = run(emu, "SELECT 6")
+    assert rows == [["emu-drain", 1, 1]]
+    assert emu.counters()["rejected_new_queries"] == rejected
+    # Still a clean exit on SIGTERM, whatever the state.
+    put_json(emu, "/v1/emulator/state", '"SHUTTING_DOWN"')
+    assert emu.stop() == 0
+
+
+def test_starting_flag_from_the_command_line_and_put():
+    emu = harness.start_emulator("emu-starting", extra_args=["--starting-seconds", "2"])
+    assert emu.info()["starting"] is True and emu.emulator_info()["starting"] is True
+    assert harness.get_json(f"{emu.url}/v1/info/state") == "ACTIVE"
+    # Queries are still accepted while starting, and counted as such.
+    post(emu, "SELECT 1")
+    assert emu.counters()["starting_queries"] == 1
+    assert wait_for(lambda: emu.info()["starting"] is False, timeout=5), "still starting after 5 s"
+    post(emu, "SELECT 1")
+    assert (emu.counters()["starting_queries"], emu.counters()["statement_post"]) == (1, 2)
+
+    resp = put_json(emu, "/v1/emulator/starting", "true")
+    assert (resp.status_code, resp.json()) == (200, {"starting": True})
+    assert emu.info()["starting"] is True
+    resp = put_json(emu, "/v1/emulator/starting", "false")
+    assert (resp.status_code, resp.json()) == (200, {"starting": False})
+    assert emu.info()["starting"] is False
+    for bad in ('"true"', "1", "", "yes"):
+        assert put_json(emu, "/v1/emulator/starting", bad).status_code == 400, bad
+    assert emu.info()["starting"] is False
+
+    # Without the flag an emulator is never starting, until told so.
+    plain = harness.start_emulator("emu-not-starting")
+    assert plain.info()["starting"] is False
+    assert put_json(plain, "/v1/emulator/starting", "true").status_code == 200
+    assert plain.info()["starting"] is True and harness.get_json(f"{plain.url}/v1/info/state") == "ACTIVE"
+
+
+def test_ui_stats_need_a_login_and_count_queued_and_running_queries():
+    harness.require_trino_client()
+    emu = harness.start_emulator("emu-ui")
+    stats_url = f"{emu.url}/ui/api/stats"
+    resp = requests.get(stats_url)
+    assert resp.status_code == 401 and resp.headers["www-authenticate"] == "Trino-Form-Login"
+    forged = requests.get(stats_url, headers={"Cookie": "Trino-UI-Token=" + "0" * 64})
+    assert forged.status_code == 401
+
+    session, login = ui_login(emu)
+    assert (login.status_code, login.headers["location"]) == (303, "/ui/")
+    set_cookie = login.headers["set-cookie"]
+    assert set_cookie.startswith("Trino-UI-Token=") and "Path=/ui" in set_cookie and "HttpOnly" in set_cookie
+    token = session.cookies.get("Trino-UI-Token")
+    assert token and re.fullmatch(r"[0-9a-f]{64}", token)
+    # The cookie is a session of this process only.
+    other = harness.start_emulator("emu-ui-other")
+    assert requests.get(f"{other.url}/ui/api/stats", cookies={"Trino-UI-Token": token}).status_code == 401
+
+    def stats() -> dict:
+        resp = session.get(stats_url)
+        assert resp.status_code == 200 and resp.headers["content-type"] == "application/json", resp.text
+        return resp.json()
+
+    idle = stats()
+    assert STATS_FIELDS <= set(idle), idle
+    assert (idle["runningQueries"], idle["queuedQueries"], idle["blockedQueries"]) == (0, 0, 0)
+    assert (idle["activeCoordinators"], idle["activeWorkers"]) == (1, 1)
+    assert idle["totalAvailableProcessors"] >= 1
+
+    queued = post(emu, "SELECT 1")  # not polled yet: QUEUED
+    assert (stats()["queuedQueries"], stats()["runningQueries"]) == (1, 0)
+
+    results: list = []
+    slow_sql = "/* emulator: pages=3 delay_ms=800 */ SELECT 1"
+    slow = threading.Thread(target=lambda: results.append(run(emu, slow_sql)[0]))
+    slow.start()
+    try:
+        seen = wait_for(lambda: (s := stats())["runningQueries"] == 1 and s, timeout=5)
+        assert seen and seen["queuedQueries"] == 1 and seen["runningDrivers"] == 1, seen
+    finally:
+        slow.join(timeout=30)
+    assert results == [[["emu-ui", page, 1] for page in (1, 2, 3)]]
+    done = stats()
+    assert (done["runningQueries"], done["queuedQueries"], done["totalInputRows"]) == (0, 1, 3), done
+
+    assert requests.delete(f"{emu.url}/v1/query/{queued['id']}").status_code == 204
+    assert stats()["queuedQueries"] == 0
+
+    # A node that is not ACTIVE is no active coordinator.
+    put_json(emu, "/v1/emulator/state", '"SHUTTING_DOWN"')
+    assert stats()["activeCoordinators"] == 0
+    counters = emu.counters()
+    assert (counters["ui_logins"], counters["ui_login_failures"], counters["ui_unauthorized"]) == (1, 0, 2)
+    assert counters["ui_stats"] >= 8
+    # The web UI home needs the session too; logout ends it.
+    assert session.get(f"{emu.url}/ui/", allow_redirects=False).status_code == 200
+    assert requests.get(f"{emu.url}/ui/", allow_redirects=False).headers["location"] == "/ui/login.html"
+    assert session.get(f"{emu.url}/ui/logout", allow_redirects=False).status_code == 303
+    assert requests.get(stats_url, cookies={"Trino-UI-Token": token}).status_code == 401
+
+
+def test_ui_login_with_a_password():
+    emu = harness.start_emulator("emu-ui-pw", extra_args=["--ui-password", "s3cret"])
+    for username, password in (("router", ""), ("router", "wrong"), ("", "s3cret")):
+        session, resp = ui_login(emu, username, password)
+        assert (resp.status_code, resp.headers["location"]) == (303, "/ui/login.html"), (username, password)
+        assert "set-cookie" not in resp.headers and not session.cookies
+        assert session.get(f"{emu.url}/ui/api/stats").status_code == 401
+    session, resp = ui_login(emu, "router", "s3cret", redirect_path="/ui/api/stats")
+    assert (resp.status_code, resp.headers["location"]) == (303, "/ui/api/stats")
+    assert session.get(f"{emu.url}/ui/api/stats").json()["runningQueries"] == 0
+    # A client that follows the redirect lands on the stats (303: the POST becomes a GET).
+    follow_session = requests.Session()
+    landed = follow_session.post(
+        f"{emu.url}/ui/login", data={"username": "poller", "password": "s3cret", "redirectPath": "/ui/api/stats"}
+    )
+    assert landed.status_code == 200 and STATS_FIELDS <= set(landed.json())
+    # An off-site redirectPath is not followed.
+    _, resp = ui_login(emu, "router", "s3cret", redirect_path="https://elsewhere.example/")
+    assert resp.headers["location"] == "/ui/"
+    counters = emu.counters()
+    assert (counters["ui_logins"], counters["ui_login_failures"], counters["ui_stats"]) == (3, 3, 2)
+    assert counters["ui_unauthorized"] == 3
+
+
+def _lingering_connections(port: int) -> int:
+    """Sockets on local port ``port`` that are neither listening nor established (TIME_WAIT, FIN_WAIT...)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            if local_port == port and fields[3] not in ("01", "0A"):  # ESTABLISHED, LISTEN
+                count += 1
+    return count
+
+
+def test_restart_on_the_same_port_right_after_kill_9():
+    first = harness.start_emulator("emu-restart", coordinator_id="r2r2r")
+    port = first.port
+    stop = threading.Event()
+    finished = []
+
+    def load():
+        # Keep-alive connections (one requests.Session each), running queries back to back.
+        with requests.Session() as http:
+            while not stop.is_set():
+                try:
+                    page = http.post(f"{first.url}/v1/statement", data="SELECT 1", timeout=5).json()
+                    while "nextUri" in page:
+                        page = http.get(page["nextUri"], timeout=5).json()
+                    finished.append(page["id"])
+                except (requests.RequestException, ValueError):
+                    time.sleep(0.01)
+
+    workers = [threading.Thread(target=load, daemon=True) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    try:
+        assert wait_for(lambda: len(finished) >= 40, timeout=20), "no load reached the emulator"
+        old_id = finished[-1]
+        assert first.proc.kill() == -9
+        killed_at = time.monotonic()
+        # At once, no retry: the port must bind while the old connections linger.
+        lingering = _lingering_connections(port)
+        second = harness.start_emulator("emu-restart", extra_args=["--listen", f"127.0.0.1:{port}"])
+        assert second.port == port
+        rebound_after = time.monotonic() - killed_at
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=10)
+    if sys.platform.startswith("linux"):
+        assert lingering > 0, "the kill left no connection behind: the test did not test the restart case"
+    assert rebound_after < 5, rebound_after
+    # A new process: it serves, and knows nothing of the old one's queries.
+    rows, cur = run(second, "SELECT 1")
+    assert rows == [["emu-restart", 1, 1]] and not cur.query_id.endswith("_r2r2r")
+    assert requests.get(f"{second.url}/v1/query/{old_id}").status_code == 404
+    assert second.stop() == 0

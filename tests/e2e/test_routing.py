@@ -45,7 +45,7 @@ def _query_ids(stack: harness.Stack) -> dict[str, set[str]]:
 
 def _protocol_counters(stack: harness.Stack) -> dict[str, dict[str, int]]:
     """Each emulator's request counters for the query protocol (not node health, not introspection)."""
-    skip = {"emulator_api", "node_api"}
+    skip = {"emulator_api", "node_api", "ui_logins", "ui_login_failures", "ui_stats", "ui_unauthorized", "ui_pages"}
     return {n: {k: v for k, v in e.counters().items() if k not in skip} for n, e in stack.emulators.items()}
 
 

@@ -10,10 +10,21 @@
 //! - `DELETE /v1/statement/executing/partialCancel/{id}/{stage}/{slug}/{token}` — 204, no effect.
 //! - `GET|DELETE /v1/query/{id}`, `PUT /v1/query/{id}/killed|preempted` (200, or 409 when already
 //!   done), `GET /ui/api/query/{id}` (QueryInfo-like JSON), `GET /ui/query.html?{id}` (HTML).
-//! - `GET /v1/info`, `/v1/info/state`, `/v1/status`.
+//! - `GET /v1/info` (`starting` per `--starting-seconds` / `PUT /v1/emulator/starting`), `/v1/info/state`
+//!   (the node state, ACTIVE unless `PUT /v1/emulator/state` changed it), `/v1/status`.
+//! - While the node state is not ACTIVE, `POST /v1/statement` creates nothing: 503 `server is shutting
+//!   down` (text/plain; a 503 tells the clients the query was not submitted, so they may retry
+//!   elsewhere), counted as `rejected_new_queries`. Queries already known carry on normally.
+//! - Web UI ([`crate::ui`]): `POST /ui/login` (form; 303 + `Trino-UI-Token` cookie, or 303 to
+//!   `/ui/login.html` when refused), `GET /ui/logout`, `GET /ui/login.html`, `GET /ui/` (303 to the
+//!   login page without a session), `GET /ui/api/stats` (Trino's `ClusterStats` JSON; 401 with
+//!   `WWW-Authenticate: Trino-Form-Login` without a valid session).
 //! - Emulator-only: `GET /v1/emulator/queries` (every known query, oldest first: id, state, canceled,
-//!   error name, sql, user, host, x-trino headers, session, transaction, per-query request counts), `GET /v1/emulator/counters` (requests by kind),
-//!   `GET /v1/emulator/info` (name, coordinator id).
+//!   error name, sql, user, host, x-trino headers, session, transaction, per-query request counts),
+//!   `GET /v1/emulator/counters` (requests by kind), `GET /v1/emulator/info` (name, coordinator id,
+//!   address, node state, starting), `PUT /v1/emulator/state` (body: a JSON string naming a node state,
+//!   e.g. `"SHUTTING_DOWN"`; 200 `{"state", "previous"}`, 400 otherwise), `PUT /v1/emulator/starting`
+//!   (body `true` or `false`; 200 `{"starting"}`, 400 otherwise).
 //! - Anything else: 404 `Not found`.
 //!
 //! URIs handed out start with `http://{Host}`; with `--process-forwarded`, `X-Forwarded-Proto`, `-Host`,
@@ -26,24 +37,29 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
-use axum::http::header::{CONTENT_TYPE, HOST};
+use axum::http::header::{CONTENT_TYPE, COOKIE, HOST, LOCATION, SET_COOKIE, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use serde_json::{Value, json};
 
-use crate::node;
+use crate::node::{self, NodeControl, NodeState};
 use crate::queries::{Page, Query, Reject, Step};
 use crate::query_id::CoordinatorId;
 use crate::registry::{Entry, Registry, RequestCounts, Submitted};
 use crate::results::{Context, Rendered, render};
 use crate::session::{claimed_transaction, parse_session_header};
 use crate::slug::SlugContext;
+use crate::ui::{self, LoginForm, Sessions};
 
 /// Trino caps `maxWait` at one second (`MAX_WAIT_TIME`), and waits that long by default.
 const MAX_WAIT: Duration = Duration::from_secs(1);
 
-/// Requests served, by kind (`/v1/emulator/counters`).
+/// Requests served, by kind (`/v1/emulator/counters`). `statement_post` counts every POST, also the
+/// ones refused: `rejected_new_queries` (node not ACTIVE) and `starting_queries` (accepted while
+/// `/v1/info` said `starting`) are subsets of it. `ui_logins` / `ui_login_failures`: accepted / refused
+/// `POST /ui/login`; `ui_stats`: stats answered; `ui_unauthorized`: 401s from `/ui/api/`; `ui_pages`:
+/// the login page, `/ui/` and logout.
 #[derive(Debug, Default)]
 pub struct Counters {
     statement_posts: AtomicU64,
@@ -58,6 +74,13 @@ pub struct Counters {
     not_found: AtomicU64,
     gone: AtomicU64,
     unrouted: AtomicU64,
+    rejected_new_queries: AtomicU64,
+    starting_queries: AtomicU64,
+    ui_logins: AtomicU64,
+    ui_login_failures: AtomicU64,
+    ui_stats: AtomicU64,
+    ui_unauthorized: AtomicU64,
+    ui_pages: AtomicU64,
 }
 
 impl Counters {
@@ -76,6 +99,13 @@ impl Counters {
             "not_found": get(&self.not_found),
             "gone": get(&self.gone),
             "unrouted": get(&self.unrouted),
+            "rejected_new_queries": get(&self.rejected_new_queries),
+            "starting_queries": get(&self.starting_queries),
+            "ui_logins": get(&self.ui_logins),
+            "ui_login_failures": get(&self.ui_login_failures),
+            "ui_stats": get(&self.ui_stats),
+            "ui_unauthorized": get(&self.ui_unauthorized),
+            "ui_pages": get(&self.ui_pages),
         })
     }
 }
@@ -88,6 +118,10 @@ pub struct App {
     pub registry: Registry,
     pub counters: Counters,
     pub started: Instant,
+    /// Node state and `starting`.
+    pub node: NodeControl,
+    /// Web UI sessions.
+    pub sessions: Sessions,
     pub process_forwarded: bool,
     /// `host:port` the emulator listens on: the base URI when a request has no Host header.
     pub local_address: String,
@@ -112,6 +146,13 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/emulator/queries", get(emulator_queries))
         .route("/v1/emulator/counters", get(emulator_counters))
         .route("/v1/emulator/info", get(emulator_info))
+        .route("/v1/emulator/state", put(put_state))
+        .route("/v1/emulator/starting", put(put_starting))
+        .route("/ui/login", post(ui_login))
+        .route("/ui/logout", get(ui_logout))
+        .route("/ui/login.html", get(ui_login_page))
+        .route("/ui/", get(ui_home))
+        .route("/ui/api/stats", get(ui_stats))
         .fallback(unrouted)
         .with_state(app)
 }
@@ -217,6 +258,11 @@ fn render_page(app: &App, base: &str, entry: &Entry, query: &Query, page: &Page)
 
 async fn post_statement(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
     bump(&app.counters.statement_posts);
+    if !app.node.accepts_queries() {
+        bump(&app.counters.rejected_new_queries);
+        tracing::debug!(state = app.node.state().as_str(), "new query refused");
+        return text(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down");
+    }
     if body.is_empty() {
         return text(StatusCode::BAD_REQUEST, "SQL statement is empty");
     }
@@ -238,6 +284,9 @@ async fn post_statement(State(app): State<Arc<App>>, headers: HeaderMap, body: B
         session: header(&headers, "x-trino-session").map(parse_session_header).unwrap_or_default(),
         transaction: claimed_transaction(header(&headers, "x-trino-transaction-id")).map(str::to_owned),
     };
+    if app.node.starting(app.started.elapsed()) {
+        bump(&app.counters.starting_queries);
+    }
     let entry = app.registry.create(submitted, Instant::now(), unix_ms());
     tracing::debug!(id = %entry.id, "query created");
     let base = base_uri(&app, &headers);
@@ -477,12 +526,13 @@ fn html_escape(text: &str) -> String {
 
 async fn info(State(app): State<Arc<App>>) -> Response {
     bump(&app.counters.node_api);
-    json_value(&node::info(app.started.elapsed()))
+    let uptime = app.started.elapsed();
+    json_value(&node::info(uptime, app.node.starting(uptime)))
 }
 
 async fn info_state(State(app): State<Arc<App>>) -> Response {
     bump(&app.counters.node_api);
-    json_value(&Value::from("ACTIVE"))
+    json_value(&Value::from(app.node.state().as_str()))
 }
 
 async fn status(State(app): State<Arc<App>>) -> Response {
@@ -542,7 +592,105 @@ async fn emulator_info(State(app): State<Arc<App>>) -> Response {
         "coordinatorId": app.coordinator_id.as_str(),
         "queries": app.registry.len(),
         "address": app.local_address,
+        "state": app.node.state().as_str(),
+        "starting": app.node.starting(app.started.elapsed()),
     }))
+}
+
+async fn put_state(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    bump(&app.counters.emulator_api);
+    let Some(state) = NodeState::parse_body(&body) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "expected a JSON string: ACTIVE, INACTIVE, DRAINING, DRAINED, SHUTTING_DOWN or INVALID",
+        );
+    };
+    let previous = app.node.set_state(state);
+    tracing::info!(state = state.as_str(), previous = previous.as_str(), "node state set");
+    json_value(&json!({"state": state.as_str(), "previous": previous.as_str()}))
+}
+
+async fn put_starting(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    bump(&app.counters.emulator_api);
+    let starting = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Bool(starting)) => starting,
+        _ => return text(StatusCode::BAD_REQUEST, "expected true or false"),
+    };
+    app.node.set_starting(starting);
+    tracing::info!(starting, "starting flag set");
+    json_value(&json!({"starting": starting}))
+}
+
+/// The `Cookie` header values of a request.
+fn cookie_headers(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers.get_all(COOKIE).iter().filter_map(|v| v.to_str().ok())
+}
+
+fn see_other(location: &str, cookie: Option<String>) -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    let headers = response.headers_mut();
+    if let Ok(location) = HeaderValue::from_str(location) {
+        headers.insert(LOCATION, location);
+    }
+    if let Some(cookie) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        headers.insert(SET_COOKIE, cookie);
+    }
+    response
+}
+
+fn html(body: &'static str) -> Response {
+    (StatusCode::OK, [(CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
+}
+
+async fn ui_login(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    let form = LoginForm::parse(&String::from_utf8_lossy(&body));
+    match app.sessions.login(&form) {
+        Some(token) => {
+            bump(&app.counters.ui_logins);
+            tracing::debug!(user = %form.username, "web UI login");
+            see_other(form.redirect_target(), Some(ui::session_cookie(&token)))
+        }
+        None => {
+            bump(&app.counters.ui_login_failures);
+            tracing::debug!(user = %form.username, "web UI login refused");
+            see_other(ui::LOGIN_FORM, None)
+        }
+    }
+}
+
+async fn ui_logout(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    bump(&app.counters.ui_pages);
+    app.sessions.logout(cookie_headers(&headers));
+    see_other(ui::LOGIN_FORM, Some(ui::expired_cookie()))
+}
+
+async fn ui_login_page(State(app): State<Arc<App>>) -> Response {
+    bump(&app.counters.ui_pages);
+    html(ui::LOGIN_PAGE)
+}
+
+async fn ui_home(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    bump(&app.counters.ui_pages);
+    if !app.sessions.is_valid(cookie_headers(&headers)) {
+        return see_other(ui::LOGIN_FORM, None);
+    }
+    html(
+        "<!DOCTYPE html>\n<html><head><title>Trino emulator</title></head><body><p>Trino emulator</p></body></html>\n",
+    )
+}
+
+async fn ui_stats(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if !app.sessions.is_valid(cookie_headers(&headers)) {
+        bump(&app.counters.ui_unauthorized);
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(CONTENT_TYPE, "text/plain; charset=utf-8"), (WWW_AUTHENTICATE, ui::CHALLENGE)],
+            "Unauthorized",
+        )
+            .into_response();
+    }
+    bump(&app.counters.ui_stats);
+    json_value(&node::cluster_stats(&app.registry.load(Instant::now()), app.node.state()))
 }
 
 async fn unrouted(State(app): State<Arc<App>>) -> Response {

@@ -8,15 +8,20 @@
 //! ```text
 //! trino-emulator --name NAME [--listen HOST:PORT] [--coordinator-id XXXXX] [--queued-polls N]
 //!                [--forget-after-secs S] [--max-queries N] [--process-forwarded]
+//!                [--starting-seconds N] [--ui-password PASS]
 //! ```
 //!
+//! A flag given twice takes its last value (so a harness may append `--listen 127.0.0.1:PORT` to its
+//! defaults). The listening socket has `SO_REUSEADDR`, so an emulator restarted on the port of one that
+//! was just killed binds at once even while old connections linger in TIME_WAIT.
+//!
 //! Once bound it prints exactly one stdout line, `listening on IP:PORT`; logs go to stderr (`RUST_LOG`).
-//! SIGTERM or SIGINT stops it (in-flight requests get up to 5 s).
+//! SIGTERM or SIGINT stops it (in-flight requests get up to 5 s; exit status 0).
 //!
 //! Modules: [`query_id`] ids, [`slug`] URI slugs, [`sql`] statement kinds and hints, [`session`] session
 //! and transaction headers, [`plan`] what a query will answer, [`queries`] the per-query state machine,
-//! [`results`] QueryResults JSON, [`registry`] the shared query map, [`node`] health documents, [`http`]
-//! the axum handlers.
+//! [`results`] QueryResults JSON, [`registry`] the shared query map, [`node`] health documents, node
+//! state and load statistics, [`ui`] web UI login sessions, [`http`] the axum handlers.
 
 mod http;
 mod node;
@@ -28,6 +33,7 @@ mod results;
 mod session;
 mod slug;
 mod sql;
+mod ui;
 
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
@@ -37,16 +43,25 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use crate::http::{App, Counters};
+use crate::node::NodeControl;
 use crate::query_id::CoordinatorId;
 use crate::registry::Registry;
+use crate::ui::Sessions;
 
 /// How long in-flight requests may run after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// The listen backlog (as tokio's `TcpListener::bind`).
+const LISTEN_BACKLOG: u32 = 1024;
 /// How often idle queries are looked for (at most; more often with a short `--forget-after-secs`).
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Parser)]
-#[command(name = "trino-emulator", version, about = "A stand-in Trino coordinator for tests")]
+#[command(
+    name = "trino-emulator",
+    version,
+    about = "A stand-in Trino coordinator for tests",
+    args_override_self = true
+)]
 struct Cli {
     /// This instance's name: the `cluster` column of every result row, and the node id.
     #[arg(long)]
@@ -70,6 +85,13 @@ struct Cli {
     /// `http-server.process-forwarded`).
     #[arg(long)]
     process_forwarded: bool,
+    /// `/v1/info` says `"starting": true` for this many seconds after start (`PUT /v1/emulator/starting`
+    /// overrides it).
+    #[arg(long, default_value_t = 0)]
+    starting_seconds: u64,
+    /// The password a web UI login (`POST /ui/login`) needs; without it any user name logs in.
+    #[arg(long)]
+    ui_password: Option<String>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -96,7 +118,7 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(&cli.listen).await?;
+    let listener = bind(&cli.listen).await?;
     let local = listener.local_addr()?;
     let coordinator_id = cli.coordinator_id.unwrap_or_else(CoordinatorId::random);
     let app = Arc::new(App {
@@ -105,6 +127,8 @@ async fn run(cli: Cli) -> std::io::Result<()> {
         registry: Registry::new(coordinator_id.clone(), cli.queued_polls),
         counters: Counters::default(),
         started: Instant::now(),
+        node: NodeControl::new(Duration::from_secs(cli.starting_seconds)),
+        sessions: Sessions::new(cli.ui_password),
         process_forwarded: cli.process_forwarded,
         local_address: local.to_string(),
     });
@@ -141,6 +165,31 @@ async fn run(cli: Cli) -> std::io::Result<()> {
     }
 }
 
+/// Listens on the first address `listen` resolves to that binds, with `SO_REUSEADDR` set explicitly.
+async fn bind(listen: &str) -> std::io::Result<tokio::net::TcpListener> {
+    let mut last_error = None;
+    for addr in tokio::net::lookup_host(listen).await? {
+        match reusable_socket(addr).and_then(|socket| {
+            socket.bind(addr)?;
+            socket.listen(LISTEN_BACKLOG)
+        }) {
+            Ok(listener) => return Ok(listener),
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{listen}: no address to listen on"))
+    }))
+}
+
+/// A TCP socket for `addr`'s family with `SO_REUSEADDR`.
+fn reusable_socket(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpSocket> {
+    let socket =
+        if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    Ok(socket)
+}
+
 /// Periodically forgets queries idle for longer than `max_idle`, and the oldest beyond `max_queries`.
 async fn sweep(app: Arc<App>, max_idle: Duration, max_queries: usize) {
     let period = (max_idle / 4).clamp(Duration::from_secs(1), SWEEP_EVERY);
@@ -171,5 +220,71 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {}
         () = terminate => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[test]
+    fn flags_parse_and_the_last_one_wins() {
+        let cli = Cli::try_parse_from([
+            "trino-emulator",
+            "--name",
+            "a",
+            "--listen",
+            "127.0.0.1:0",
+            "--listen",
+            "127.0.0.1:8080",
+            "--starting-seconds",
+            "7",
+            "--ui-password",
+            "pw",
+        ])
+        .unwrap();
+        assert_eq!(
+            (cli.listen.as_str(), cli.starting_seconds, cli.ui_password.as_deref()),
+            ("127.0.0.1:8080", 7, Some("pw"))
+        );
+        let cli = Cli::try_parse_from(["trino-emulator", "--name", "a"]).unwrap();
+        assert_eq!((cli.starting_seconds, cli.ui_password), (0, None));
+        assert!(Cli::try_parse_from(["trino-emulator", "--name", "a", "--starting-seconds", "-1"]).is_err());
+    }
+
+    #[tokio::test]
+    async fn listener_rebinds_a_port_in_time_wait() {
+        let listener = bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        assert!(reusable_socket(addr).unwrap().reuseaddr().unwrap());
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (server_side, _) = listener.accept().await.unwrap();
+        // The server closes first, so its side of the connection ends in TIME_WAIT on `addr`.
+        drop(server_side);
+        assert_eq!(client.read(&mut [0u8; 1]).await.unwrap(), 0);
+        drop(client);
+        drop(listener);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if cfg!(target_os = "linux") {
+            // Without SO_REUSEADDR the port is still taken (this is what the flag is for).
+            let plain = tokio::net::TcpSocket::new_v4().unwrap();
+            plain.set_reuseaddr(false).unwrap();
+            assert_eq!(
+                plain.bind(addr).unwrap_err().kind(),
+                std::io::ErrorKind::AddrInUse,
+                "expected a TIME_WAIT socket on {addr}"
+            );
+        }
+        let again = bind(&addr.to_string()).await.expect("rebinding with SO_REUSEADDR");
+        assert_eq!(again.local_addr().unwrap(), addr);
+    }
+
+    #[tokio::test]
+    async fn bind_reports_unusable_addresses() {
+        assert!(bind("not an address").await.is_err());
+        let taken = bind("127.0.0.1:0").await.unwrap();
+        let addr = taken.local_addr().unwrap();
+        assert_eq!(bind(&addr.to_string()).await.unwrap_err().kind(), std::io::ErrorKind::AddrInUse);
     }
 }

@@ -1,8 +1,13 @@
-//! The coordinator's health documents: `GET /v1/info`, `/v1/info/state` and `/v1/status`.
+//! The coordinator's health documents (`GET /v1/info`, `/v1/info/state`, `/v1/status`, and the web UI's
+//! `/ui/api/stats`), and the node state tests drive through the emulator-only endpoints.
 //!
-//! `/v1/info` is exactly Trino's shape (no coordinator id: trino#23910 was not merged). The emulator is
-//! always ACTIVE and never `starting`. Durations print like airlift's `Duration` (`12.34s`, `1.50m`).
+//! `/v1/info` is exactly Trino's shape (no coordinator id: trino#23910 was not merged). The node state
+//! ([`NodeState`], Trino's `NodeState` names) starts ACTIVE and changes only by
+//! `PUT /v1/emulator/state`; `starting` is true for the first `--starting-seconds` after start unless
+//! `PUT /v1/emulator/starting` pinned it ([`NodeControl`]). Durations print like airlift's `Duration`
+//! (`12.34s`, `1.50m`). `/ui/api/stats` has the fields of Trino's `ClusterStatsResource.ClusterStats`.
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -11,18 +16,128 @@ use serde_json::{Value, json};
 pub const VERSION: &str = "476-emulator";
 pub const ENVIRONMENT: &str = "emulator";
 
-pub fn info(uptime: Duration) -> Value {
+/// Trino's node states, as `/v1/info/state` spells them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeState {
+    Active,
+    Inactive,
+    Draining,
+    Drained,
+    ShuttingDown,
+    Invalid,
+}
+
+impl NodeState {
+    const ALL: [NodeState; 6] = [
+        NodeState::Active,
+        NodeState::Inactive,
+        NodeState::Draining,
+        NodeState::Drained,
+        NodeState::ShuttingDown,
+        NodeState::Invalid,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Active => "ACTIVE",
+            NodeState::Inactive => "INACTIVE",
+            NodeState::Draining => "DRAINING",
+            NodeState::Drained => "DRAINED",
+            NodeState::ShuttingDown => "SHUTTING_DOWN",
+            NodeState::Invalid => "INVALID",
+        }
+    }
+
+    /// A state from a JSON body: a JSON string naming a state exactly (`"SHUTTING_DOWN"`); a bare
+    /// name without quotes is accepted too (surrounding whitespace ignored). Anything else: `None`.
+    pub fn parse_body(body: &[u8]) -> Option<Self> {
+        let text = std::str::from_utf8(body).ok()?.trim();
+        let name = match serde_json::from_str::<Value>(text) {
+            Ok(Value::String(name)) => name,
+            Ok(_) => return None,
+            Err(_) => text.to_owned(),
+        };
+        Self::ALL.into_iter().find(|state| state.as_str() == name)
+    }
+
+    fn index(self) -> u8 {
+        Self::ALL.iter().position(|s| *s == self).map_or(0, |i| i as u8)
+    }
+
+    fn from_index(index: u8) -> Self {
+        Self::ALL.get(usize::from(index)).copied().unwrap_or(NodeState::Active)
+    }
+}
+
+/// The switchable parts of the node's health: its state and the `starting` flag. Lock-free (atomics):
+/// every `POST /v1/statement` reads the state.
+#[derive(Debug)]
+pub struct NodeControl {
+    state: AtomicU8,
+    /// 0: `starting` follows the clock (`starting_for`); 1: pinned true; 2: pinned false.
+    starting: AtomicU8,
+    starting_for: Duration,
+}
+
+const STARTING_BY_CLOCK: u8 = 0;
+const STARTING_TRUE: u8 = 1;
+const STARTING_FALSE: u8 = 2;
+
+impl NodeControl {
+    /// ACTIVE, and `starting` for the first `starting_for` of uptime.
+    pub fn new(starting_for: Duration) -> Self {
+        Self {
+            state: AtomicU8::new(NodeState::Active.index()),
+            starting: AtomicU8::new(STARTING_BY_CLOCK),
+            starting_for,
+        }
+    }
+
+    pub fn state(&self) -> NodeState {
+        NodeState::from_index(self.state.load(Ordering::Relaxed))
+    }
+
+    /// Sets the state; returns the previous one.
+    pub fn set_state(&self, state: NodeState) -> NodeState {
+        NodeState::from_index(self.state.swap(state.index(), Ordering::Relaxed))
+    }
+
+    /// Whether new queries are accepted (only when ACTIVE).
+    pub fn accepts_queries(&self) -> bool {
+        self.state() == NodeState::Active
+    }
+
+    /// `starting` after `uptime`.
+    pub fn starting(&self, uptime: Duration) -> bool {
+        match self.starting.load(Ordering::Relaxed) {
+            STARTING_TRUE => true,
+            STARTING_FALSE => false,
+            _ => uptime < self.starting_for,
+        }
+    }
+
+    /// Pins `starting` to `value` (from then on the clock no longer matters).
+    pub fn set_starting(&self, value: bool) {
+        self.starting.store(if value { STARTING_TRUE } else { STARTING_FALSE }, Ordering::Relaxed);
+    }
+}
+
+pub fn info(uptime: Duration, starting: bool) -> Value {
     json!({
         "nodeVersion": {"version": VERSION},
         "environment": ENVIRONMENT,
         "coordinator": true,
-        "starting": false,
+        "starting": starting,
         "uptime": succinct(uptime),
     })
 }
 
+pub fn processors() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
 pub fn status(node_id: &str, address: &str, uptime: Duration) -> Value {
-    let processors = std::thread::available_parallelism().map_or(1, usize::from);
+    let processors = processors();
     json!({
         "nodeId": node_id,
         "nodeVersion": {"version": VERSION},
@@ -38,6 +153,37 @@ pub fn status(node_id: &str, address: &str, uptime: Duration) -> Value {
         "heapUsed": 0,
         "heapAvailable": 0,
         "nonHeapUsed": 0,
+    })
+}
+
+/// Query counts for `/ui/api/stats`, as [`crate::registry::Registry::load`] finds them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Load {
+    /// Not yet dispatched (QUEUED), not canceled.
+    pub queued: u64,
+    /// Dispatched and not yet finished, failed or canceled (RUNNING).
+    pub running: u64,
+    /// Rows served by every query still known (done or not).
+    pub input_rows: u64,
+}
+
+/// `GET /ui/api/stats`: Trino's `ClusterStats`. The emulator is one node, coordinator and worker at once
+/// (`node-scheduler.include-coordinator=true`), counted as active only while ACTIVE; it has no drivers
+/// of its own, so each running query counts as one; memory, bytes and CPU are zero.
+pub fn cluster_stats(load: &Load, state: NodeState) -> Value {
+    let active = u64::from(state == NodeState::Active);
+    json!({
+        "runningQueries": load.running,
+        "blockedQueries": 0,
+        "queuedQueries": load.queued,
+        "activeCoordinators": active,
+        "activeWorkers": active,
+        "runningDrivers": load.running,
+        "totalAvailableProcessors": processors(),
+        "reservedMemory": 0.0,
+        "totalInputRows": load.input_rows,
+        "totalInputBytes": 0,
+        "totalCpuTimeSecs": 0,
     })
 }
 
@@ -71,9 +217,75 @@ mod tests {
 
     #[test]
     fn info_shape() {
-        let v = info(Duration::from_secs(1));
+        let v = info(Duration::from_secs(1), false);
         assert_eq!(v["nodeVersion"]["version"], VERSION);
         assert_eq!((v["coordinator"].clone(), v["starting"].clone()), (json!(true), json!(false)));
         assert_eq!(v["uptime"], "1.00s");
+        assert_eq!(info(Duration::ZERO, true)["starting"], json!(true));
+    }
+
+    #[test]
+    fn state_bodies() {
+        for (body, expected) in [
+            (&b"\"SHUTTING_DOWN\""[..], Some(NodeState::ShuttingDown)),
+            (b" \"ACTIVE\"\n", Some(NodeState::Active)),
+            (b"\"DRAINING\"", Some(NodeState::Draining)),
+            (b"\"DRAINED\"", Some(NodeState::Drained)),
+            (b"\"INACTIVE\"", Some(NodeState::Inactive)),
+            (b"\"INVALID\"", Some(NodeState::Invalid)),
+            (b"SHUTTING_DOWN", Some(NodeState::ShuttingDown)),
+            (b"\"shutting_down\"", None),
+            (b"\"BOGUS\"", None),
+            (b"\"\"", None),
+            (b"", None),
+            (b"1", None),
+            (b"[\"ACTIVE\"]", None),
+            (b"\xff", None),
+        ] {
+            assert_eq!(NodeState::parse_body(body), expected, "{:?}", String::from_utf8_lossy(body));
+        }
+        for state in NodeState::ALL {
+            assert_eq!(NodeState::from_index(state.index()), state);
+            assert_eq!(NodeState::parse_body(format!("\"{}\"", state.as_str()).as_bytes()), Some(state));
+        }
+    }
+
+    #[test]
+    fn node_control() {
+        let control = NodeControl::new(Duration::from_secs(5));
+        assert_eq!(control.state(), NodeState::Active);
+        assert!(control.accepts_queries());
+        assert_eq!(control.set_state(NodeState::ShuttingDown), NodeState::Active);
+        assert_eq!(control.state(), NodeState::ShuttingDown);
+        assert!(!control.accepts_queries());
+        control.set_state(NodeState::Draining);
+        assert!(!control.accepts_queries());
+        control.set_state(NodeState::Active);
+        assert!(control.accepts_queries());
+
+        assert!(control.starting(Duration::from_secs(4)));
+        assert!(!control.starting(Duration::from_secs(5)));
+        control.set_starting(true);
+        assert!(control.starting(Duration::from_secs(60)));
+        control.set_starting(false);
+        assert!(!control.starting(Duration::ZERO));
+        assert!(!NodeControl::new(Duration::ZERO).starting(Duration::ZERO));
+    }
+
+    #[test]
+    fn stats_shape() {
+        let load = Load { queued: 2, running: 3, input_rows: 40 };
+        let v = cluster_stats(&load, NodeState::Active);
+        assert_eq!(
+            (&v["runningQueries"], &v["queuedQueries"], &v["blockedQueries"], &v["totalInputRows"]),
+            (&json!(3), &json!(2), &json!(0), &json!(40))
+        );
+        assert_eq!((&v["activeCoordinators"], &v["activeWorkers"]), (&json!(1), &json!(1)));
+        assert!(v["reservedMemory"].is_f64() && v["totalAvailableProcessors"].as_u64() >= Some(1));
+        for key in ["runningDrivers", "totalInputBytes", "totalCpuTimeSecs"] {
+            assert!(v[key].is_u64(), "{key}");
+        }
+        let v = cluster_stats(&load, NodeState::ShuttingDown);
+        assert_eq!((&v["activeCoordinators"], &v["runningQueries"]), (&json!(0), &json!(3)));
     }
 }

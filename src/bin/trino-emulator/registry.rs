@@ -5,6 +5,8 @@
 //! different queries never wait on each other. Id generation and the transaction set have small
 //! mutexes of their own, taken once per POST.
 //!
+//! [`Registry::load`] counts queued and running queries for `/ui/api/stats`.
+//!
 //! Memory stays bounded: [`Registry::forget`] drops queries nobody asked about for a while, then, while
 //! more than a cap remain, the oldest (finished ones first); the caller runs it periodically. A forgotten
 //! query answers 404 like one never issued.
@@ -14,8 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::node::Load;
 use crate::plan::{Submission, plan};
-use crate::queries::Query;
+use crate::queries::{Query, State};
 use crate::query_id::{CoordinatorId, QueryIdGenerator};
 use crate::session::Transactions;
 use crate::slug::Slug;
@@ -145,6 +148,22 @@ impl Registry {
         self.read().len()
     }
 
+    /// How many known queries are queued and running (not finished, failed or canceled), and the rows
+    /// all known queries served, at `now`. Takes each query's lock briefly, one at a time.
+    pub fn load(&self, now: Instant) -> Load {
+        let mut load = Load::default();
+        for entry in self.read().values() {
+            let query = entry.lock();
+            match query.state() {
+                State::Queued => load.queued += 1,
+                State::Running => load.running += 1,
+                State::Finished | State::Failed => {}
+            }
+            load.input_rows += query.progress(now).processed_rows;
+        }
+        load
+    }
+
     /// Forgets every query whose last request is older than `max_idle`, then the oldest queries (finished
     /// or failed ones first) while more than `max_queries` remain; returns how many were forgotten.
     pub fn forget(&self, now: Instant, max_idle: Duration, max_queries: usize) -> usize {
@@ -183,7 +202,9 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queries::{Page, Step};
     use crate::query_id::is_query_id;
+    use crate::slug::SlugContext;
 
     fn registry() -> Registry {
         Registry::new("abcde".parse().unwrap(), 1)
@@ -234,6 +255,46 @@ mod tests {
         assert_eq!(reg.forget(t0, Duration::from_secs(60), 1), 2);
         let left: Vec<_> = reg.all().iter().map(|e| e.seq).collect();
         assert_eq!(left, vec![2]);
+    }
+
+    #[test]
+    fn load_counts_queries_by_state() {
+        let reg = registry();
+        let t0 = Instant::now();
+        assert_eq!(reg.load(t0), Load::default());
+        let hinted = |sql: &str| reg.create(submit(sql), t0, 0);
+        let queued = hinted("SELECT 1");
+        let running = hinted("SELECT 1 /* emulator: pages=3 rows=5 */");
+        let finished = hinted("SELECT 1 /* emulator: rows=4 */");
+        let canceled_queued = hinted("SELECT 1");
+        let canceled_running = hinted("SELECT 1 /* emulator: pages=2 */");
+        let failed = hinted("SELECT 'emulator_fail'");
+        let dispatch = |entry: &Entry| {
+            let mut query = entry.lock();
+            let slug = query.slug(SlugContext::Queued, 1);
+            query.queued(&slug, 1, t0).unwrap();
+        };
+        let execute = |entry: &Entry, token: u64| {
+            let mut query = entry.lock();
+            let slug = query.slug(SlugContext::Executing, token);
+            query.executing(&slug, token, t0, t0).unwrap()
+        };
+        for entry in [&running, &finished, &canceled_running, &failed] {
+            dispatch(entry);
+        }
+        assert!(matches!(execute(&running, 0), Step::Page(Page::Data { index: 0, .. })));
+        assert!(matches!(execute(&finished, 0), Step::Page(Page::Data { index: 0, .. })));
+        assert!(matches!(execute(&finished, 1), Step::Page(Page::Finished)));
+        assert!(matches!(execute(&failed, 0), Step::Page(Page::Failed(_))));
+        canceled_queued.lock().cancel(t0);
+        canceled_running.lock().cancel(t0);
+        assert_eq!(queued.lock().state(), State::Queued);
+        // Queued: `queued`; running: `running` (dispatched, one page of 5 rows served); the rest are done.
+        assert_eq!(reg.load(t0), Load { queued: 1, running: 1, input_rows: 5 + 4 });
+        assert!(matches!(execute(&running, 1), Step::Page(Page::Data { index: 1, .. })));
+        assert!(matches!(execute(&running, 2), Step::Page(Page::Data { index: 2, .. })));
+        assert!(matches!(execute(&running, 3), Step::Page(Page::Finished)));
+        assert_eq!(reg.load(t0), Load { queued: 1, running: 0, input_rows: 15 + 4 });
     }
 
     #[test]
