@@ -129,11 +129,18 @@ fn least_loaded(
     turn: usize,
     eligible: &impl Fn(&ClusterView) -> bool,
 ) -> Option<usize> {
-    let candidates = group.members.iter().map(|&c| (c, view(c))).filter(|(_, v)| eligible(v));
-    let lowest = candidates.clone().map(|(_, v)| v.load).reduce(f64::min)?;
-    let tied = candidates.filter(|(_, v)| v.load <= lowest).map(|(c, _)| c);
-    let count = tied.clone().count();
-    tied.clone().nth(turn % count)
+    // Each view is read once: loads change under concurrent dispatches, and a second reading could
+    // disagree with the first.
+    let candidates: Vec<(usize, f64)> = group
+        .members
+        .iter()
+        .map(|&c| (c, view(c)))
+        .filter(|(_, v)| eligible(v))
+        .map(|(c, v)| (c, v.load))
+        .collect();
+    let lowest = candidates.iter().map(|&(_, load)| load).reduce(f64::min)?;
+    let tied = || candidates.iter().filter(move |&&(_, load)| load <= lowest).map(|&(c, _)| c);
+    tied().nth(turn % tied().count())
 }
 
 /// A client polling a statement for its next page (where a failed `QueryResults` is the clearest
@@ -332,6 +339,22 @@ clusters:
             })
             .collect();
         assert_eq!(picks, [0, 1, 0, 1]);
+    }
+
+    /// Regression: views were read twice, and a load that rose between the readings left no cluster
+    /// "tied" for the lowest load — a division by zero that killed the router under concurrent load.
+    #[test]
+    fn loads_changing_during_a_decision() {
+        let config = config();
+        let facts = RequestFacts { method: "POST", path: "/v1/statement", routing_group: None };
+        let readings = std::cell::Cell::new(0.0);
+        let rising = |_| {
+            readings.set(readings.get() + 1.0);
+            ClusterView { accepts_new: true, down: false, load: readings.get() }
+        };
+        for turn in 0..4 {
+            assert!(matches!(decide(&config, &facts, owner_of, rising, turn), Decision::Route { .. }));
+        }
     }
 
     #[test]
