@@ -131,6 +131,11 @@ impl ClusterRuntime {
         self.tracker().passive_failure()
     }
 
+    /// The coordinator refused a new query; returns the new health when it changed.
+    pub fn refused_new_query(&self) -> Option<Health> {
+        self.tracker().refused_new_query()
+    }
+
     fn tracker(&self) -> std::sync::MutexGuard<'_, Tracker> {
         // A panic while holding this lock cannot leave the tracker half-updated in a way that matters.
         self.health.lock().unwrap_or_else(|poisoned| poisoned.into_inner())

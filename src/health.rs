@@ -128,10 +128,24 @@ impl Tracker {
         self.set(next)
     }
 
-    /// A new query could not be delivered: stop sending new queries until polls say otherwise.
+    /// A new query could not be delivered (nothing answered): stop sending new queries until polls say
+    /// otherwise.
     pub fn passive_failure(&mut self) -> Option<Health> {
         self.reset_streaks();
         self.set(Health::Unhealthy)
+    }
+
+    /// The coordinator itself refused a new query (it answered 502/503/504): it takes no new queries
+    /// until polls say otherwise, but it is alive and its running queries go on. Never upgrades a
+    /// coordinator already known to be down or starting.
+    pub fn refused_new_query(&mut self) -> Option<Health> {
+        match self.health {
+            Health::Unhealthy | Health::Starting | Health::ShuttingDown => None,
+            Health::Healthy | Health::Unknown => {
+                self.reset_streaks();
+                self.set(Health::ShuttingDown)
+            }
+        }
     }
 
     fn reset_streaks(&mut self) {
@@ -203,6 +217,25 @@ mod tests {
         for (seen, expected) in cases {
             assert_eq!(run(&seen), expected, "{seen:?}");
         }
+    }
+
+    #[test]
+    fn a_refusal_is_not_a_death() {
+        let mut tracker = Tracker::default();
+        tracker.observe(&ok(), T);
+        assert_eq!(tracker.refused_new_query(), Some(ShuttingDown));
+        assert!(!tracker.health().takes_new_queries() && !tracker.health().is_down());
+        assert_eq!(tracker.observe(&ok(), T), None, "one good poll is not enough");
+        assert_eq!(tracker.observe(&ok(), T), Some(Healthy));
+        tracker.observe(&Observation::Refused, T);
+        assert_eq!(tracker.refused_new_query(), None, "a dead coordinator stays dead");
+        let mut starting = Tracker::default();
+        starting.observe(&starting_(), T);
+        assert_eq!(starting.refused_new_query(), None);
+    }
+
+    fn starting_() -> Observation {
+        starting()
     }
 
     #[test]

@@ -129,6 +129,15 @@ impl Router {
         }
     }
 
+    /// The coordinator itself answered a new query with 502/503/504: alive, but taking no new queries
+    /// until polls say so. Its running queries are not touched.
+    pub fn coordinator_refused(&self, snapshot: &Snapshot, cluster: usize, status: &str) {
+        if let Some(health) = snapshot.clusters[cluster].refused_new_query() {
+            let name = &snapshot.config.clusters[cluster].name;
+            tracing::warn!(cluster = %name, %health, status, "the coordinator refused a new query");
+        }
+    }
+
     /// Sets the operator's say over a cluster, by name; `None` when no such cluster is configured.
     pub fn set_operator(&self, name: &str, operator: Operator) -> Option<Operator> {
         let snapshot = self.snapshot();

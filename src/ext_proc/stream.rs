@@ -30,6 +30,9 @@ use crate::target::{Target, classify};
 /// The routing-group header clients (and trino-gateway users) send.
 pub const ROUTING_GROUP_HEADER: &str = "x-trino-routing-group";
 
+/// The header Envoy's router filter adds to every answer that came from upstream.
+pub const UPSTREAM_SERVICE_TIME: &str = "x-envoy-upstream-service-time";
+
 /// How much of a new query's first answer the router reads to find its `id`. Trino's first answer is
 /// about 1 KiB; a larger one is not a Trino first page and is not learned from.
 pub const MAX_LEARN_BODY: usize = 64 * 1024;
@@ -198,11 +201,19 @@ impl ProcessingStream {
 
     fn on_response_headers(&mut self, headers: &HttpHeaders) {
         let Some(learning) = self.learning.as_ref() else { return };
-        let status = header(headers.headers.as_ref(), ":status").unwrap_or("");
+        let map = headers.headers.as_ref();
+        let status = header(map, ":status").unwrap_or("");
         if matches!(status, "502" | "503" | "504") {
-            // Envoy could not deliver the query (refused, reset, timed out) or the coordinator is
-            // overloaded: stop sending new queries there at once; the poller brings it back.
-            self.router.delivery_failed(&learning.snapshot, learning.cluster, status);
+            // Stop sending new queries there at once; the poller brings the cluster back. Envoy marks
+            // answers that came from upstream with its service-time header: without it, Envoy answered
+            // itself because it could not deliver the query (refused, reset, timed out) — the cluster is
+            // down. With it, the coordinator refused (shutting down, overloaded) — alive, its running
+            // queries go on.
+            if header(map, UPSTREAM_SERVICE_TIME).is_some() {
+                self.router.coordinator_refused(&learning.snapshot, learning.cluster, status);
+            } else {
+                self.router.delivery_failed(&learning.snapshot, learning.cluster, status);
+            }
         }
         // Only a successful first page names a query that now exists.
         if status != "200" || headers.end_of_stream {
@@ -423,6 +434,18 @@ clusters:
             let mut s = ProcessingStream::new(router.clone(), Role::Decide);
             assert_eq!(summary(s.on_message(request("POST", "/v1/statement", &[], false))), "route trino-b");
         }
+        // A coordinator's own 503 (it answered: Envoy's service-time header) means "no new queries here",
+        // but its running queries go on.
+        let router = self::tests::router();
+        let mut learn = ProcessingStream::new(router.clone(), Role::Learn);
+        learn.on_message(request("POST", "/v1/statement", &[("x-trino-cluster", "trino-a")], false));
+        let refused = headers(&[(":status", "503"), (UPSTREAM_SERVICE_TIME, "3")], false);
+        learn.on_message(msg(Request::ResponseHeaders(refused), false));
+        let mut s = ProcessingStream::new(router.clone(), Role::Decide);
+        assert_eq!(summary(s.on_message(request("POST", "/v1/statement", &[], false))), "route trino-b");
+        router.learn(&router.snapshot(), QueryId::parse(ID).unwrap(), 0);
+        let mut s = ProcessingStream::new(router.clone(), Role::Decide);
+        assert_eq!(summary(s.on_message(follow_up())), "route trino-a", "its queries still reach it");
         // A coordinator's own 4xx says nothing about its health.
         let mut learn = ProcessingStream::new(router.clone(), Role::Learn);
         learn.on_message(request("POST", "/v1/statement", &[("x-trino-cluster", "trino-b")], false));
