@@ -102,12 +102,39 @@ pub fn http_connection_manager(config: &Config) -> Value {
         "stat_prefix": LISTENER,
         "codec_type": "AUTO",
         "route_config": route_config(config),
+        "local_reply_config": local_reply_config(),
         "http_filters": [
             decide_filter(),
             learn_filter(),
             { "name": "envoy.filters.http.router",
               "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" } },
         ],
+    })
+}
+
+/// Envoy's own answers when it cannot reach a coordinator (connection refused or reset, no upstream):
+/// the status stays (503 tells clients nothing was submitted, and they retry), the body becomes a
+/// Trino-shaped error that names the cluster, so a client that gives up says which cluster failed.
+pub fn local_reply_config() -> Value {
+    let message = "Trino cluster %UPSTREAM_CLUSTER% could not be reached (%RESPONSE_CODE_DETAILS%)";
+    json!({
+        "mappers": [{
+            "filter": { "response_flag_filter": { "flags": ["UF", "UH", "URX", "UC", "UR", "UO", "UT", "NC"] } },
+            "body_format_override": {
+                "json_format": {
+                    "id": "",
+                    "infoUri": "",
+                    "stats": { "state": "FAILED" },
+                    "error": {
+                        "message": message,
+                        "errorCode": crate::refusal::ROUTER_ERROR_CODE,
+                        "errorName": "CLUSTER_UNAVAILABLE",
+                        "errorType": "EXTERNAL",
+                    },
+                },
+                "content_type": "application/json",
+            },
+        }],
     })
 }
 
@@ -355,6 +382,12 @@ clusters:
         assert_eq!(routes[0]["match"]["path"], "/v1/statement");
         assert!(routes[0].get("typed_per_filter_config").is_none(), "learning stays on for new statements");
         assert_eq!(routes[2]["typed_per_filter_config"][LEARN_FILTER]["disabled"], true);
+        let mapper = &hcm["local_reply_config"]["mappers"][0];
+        assert!(mapper["filter"]["response_flag_filter"]["flags"].as_array().unwrap().contains(&json!("UF")));
+        assert_eq!(
+            mapper["body_format_override"]["json_format"]["error"]["errorName"],
+            "CLUSTER_UNAVAILABLE"
+        );
     }
 
     #[test]

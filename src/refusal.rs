@@ -146,7 +146,7 @@ fn query_results_failure(query_id: &str, error_name: &str, message: &str) -> Vec
 
 /// Trino reserves error codes per component (`0x0000_0000` user, `0x0001_0000` internal, ...); the
 /// router uses one code of the external range for all its refusals and tells them apart by name.
-const ROUTER_ERROR_CODE: u32 = 0x0003_0000 + 0x0100;
+pub const ROUTER_ERROR_CODE: u32 = 0x0003_0000 + 0x0100;
 
 #[cfg(test)]
 mod tests {
