@@ -3,6 +3,8 @@
 - ``stack`` (session): emulators ``trino-a`` and ``trino-b`` (group ``adhoc``) and ``trino-etl`` (group
   ``etl``), a router config naming them, ``trino-router serve`` and Envoy from ``trino-router envoy-config``.
 - ``fresh_stack`` (function): the same, private to one test (for tests that count every query).
+- ``make_stack(**kw)`` (function): a factory of private stacks with any clusters and router config (for
+  tests that kill, restart or reconfigure processes).
 - ``trino_connect(**kw)``: ``trino.dbapi.connect`` through Envoy; ``routing_group=`` sends
   ``X-Trino-Routing-Group``, ``headers=`` adds HTTP headers, ``target=`` picks another stack.
 
@@ -83,6 +85,30 @@ def fresh_stack(envoy_bin) -> harness.Stack:
         _check_exit_clean(stack)
     finally:
         stack.stop()
+
+
+@pytest.fixture
+def make_stack(envoy_bin):
+    """A factory of stacks private to one test: ``make_stack(**harness.start_stack kwargs)``.
+
+    For tests that kill, restart or reconfigure processes. Each stack's router and Envoy must still run,
+    and the router must not have panicked, when the test ends; every stack is stopped either way.
+    """
+    harness.require_trino_client()
+    stacks: list[harness.Stack] = []
+
+    def make(**kw) -> harness.Stack:
+        stack = harness.start_stack(**kw)
+        stacks.append(stack)
+        return stack
+
+    try:
+        yield make
+        for stack in stacks:
+            _check_exit_clean(stack)
+    finally:
+        for stack in stacks:
+            stack.stop()
 
 
 @pytest.fixture

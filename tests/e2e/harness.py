@@ -340,6 +340,15 @@ class Process:
         self.returncode = self.proc.returncode if self.proc.returncode is not None else self.exit_status()
         return self.returncode
 
+    def kill(self) -> int | None:
+        """SIGKILL the process group at once (a crash, not a shutdown), then clean up as :meth:`stop`."""
+        with _LIVE_LOCK:
+            registered = self.seq in _LIVE
+        if registered and self.proc.returncode is None:
+            self._signal_group(signal.SIGKILL)
+            self._wait_exited(10)
+        return self.stop(grace=0)
+
     def __repr__(self) -> str:
         return f"<Process {self.name} pid={self.pid} alive={self.alive()}>"
 
@@ -479,6 +488,8 @@ class Emulator:
     port: int
     proc: Process
     coordinator_id: str | None = None
+    extra_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
 
     def stop(self) -> int | None:
         return self.proc.stop()
@@ -500,63 +511,155 @@ class Emulator:
     def info(self) -> dict:
         return get_json(f"{self.url}/v1/info")
 
+    def emulator_info(self) -> dict:
+        """``GET /v1/emulator/info``: name, coordinatorId (the suffix of every query id), queries, address."""
+        return get_json(f"{self.url}/v1/emulator/info")
+
+    def node_state(self) -> str:
+        """``GET /v1/info/state`` (a JSON string such as ``ACTIVE`` or ``SHUTTING_DOWN``)."""
+        return str(get_json(f"{self.url}/v1/info/state"))
+
+    def set_state(self, state: str) -> None:
+        """``PUT /v1/emulator/state`` with a JSON string body: what ``/v1/info/state`` says from now on."""
+        resp = http_request(
+            "PUT", f"{self.url}/v1/emulator/state", json.dumps(state), {"Content-Type": "application/json"}
+        )
+        if resp.status not in (200, 204):
+            raise AssertionError(f"PUT {self.url}/v1/emulator/state {state!r} -> {resp.status}: {resp.text[:300]}")
+
+    def set_starting(self, starting: bool) -> None:
+        """``PUT /v1/emulator/starting`` (``true``/``false``): what ``/v1/info`` says in ``starting``."""
+        resp = http_request(
+            "PUT", f"{self.url}/v1/emulator/starting", json.dumps(bool(starting)),
+            {"Content-Type": "application/json"},
+        )
+        if resp.status not in (200, 204):
+            raise AssertionError(f"PUT {self.url}/v1/emulator/starting -> {resp.status}: {resp.text[:300]}")
+
+    def kill(self) -> int | None:
+        """SIGKILL the emulator (a crashed coordinator: no graceful anything)."""
+        return self.proc.kill()
+
 
 def start_emulator(
-    name: str, coordinator_id: str | None = None, extra_args: Iterable[str] = (), env: Mapping[str, str] | None = None
+    name: str,
+    coordinator_id: str | None = None,
+    extra_args: Iterable[str] = (),
+    env: Mapping[str, str] | None = None,
+    listen: str = "127.0.0.1:0",
 ) -> Emulator:
-    """Start ``trino-emulator --name NAME --listen 127.0.0.1:0`` and wait until it listens."""
+    """Start ``trino-emulator --name NAME --listen LISTEN`` (an ephemeral port by default) and wait until it
+    listens. ``listen`` with a fixed port restarts an emulator where a router and Envoy expect it."""
     exe = require_binary("trino-emulator")
-    argv: list[str] = [str(exe), "--name", name, "--listen", "127.0.0.1:0"]
+    extra_args = list(extra_args)
+    argv: list[str] = [str(exe), "--name", name, "--listen", listen]
     if coordinator_id:
         argv += ["--coordinator-id", coordinator_id]
-    argv += list(extra_args)
+    argv += extra_args
     proc = Process(f"emulator-{name}", argv, env=env)
     try:
         host, port = _parse_listening(proc.wait_for_line(_LISTENING))
     except BaseException:
         proc.stop()
         raise
-    return Emulator(name=name, url=f"http://{host}:{port}", port=port, proc=proc, coordinator_id=coordinator_id)
+    return Emulator(
+        name=name, url=f"http://{host}:{port}", port=port, proc=proc, coordinator_id=coordinator_id,
+        extra_args=extra_args, env=dict(env or {}),
+    )
+
+
+def restart_emulator(old: Emulator, coordinator_id: str | None = None, timeout: float = 10.0) -> Emulator:
+    """Start a new emulator with ``old``'s name, port and options (after ``old`` stopped or was killed).
+
+    Like a restarted Trino coordinator it draws a new coordinator id unless one is given. Binding the
+    same port is retried for up to ``timeout`` seconds.
+    """
+    if old.proc.alive():
+        raise AssertionError(f"{old.name} still runs (pid {old.proc.pid}): stop or kill it first")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return start_emulator(
+                old.name, coordinator_id=coordinator_id, extra_args=old.extra_args, env=old.env,
+                listen=f"127.0.0.1:{old.port}",
+            )
+        except ProcessFailed:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 # --------------------------------------------------------------------------------------------------
 # trino-router
 
 
+def router_config_doc(
+    clusters: Iterable[tuple],
+    default_group: str = "adhoc",
+    routing_header: str = "x-trino-cluster",
+    listen: str = "127.0.0.1:0",
+    extra: Mapping[str, object] | None = None,
+) -> dict[str, object]:
+    """A router config document from ``(name, url, group)`` or ``(name, url, group, {more fields})``
+    tuples (``weight``, ``enabled``, ...), plus top-level ``extra`` fields (``health``, ``groups``, ...)."""
+    entries = []
+    for item in clusters:
+        name, url, group, *more = item
+        entry: dict[str, object] = {"name": name, "url": url, "group": group}
+        for options in more:
+            entry.update(options or {})
+        entries.append(entry)
+    doc: dict[str, object] = {
+        "listen": listen,
+        "routing_header": routing_header,
+        "default_group": default_group,
+        "clusters": entries,
+    }
+    if extra:
+        doc.update(extra)
+    return doc
+
+
 def write_router_config(
     path: Path | str,
-    clusters: Iterable[tuple[str, str, str]],
+    clusters: Iterable[tuple],
     default_group: str = "adhoc",
     routing_header: str = "x-trino-cluster",
     listen: str = "127.0.0.1:0",
     extra: Mapping[str, object] | None = None,
 ) -> Path:
-    """Write a router config YAML from ``(name, url, group)`` triples; returns the path.
+    """Write a router config YAML (see :func:`router_config_doc`); returns the path.
 
     Without PyYAML the file is written as JSON, which is valid YAML too.
     """
-    doc: dict[str, object] = {
-        "listen": listen,
-        "routing_header": routing_header,
-        "default_group": default_group,
-        "clusters": [{"name": n, "url": u, "group": g} for (n, u, g) in clusters],
-    }
-    if extra:
-        doc.update(extra)
+    doc = router_config_doc(clusters, default_group, routing_header, listen, extra)
     return write_yaml(path, doc)
+
+
+def yaml_text(doc: object) -> str:
+    """``doc`` as YAML text (JSON, which is YAML too, when PyYAML is absent)."""
+    try:
+        import yaml
+
+        return yaml.safe_dump(doc, sort_keys=False)
+    except ImportError:
+        return json.dumps(doc, indent=2) + "\n"
 
 
 def write_yaml(path: Path | str, doc: object) -> Path:
     """Write ``doc`` as YAML (as JSON, which is YAML too, when PyYAML is absent); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import yaml
+    path.write_text(yaml_text(doc))
+    return path
 
-        text = yaml.safe_dump(doc, sort_keys=False)
-    except ImportError:
-        text = json.dumps(doc, indent=2) + "\n"
-    path.write_text(text)
+
+def replace_file(path: Path | str, text: str) -> Path:
+    """Replace a file's content atomically (write a sibling, rename over): a reader never sees half of it."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{next(_SEQ)}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
     return path
 
 
@@ -577,6 +680,38 @@ class Router:
     def stop(self) -> int | None:
         return self.proc.stop()
 
+    @property
+    def admin_url(self) -> str:
+        """What ``trino-router admin --server`` takes: the router's gRPC address as a URL."""
+        return f"http://{self.grpc_addr}"
+
+    def log(self) -> str:
+        """The router's stderr log so far, without ANSI colour codes."""
+        try:
+            self.proc._stderr_file.flush()
+        except ValueError:
+            pass
+        try:
+            text = self.proc.stderr_path.read_text("utf-8", "replace")
+        except OSError:
+            return ""
+        return _ANSI.sub("", text)
+
+    def admin(
+        self, *args: str, token: str | None = None, env: Mapping[str, str] | None = None, timeout: float = 90
+    ) -> subprocess.CompletedProcess:
+        """``trino-router admin --server URL [--token T] ARGS...``. The caller's own
+        ``TRINO_ROUTER_ADMIN_TOKEN`` is never inherited: only ``token`` or ``env`` supply one."""
+        argv = ["admin", "--server", self.admin_url]
+        if token is not None:
+            argv += ["--token", token]
+        return run_router_cli(
+            *argv, *args, env=env, timeout=timeout, unset_env=("TRINO_ROUTER_ADMIN_TOKEN", "TRINO_ROUTER_ADDRESS")
+        )
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
 
 def start_router(
     config_path: Path | str, env: Mapping[str, str] | None = None, extra_args: Iterable[str] = ()
@@ -595,10 +730,16 @@ def start_router(
     return Router(grpc_addr=f"{host}:{port}", port=port, proc=proc, config_path=Path(config_path))
 
 
-def run_router_cli(*args: str, env: Mapping[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    """Run ``trino-router ARGS...`` to completion (stdin from /dev/null, output captured as text)."""
+def run_router_cli(
+    *args: str, env: Mapping[str, str] | None = None, timeout: float = 60, unset_env: Iterable[str] = ()
+) -> subprocess.CompletedProcess:
+    """Run ``trino-router ARGS...`` to completion (stdin from /dev/null, output captured as text).
+
+    ``unset_env`` names variables removed from the inherited environment (``env`` is applied after)."""
     exe = require_binary("trino-router")
     full_env = dict(os.environ)
+    for name in unset_env:
+        full_env.pop(name, None)
     full_env.update(env or {})
     return subprocess.run(
         [str(exe), *args],
@@ -771,6 +912,8 @@ class Stack:
     router: Router
     envoy: Envoy
     config_path: Path
+    #: The router config as written at start (a copy to edit and write back for reload tests).
+    config_doc: dict = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -786,6 +929,12 @@ class Stack:
 
     def processes(self) -> list[Process]:
         return [self.envoy.proc, self.router.proc, *(e.proc for e in self.emulators.values())]
+
+    def restart_emulator(self, name: str, coordinator_id: str | None = None) -> Emulator:
+        """Restart emulator ``name`` (already stopped or killed) on its port; the stack then holds the new one."""
+        emu = restart_emulator(self.emulators[name], coordinator_id=coordinator_id)
+        self.emulators[name] = emu
+        return emu
 
     def assert_alive(self) -> None:
         for proc in self.processes():
@@ -824,33 +973,194 @@ def start_stack(
     default_group: str = "adhoc",
     router_env: Mapping[str, str] | None = None,
     extra_config: Mapping[str, object] | None = None,
+    cluster_options: Mapping[str, Mapping[str, object]] | None = None,
+    emulator_args: Mapping[str, Sequence[str]] | None = None,
 ) -> Stack:
-    """Start one emulator per ``(name, group)``, a router over them and Envoy from ``envoy-config``."""
+    """Start one emulator per ``(name, group)``, a router over them and Envoy from ``envoy-config``.
+
+    ``cluster_options`` adds fields to a cluster's config entry (``{"green": {"enabled": False}}``);
+    ``emulator_args`` adds command-line options to an emulator (``{"a": ["--ui-password", "pw"]}``);
+    ``extra_config`` adds top-level fields (``health``, ``groups``, ``admin``, ``coordinator_auth``).
+    """
     require_binary("trino-emulator")
     require_binary("trino-router")
     require_envoy()
+    cluster_options = cluster_options or {}
+    emulator_args = emulator_args or {}
     started: list[Process] = []
     try:
         emulators: dict[str, Emulator] = {}
         groups: dict[str, str] = {}
         for name, group in clusters:
-            emu = start_emulator(name)
+            emu = start_emulator(name, extra_args=emulator_args.get(name, ()))
             started.append(emu.proc)
             emulators[name] = emu
             groups[name] = group
-        config_path = write_router_config(
-            scratch_dir("router-config") / "router.yaml",
-            [(n, emulators[n].url, groups[n]) for n in emulators],
+        doc = router_config_doc(
+            [(n, emulators[n].url, groups[n], cluster_options.get(n)) for n in emulators],
             default_group=default_group,
             extra=extra_config,
         )
+        config_path = write_yaml(scratch_dir("router-config") / "router.yaml", doc)
         router = start_router(config_path, env=router_env)
         started.append(router.proc)
         bootstrap = render_envoy_config(config_path, router.grpc_addr)
         envoy = start_envoy(bootstrap)
         started.append(envoy.proc)
-        return Stack(emulators=emulators, groups=groups, router=router, envoy=envoy, config_path=config_path)
+        return Stack(
+            emulators=emulators, groups=groups, router=router, envoy=envoy, config_path=config_path,
+            config_doc=doc,
+        )
     except BaseException:
         for proc in reversed(started):
             proc.stop()
         raise
+
+
+# --------------------------------------------------------------------------------------------------
+# gRPC server reflection, spoken directly (HTTP/2 with prior knowledge, hand-encoded protobuf), so the
+# check needs no gRPC package: a request stream of ServerReflectionRequest messages, answers collected.
+
+
+def _pb_varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _pb_string(field_number: int, value: bytes | str) -> bytes:
+    data = value.encode() if isinstance(value, str) else value
+    return _pb_varint(field_number << 3 | 2) + _pb_varint(len(data)) + data
+
+
+def pb_fields(data: bytes) -> list[tuple[int, object]]:
+    """Decode one protobuf message into ``(field number, value)`` pairs (length-delimited values as bytes)."""
+    fields, pos = [], 0
+
+    def varint() -> int:
+        nonlocal pos
+        value, shift = 0, 0
+        while True:
+            byte = data[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return value
+
+    while pos < len(data):
+        key = varint()
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            fields.append((number, varint()))
+        elif wire == 1:
+            fields.append((number, data[pos:pos + 8]))
+            pos += 8
+        elif wire == 2:
+            length = varint()
+            fields.append((number, data[pos:pos + length]))
+            pos += length
+        elif wire == 5:
+            fields.append((number, data[pos:pos + 4]))
+            pos += 4
+        else:
+            raise ValueError(f"protobuf wire type {wire} not handled")
+    return fields
+
+
+def _hpack_literal(name: str, value: str) -> bytes:
+    """A header as 'literal without indexing, new name', no Huffman (names and values < 127 bytes)."""
+    n, v = name.encode(), value.encode()
+    assert len(n) < 127 and len(v) < 127
+    return b"\x00" + bytes([len(n)]) + n + bytes([len(v)]) + v
+
+
+def _h2_frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+
+
+def grpc_reflection(addr: str, requests: list[bytes], timeout: float = 10.0,
+                    service: str = "grpc.reflection.v1.ServerReflection") -> list[bytes]:
+    """Send ServerReflectionRequest messages (encoded) on one ``ServerReflectionInfo`` stream to ``addr``
+    (``host:port``, plaintext HTTP/2) and return the encoded ServerReflectionResponse messages."""
+    import socket
+
+    host, _, port = addr.rpartition(":")
+    sock = socket.create_connection((host, int(port)), timeout=timeout)
+    try:
+        headers = b"".join(_hpack_literal(k, v) for k, v in [
+            (":method", "POST"), (":scheme", "http"), (":path", f"/{service}/ServerReflectionInfo"),
+            (":authority", addr), ("content-type", "application/grpc"), ("te", "trailers"),
+        ])
+        body = b"".join(b"\x00" + len(m).to_bytes(4, "big") + m for m in requests)
+        sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _h2_frame(4, 0, 0)
+                     + _h2_frame(1, 0x4, 1, headers) + _h2_frame(0, 0x1, 1, body))
+        buffer, data, done = b"", b"", False
+        deadline = time.monotonic() + timeout
+        while not done:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no complete gRPC answer from {addr} within {timeout}s")
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            buffer += chunk
+            while len(buffer) >= 9:
+                length = int.from_bytes(buffer[:3], "big")
+                if len(buffer) < 9 + length:
+                    break
+                kind, flags = buffer[3], buffer[4]
+                stream = int.from_bytes(buffer[5:9], "big") & 0x7FFFFFFF
+                payload, buffer = buffer[9:9 + length], buffer[9 + length:]
+                if kind == 4 and not flags & 0x1:  # SETTINGS: acknowledge
+                    sock.sendall(_h2_frame(4, 0x1, 0))
+                elif kind == 6 and not flags & 0x1:  # PING: answer
+                    sock.sendall(_h2_frame(6, 0x1, 0, payload))
+                elif kind == 0 and stream == 1:  # DATA
+                    if flags & 0x8:
+                        payload = payload[1:len(payload) - payload[0]]
+                    data += payload
+                    if payload:
+                        sock.sendall(_h2_frame(8, 0, 0, len(payload).to_bytes(4, "big"))
+                                     + _h2_frame(8, 0, 1, len(payload).to_bytes(4, "big")))
+                    done = bool(flags & 0x1)
+                elif kind == 1 and stream == 1 and flags & 0x1:  # trailers
+                    done = True
+                elif kind in (3, 7):  # RST_STREAM, GOAWAY
+                    done = True
+    finally:
+        sock.close()
+    messages, pos = [], 0
+    while pos + 5 <= len(data):
+        length = int.from_bytes(data[pos + 1:pos + 5], "big")
+        messages.append(data[pos + 5:pos + 5 + length])
+        pos += 5 + length
+    return messages
+
+
+def reflection_list_services(addr: str) -> list[str]:
+    """The service names a gRPC server lists through reflection (v1)."""
+    answers = grpc_reflection(addr, [_pb_string(7, "")])  # list_services = 7
+    names = []
+    for answer in answers:
+        for number, value in pb_fields(answer):
+            if number == 6:  # list_services_response
+                for _, service in pb_fields(value):  # repeated ServiceResponse service = 1
+                    names += [v.decode() for n, v in pb_fields(service) if n == 1]
+    return names
+
+
+def reflection_file_containing(addr: str, symbol: str) -> list[bytes]:
+    """The serialized FileDescriptorProtos a gRPC server returns for ``symbol`` through reflection (v1)."""
+    answers = grpc_reflection(addr, [_pb_string(4, symbol)])  # file_containing_symbol = 4
+    files = []
+    for answer in answers:
+        for number, value in pb_fields(answer):
+            if number == 4:  # file_descriptor_response
+                files += [v for n, v in pb_fields(value) if n == 1]
+    return files
