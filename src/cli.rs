@@ -48,6 +48,26 @@ pub enum Command {
         #[arg(long = "router", value_name = "HOST:PORT")]
         routers: Vec<SocketAddr>,
     },
+    /// Dry run: show the facts the rules see for a request, each rule tried, and where a new query goes.
+    Explain {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// A request header, `Name: value` (repeatable), e.g. `X-Trino-User: alice`.
+        #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
+        headers: Vec<String>,
+        /// Shorthand for `--header 'X-Trino-User: USER'`.
+        #[arg(long)]
+        user: Option<String>,
+        /// Shorthand for `--header 'X-Trino-Source: SOURCE'`.
+        #[arg(long)]
+        source: Option<String>,
+        /// The SQL text [default: read from standard input].
+        #[arg(long, conflicts_with = "sql_file")]
+        sql: Option<String>,
+        /// Read the SQL from this file.
+        #[arg(long, value_name = "FILE")]
+        sql_file: Option<PathBuf>,
+    },
     /// Ask a running router: list clusters, drain, undrain, disable, enable, locate a query.
     Admin {
         #[command(flatten)]

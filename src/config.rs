@@ -5,7 +5,7 @@
 //! `clusters[1].url`) and what is wrong. Unknown fields are errors, so a typo never silently changes
 //! routing.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,6 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
+
+use crate::rules::{RawRule, RuleSet};
 
 /// The routing header Envoy routes on when the config names none.
 pub const DEFAULT_ROUTING_HEADER: &str = "x-trino-cluster";
@@ -81,6 +83,32 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// Credentials for the router's own calls to coordinators (load statistics).
     pub coordinator_auth: Option<Credentials>,
+    /// Routing rules for new queries, compiled.
+    pub rules: Arc<RuleSet>,
+    /// Examples the rules must route as stated (`trino-router check` runs them).
+    pub rule_tests: Vec<RuleTest>,
+    /// SQL longer than this is not parsed for rules (its kind comes from its first keywords).
+    pub max_sql_bytes: usize,
+    /// The claim of a bearer JWT that names the user, when `X-Trino-User` is absent.
+    pub jwt_user_claim: String,
+}
+
+/// An example request and the group the rules must give it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleTest {
+    pub name: String,
+    /// Request headers (`X-Trino-User`, `X-Trino-Source`, ...).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// The statement's SQL text.
+    #[serde(default)]
+    pub sql: String,
+    /// The group the request must get.
+    pub expect_group: String,
+    /// The rule that must match (`none`: no rule may match).
+    #[serde(default)]
+    pub expect_rule: Option<String>,
 }
 
 /// A user and password for a coordinator's web UI login.
@@ -297,6 +325,22 @@ struct RawConfig {
     admin: RawAdmin,
     #[serde(default)]
     coordinator_auth: Option<RawCredentials>,
+    #[serde(default)]
+    rules: Vec<RawRule>,
+    #[serde(default)]
+    rule_tests: Vec<RuleTest>,
+    #[serde(default = "default_max_sql_bytes")]
+    max_sql_bytes: usize,
+    #[serde(default = "default_jwt_user_claim")]
+    jwt_user_claim: String,
+}
+
+fn default_max_sql_bytes() -> usize {
+    64 * 1024
+}
+
+fn default_jwt_user_claim() -> String {
+    "sub".to_owned()
 }
 
 #[derive(Debug, Deserialize)]
@@ -525,6 +569,19 @@ impl RawConfig {
             return Err(("affinity.idle_expiry_seconds".to_owned(), "must be at least 1".to_owned()));
         }
 
+        let rules = RuleSet::compile(&self.rules, |name| groups.iter().position(|g| *g.name == *name))?;
+        for (i, test) in self.rule_tests.iter().enumerate() {
+            if !groups.iter().any(|g| *g.name == *test.expect_group) {
+                return Err((
+                    format!("rule_tests[{i}].expect_group"),
+                    format!("no group is named `{}`", test.expect_group),
+                ));
+            }
+        }
+        if self.max_sql_bytes == 0 {
+            return Err(("max_sql_bytes".to_owned(), "must be at least 1".to_owned()));
+        }
+
         Ok(Config {
             listen,
             routing_header,
@@ -535,6 +592,10 @@ impl RawConfig {
             health,
             admin_token,
             coordinator_auth,
+            rules: Arc::new(rules),
+            rule_tests: self.rule_tests,
+            max_sql_bytes: self.max_sql_bytes,
+            jwt_user_claim: self.jwt_user_claim,
         })
     }
 }

@@ -17,6 +17,9 @@ pub struct RequestFacts<'a> {
     pub path: &'a str,
     /// `X-Trino-Routing-Group`, as sent by the client.
     pub routing_group: Option<&'a str>,
+    /// The group the routing rules chose for a new statement (index into `Config::groups`), if any rule
+    /// matched. It wins over the routing-group header.
+    pub rule_group: Option<usize>,
 }
 
 /// What a decision needs to know about one cluster right now.
@@ -65,7 +68,7 @@ pub fn decide(
 ) -> Decision {
     match classify(facts.method, facts.path) {
         Target::NewStatement => {
-            let requested = group_for(config, facts.routing_group);
+            let requested = facts.rule_group.unwrap_or_else(|| group_for(config, facts.routing_group));
             match place(config, requested, &view, turn, |v| v.accepts_new) {
                 Some((placed, cluster)) => {
                     Decision::Route { cluster, basis: Basis::NewQuery { requested, placed } }
@@ -202,7 +205,7 @@ clusters:
         view: impl Fn(usize) -> ClusterView,
     ) -> String {
         let config = config();
-        let facts = RequestFacts { method, path, routing_group: group };
+        let facts = RequestFacts { method, path, routing_group: group, rule_group: None };
         match decide(&config, &facts, owner_of, view, 1) {
             Decision::Route { cluster, basis } => {
                 let why = match basis {
@@ -329,9 +332,27 @@ clusters:
     }
 
     #[test]
+    fn a_rule_group_wins_over_the_header() {
+        let config = config();
+        let etl = config.group_named("etl");
+        let facts = RequestFacts {
+            method: "POST",
+            path: "/v1/statement",
+            routing_group: Some("BI"),
+            rule_group: etl,
+        };
+        let Decision::Route { basis, .. } = decide(&config, &facts, owner_of, all_up, 0) else { panic!() };
+        assert_eq!(basis, Basis::NewQuery { requested: etl.unwrap(), placed: etl.unwrap() });
+        let follow = format!("/v1/query/{A}");
+        let facts = RequestFacts { method: "GET", path: &follow, routing_group: None, rule_group: etl };
+        assert!(matches!(decide(&config, &facts, owner_of, all_up, 0), Decision::Route { cluster: 0, .. }));
+    }
+
+    #[test]
     fn equals_take_turns() {
         let config = config();
-        let facts = RequestFacts { method: "POST", path: "/v1/statement", routing_group: None };
+        let facts =
+            RequestFacts { method: "POST", path: "/v1/statement", routing_group: None, rule_group: None };
         let picks: Vec<usize> = (0..4)
             .map(|turn| match decide(&config, &facts, owner_of, all_up, turn) {
                 Decision::Route { cluster, .. } => cluster,
@@ -346,7 +367,8 @@ clusters:
     #[test]
     fn loads_changing_during_a_decision() {
         let config = config();
-        let facts = RequestFacts { method: "POST", path: "/v1/statement", routing_group: None };
+        let facts =
+            RequestFacts { method: "POST", path: "/v1/statement", routing_group: None, rule_group: None };
         let readings = std::cell::Cell::new(0.0);
         let rising = |_| {
             readings.set(readings.get() + 1.0);
@@ -360,7 +382,8 @@ clusters:
     #[test]
     fn no_capacity_says_when_to_retry() {
         let config = config();
-        let facts = RequestFacts { method: "POST", path: "/v1/statement", routing_group: None };
+        let facts =
+            RequestFacts { method: "POST", path: "/v1/statement", routing_group: None, rule_group: None };
         let Decision::Refuse(refusal) = decide(&config, &facts, owner_of, views("d0 d0"), 0) else {
             panic!()
         };
@@ -370,7 +393,8 @@ clusters:
     #[test]
     fn bad_ids_are_named() {
         let config = config();
-        let facts = RequestFacts { method: "GET", path: "/v1/query/x-y", routing_group: None };
+        let facts =
+            RequestFacts { method: "GET", path: "/v1/query/x-y", routing_group: None, rule_group: None };
         let decision = decide(&config, &facts, |_| unreachable!(), |_| unreachable!(), 0);
         assert_eq!(decision, Decision::Refuse(Refusal::BadQueryId(QueryIdError::BadCharacter)));
     }

@@ -152,6 +152,15 @@ pub fn route_config(config: &Config) -> Value {
             "name": name,
             "match": { "path": path, "headers": [{ "name": ":method", "string_match": { "exact": "POST" } }] },
             "route": to_chosen_cluster,
+            // The decide filter reads the SQL here (rules may test statement facts): the first part of
+            // the body, up to the buffer limit; larger statements still reach the coordinator whole. When
+            // the rules need no SQL, the router's headers reply turns this off (mode_override).
+            "typed_per_filter_config": {
+                DECIDE_FILTER: {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
+                    "overrides": { "processing_mode": processing_mode("BUFFERED_PARTIAL") },
+                },
+            },
         })
     };
     json!({
@@ -187,6 +196,18 @@ fn router_grpc_service(role: &str) -> Value {
     })
 }
 
+/// The decide filter's processing mode: request headers, and the request body as given.
+fn processing_mode(request_body_mode: &str) -> Value {
+    json!({
+        "request_header_mode": "SEND",
+        "response_header_mode": "SKIP",
+        "request_body_mode": request_body_mode,
+        "response_body_mode": "NONE",
+        "request_trailer_mode": "SKIP",
+        "response_trailer_mode": "SKIP",
+    })
+}
+
 pub fn decide_filter() -> Value {
     json!({
         "name": DECIDE_FILTER,
@@ -194,14 +215,8 @@ pub fn decide_filter() -> Value {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
             "grpc_service": router_grpc_service("decide"),
             "stat_prefix": "decide",
-            "processing_mode": {
-                "request_header_mode": "SEND",
-                "response_header_mode": "SKIP",
-                "request_body_mode": "NONE",
-                "response_body_mode": "NONE",
-                "request_trailer_mode": "SKIP",
-                "response_trailer_mode": "SKIP",
-            },
+            "processing_mode": processing_mode("NONE"),
+            "allow_mode_override": true,
             "message_timeout": MESSAGE_TIMEOUT,
             // No decision, no request: a 503 tells clients that nothing was submitted, and they retry.
             "failure_mode_allow": false,
@@ -380,7 +395,13 @@ clusters:
             assert_eq!(route["route"]["cluster_header"], "x-trino-cluster");
         }
         assert_eq!(routes[0]["match"]["path"], "/v1/statement");
-        assert!(routes[0].get("typed_per_filter_config").is_none(), "learning stays on for new statements");
+        let overrides = &routes[0]["typed_per_filter_config"];
+        assert!(overrides.get(LEARN_FILTER).is_none(), "learning stays on for new statements");
+        assert_eq!(
+            overrides[DECIDE_FILTER]["overrides"]["processing_mode"]["request_body_mode"],
+            "BUFFERED_PARTIAL"
+        );
+        assert_eq!(decide["processing_mode"]["request_body_mode"], "NONE");
         assert_eq!(routes[2]["typed_per_filter_config"][LEARN_FILTER]["disabled"], true);
         let mapper = &hcm["local_reply_config"]["mappers"][0];
         assert!(mapper["filter"]["response_flag_filter"]["flags"].as_array().unwrap().contains(&json!("UF")));

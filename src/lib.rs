@@ -14,14 +14,18 @@ pub mod config;
 pub mod decision;
 pub mod discovery;
 pub mod envoy_bootstrap;
+pub mod explain;
 pub mod ext_proc;
 pub mod health;
 pub mod poller;
 pub mod query_id;
 pub mod refusal;
 pub mod reload;
+pub mod request_facts;
 pub mod routing;
+pub mod rules;
 pub mod server;
+pub mod statement;
 pub mod target;
 
 /// The router's own gRPC API, compiled from `proto/` by `build.rs`.

@@ -13,16 +13,69 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => match config.load() {
             Ok(loaded) => {
+                let results = trino_router::explain::run_rule_tests(&loaded);
+                let failed = results.iter().filter(|(_, r)| r.is_err()).count();
+                for (name, result) in &results {
+                    match result {
+                        Ok(()) => println!("rule test {name:?}: ok"),
+                        Err(e) => println!("rule test {name:?}: FAILED: {e}"),
+                    }
+                }
+                if failed > 0 {
+                    return fail(format!(
+                        "{}: {failed} of {} rule tests failed",
+                        config.config.display(),
+                        results.len()
+                    ));
+                }
                 println!(
-                    "{}: ok ({} clusters in {} groups)",
+                    "{}: ok ({} clusters in {} groups, {} rules, {} rule tests passed)",
                     config.config.display(),
                     loaded.clusters.len(),
-                    loaded.groups.len()
+                    loaded.groups.len(),
+                    loaded.rules.rules().len(),
+                    results.len()
                 );
                 ExitCode::SUCCESS
             }
             Err(e) => fail(e),
         },
+        Command::Explain { config, headers, user, source, sql, sql_file } => {
+            let loaded = match config.load() {
+                Ok(loaded) => loaded,
+                Err(e) => return fail(e),
+            };
+            let sql = match (sql, sql_file) {
+                (Some(sql), _) => sql,
+                (None, Some(path)) => match std::fs::read_to_string(&path) {
+                    Ok(sql) => sql,
+                    Err(e) => return fail(format!("cannot read {}: {e}", path.display())),
+                },
+                (None, None) => {
+                    let mut sql = String::new();
+                    if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut sql) {
+                        return fail(format!("cannot read the SQL from standard input: {e}"));
+                    }
+                    sql
+                }
+            };
+            let mut pairs: Vec<(String, String)> =
+                vec![(":method".into(), "POST".into()), (":path".into(), "/v1/statement".into())];
+            for header in &headers {
+                match header.split_once(':') {
+                    Some((name, value)) => pairs.push((name.trim().to_owned(), value.trim().to_owned())),
+                    None => return fail(format!("--header {header:?}: expected `Name: value`")),
+                }
+            }
+            pairs.extend(user.map(|u| ("x-trino-user".to_owned(), u)));
+            pairs.extend(source.map(|s| ("x-trino-source".to_owned(), s)));
+            let request = trino_router::request_facts::RequestInfo::from_headers(
+                pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                &loaded.jwt_user_claim,
+            );
+            print!("{}", trino_router::explain::explain(&loaded, &request, &sql));
+            ExitCode::SUCCESS
+        }
         Command::EnvoyConfig { config, listen, admin, mut routers } => match config.load() {
             Ok(loaded) => {
                 if routers.is_empty() {

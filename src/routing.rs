@@ -18,6 +18,9 @@ use crate::decision::{Basis, ClusterView, Decision, RequestFacts, decide};
 use crate::discovery::Discovery;
 use crate::health::Health;
 use crate::query_id::QueryId;
+use crate::request_facts::RequestInfo;
+use crate::rules::LazyStatement;
+use crate::statement::Limits;
 
 /// The config and the run-time state of its clusters (same order as `config.clusters`).
 pub struct Snapshot {
@@ -78,6 +81,24 @@ impl Router {
 
     pub fn affinity(&self) -> &Affinity {
         &self.affinity
+    }
+
+    /// The routing rule (index into the config's rules) that picks the group of a new statement, if any;
+    /// `sql` is read only when a rule needs statement facts.
+    pub fn apply_rules(&self, snapshot: &Snapshot, request: &RequestInfo, sql: &str) -> Option<usize> {
+        let rules = &snapshot.config.rules;
+        if rules.is_empty() {
+            return None;
+        }
+        let limits = Limits { max_bytes: snapshot.config.max_sql_bytes };
+        let mut statement = LazyStatement::new(sql, request, limits);
+        rules.evaluate(request, &mut statement, false).matched
+    }
+
+    /// Where this request would go, without recording it (a decision a later message may replace).
+    pub fn decide_tentatively(&self, snapshot: &Snapshot, facts: &RequestFacts<'_>) -> Decision {
+        let turn = self.turn.load(Ordering::Relaxed);
+        decide(&snapshot.config, facts, |id| self.affinity.owner_of(id), |c| snapshot.view(c), turn)
     }
 
     /// Where this request goes, decided on `snapshot`; records dispatches and activity.
@@ -217,7 +238,8 @@ clusters:
     }
 
     fn new_query(router: &Router, group: Option<&str>) -> usize {
-        let facts = RequestFacts { method: "POST", path: "/v1/statement", routing_group: group };
+        let facts =
+            RequestFacts { method: "POST", path: "/v1/statement", routing_group: group, rule_group: None };
         match router.decide(&router.snapshot(), &facts) {
             Decision::Route { cluster, basis: Basis::NewQuery { .. } } => cluster,
             other => panic!("{other:?}"),
@@ -243,7 +265,7 @@ clusters:
         let snapshot = router.snapshot();
         let id = QueryId::parse("20260101_120000_00001_abcde").unwrap();
         let path = format!("/v1/statement/executing/{id}/y/1");
-        let facts = RequestFacts { method: "GET", path: &path, routing_group: None };
+        let facts = RequestFacts { method: "GET", path: &path, routing_group: None, rule_group: None };
         assert!(matches!(router.decide(&snapshot, &facts), Decision::Refuse(_)));
         router.learn(&snapshot, id.clone(), 2);
         assert_eq!(

@@ -38,13 +38,60 @@ fn set_header(name: &str, value: &str) -> HeaderValueOption {
 /// Request-headers reply: set the routing header (replacing any value the client sent) and make Envoy
 /// pick the route again.
 pub fn route_to(routing_header: &str, value: &str) -> ProcessingResponse {
-    let set = set_header(routing_header, value);
+    route(Phase::RequestHeaders, routing_header, value, &[])
+}
+
+/// A reply to the request-headers or request-body phase that sets the routing header (replacing any
+/// value the client sent), adds `extra` headers, and makes Envoy pick the route again. A body-phase
+/// reply overrides what the headers phase set: Envoy holds a buffered request until then.
+pub fn route(
+    phase: Phase,
+    routing_header: &str,
+    value: &str,
+    extra: &[(String, String)],
+) -> ProcessingResponse {
+    let mut set_headers = Vec::with_capacity(1 + extra.len());
+    set_headers.push(set_header(routing_header, value));
+    set_headers.extend(extra.iter().map(|(name, value)| set_header(name, value)));
     let common = CommonResponse {
-        header_mutation: Some(HeaderMutation { set_headers: vec![set], remove_headers: vec![] }),
+        header_mutation: Some(HeaderMutation { set_headers, remove_headers: vec![] }),
         clear_route_cache: true,
         ..Default::default()
     };
-    reply(Response::RequestHeaders(HeadersResponse { response: Some(common) }))
+    reply(match phase {
+        Phase::RequestBody => Response::RequestBody(BodyResponse { response: Some(common) }),
+        _ => Response::RequestHeaders(HeadersResponse { response: Some(common) }),
+    })
+}
+
+/// Adds a processing-mode override to a headers reply: the decide filter's mode without the request body
+/// (the rules need no SQL, so Envoy need not send it).
+pub fn without_request_body(mut reply: ProcessingResponse) -> ProcessingResponse {
+    use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::ProcessingMode;
+    use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::processing_mode::{
+        BodySendMode, HeaderSendMode,
+    };
+    reply.mode_override = Some(ProcessingMode {
+        request_header_mode: HeaderSendMode::Send as i32,
+        response_header_mode: HeaderSendMode::Skip as i32,
+        request_body_mode: BodySendMode::None as i32,
+        response_body_mode: BodySendMode::None as i32,
+        request_trailer_mode: HeaderSendMode::Skip as i32,
+        response_trailer_mode: HeaderSendMode::Skip as i32,
+    });
+    reply
+}
+
+/// Every header with a UTF-8 value, as `(name, value)`.
+pub fn header_pairs(headers: Option<&HeaderMap>) -> impl Iterator<Item = (&str, &str)> {
+    headers.into_iter().flat_map(|m| &m.headers).filter_map(|h| {
+        let value = if h.raw_value.is_empty() {
+            Some(h.value.as_str())
+        } else {
+            std::str::from_utf8(&h.raw_value).ok()
+        };
+        value.map(|v| (h.key.as_str(), v))
+    })
 }
 
 /// An answer Envoy sends to the client in the router's name; nothing goes upstream.

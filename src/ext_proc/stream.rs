@@ -20,10 +20,11 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
 };
 use serde::Deserialize;
 
-use super::messages::{Phase, header, pass, refuse, route_to};
+use super::messages::{Phase, header, header_pairs, pass, refuse, route, route_to, without_request_body};
 use crate::decision::{Basis, Decision, RequestFacts};
 use crate::query_id::QueryId;
 use crate::refusal::Refusal;
+use crate::request_facts::RequestInfo;
 use crate::routing::{Router, Snapshot};
 use crate::target::{Target, classify};
 
@@ -75,6 +76,8 @@ pub struct ProcessingStream {
     learning: Option<Learning>,
     /// Request headers waiting for a discovery lookup.
     waiting: Option<HttpHeaders>,
+    /// A new statement waiting for its SQL (the rules need statement facts).
+    statement: Option<RequestInfo>,
 }
 
 /// A new query whose owner the stream will learn from the response.
@@ -100,7 +103,7 @@ struct FirstPage<'a> {
 
 impl ProcessingStream {
     pub fn new(router: Arc<Router>, role: Role) -> ProcessingStream {
-        ProcessingStream { router, role, learning: None, waiting: None }
+        ProcessingStream { router, role, learning: None, waiting: None, statement: None }
     }
 
     /// Feeds one message from Envoy.
@@ -122,7 +125,17 @@ impl ProcessingStream {
                 self.on_response_body(body);
                 (Phase::ResponseBody, None)
             }
-            Some(Request::RequestBody(_)) => (Phase::RequestBody, None),
+            Some(Request::RequestBody(body)) if !observing && self.role == Role::Decide => {
+                let step = self.statement.take().map(|info| {
+                    let sql = String::from_utf8_lossy(&body.body);
+                    self.new_statement(self.router.snapshot(), &info, &sql, Phase::RequestBody, true)
+                });
+                (Phase::RequestBody, step)
+            }
+            Some(Request::RequestBody(_)) => {
+                tracing::debug!("request body passed unread");
+                (Phase::RequestBody, None)
+            }
             Some(Request::RequestTrailers(_)) => (Phase::RequestTrailers, None),
             Some(Request::ResponseTrailers(_)) => (Phase::ResponseTrailers, None),
             // A learn stream that makes no sense is dropped: Envoy then lets the request through.
@@ -151,13 +164,26 @@ impl ProcessingStream {
     }
 
     fn decide(&mut self, headers: HttpHeaders, may_look_up: bool) -> Step {
-        let map = headers.headers.as_ref();
-        let facts = RequestFacts {
-            method: header(map, ":method").unwrap_or(""),
-            path: header(map, ":path").unwrap_or(""),
-            routing_group: header(map, ROUTING_GROUP_HEADER),
-        };
         let snapshot = self.router.snapshot();
+        let map = headers.headers.as_ref();
+        let (method, path) = (header(map, ":method").unwrap_or(""), header(map, ":path").unwrap_or(""));
+        if classify(method, path) == Target::NewStatement {
+            let info = RequestInfo::from_headers(header_pairs(map), &snapshot.config.jwt_user_claim);
+            if snapshot.config.rules.needs_statement() && !headers.end_of_stream {
+                // The SQL follows in a body message (envoy-config's new-statement routes send it, and
+                // Envoy holds the request until the body reply decides for good). Route tentatively now,
+                // in case this Envoy was configured not to send it.
+                let step = self.new_statement(snapshot, &info, "", Phase::RequestHeaders, false);
+                self.statement = Some(info);
+                return step;
+            }
+            return match self.new_statement(snapshot, &info, "", Phase::RequestHeaders, true) {
+                Step::Reply(reply) => Step::Reply(Box::new(without_request_body(*reply))),
+                other => other,
+            };
+        }
+        let facts =
+            RequestFacts { method, path, routing_group: header(map, ROUTING_GROUP_HEADER), rule_group: None };
         let decision = self.router.decide(&snapshot, &facts);
         tracing::debug!(method = facts.method, path = facts.path, ?decision, "decided");
         match decision {
@@ -174,6 +200,47 @@ impl ProcessingStream {
             Decision::Refuse(Refusal::QueryNotFound(id)) if may_look_up => {
                 self.waiting = Some(headers);
                 Step::Locate(id)
+            }
+            Decision::Refuse(refusal) => Step::Reply(Box::new(refuse(&refusal.reply()))),
+        }
+    }
+
+    /// A new statement: the rules pick its group (reading `sql` if they need it), then the decision picks
+    /// the cluster. `final_decision`: record the dispatch (a tentative one is replaced by a later reply).
+    fn new_statement(
+        &mut self,
+        snapshot: Arc<Snapshot>,
+        info: &RequestInfo,
+        sql: &str,
+        phase: Phase,
+        final_decision: bool,
+    ) -> Step {
+        let rule = self.router.apply_rules(&snapshot, info, sql).map(|i| &snapshot.config.rules.rules()[i]);
+        let facts = RequestFacts {
+            method: &info.method,
+            path: &info.path,
+            routing_group: Some(info.routing_group.as_str()).filter(|g| !g.is_empty()),
+            rule_group: rule.map(|r| r.group),
+        };
+        let decision = if final_decision {
+            self.router.decide(&snapshot, &facts)
+        } else {
+            self.router.decide_tentatively(&snapshot, &facts)
+        };
+        tracing::debug!(user = %info.user, rule = rule.map(|r| r.name.as_str()), ?decision, final_decision, "new statement");
+        match decision {
+            Decision::Route { cluster, .. } => {
+                let extra = rule.map_or(&[][..], |r| r.set_headers.as_slice());
+                let reply = route(
+                    phase,
+                    &snapshot.config.routing_header,
+                    &snapshot.config.clusters[cluster].envoy_cluster,
+                    extra,
+                );
+                if final_decision {
+                    self.learning = Some(Learning { snapshot: snapshot.clone(), cluster, body: Vec::new() });
+                }
+                Step::Reply(Box::new(reply))
             }
             Decision::Refuse(refusal) => Step::Reply(Box::new(refuse(&refusal.reply()))),
         }
@@ -452,6 +519,90 @@ clusters:
         learn.on_message(status("400", false));
         let mut s = ProcessingStream::new(router, Role::Decide);
         assert_eq!(summary(s.on_message(request("POST", "/v1/statement", &[], false))), "route trino-b");
+    }
+
+    fn router_with_rules() -> Arc<Router> {
+        let text = r#"
+listen: 127.0.0.1:1
+default_group: adhoc
+clusters:
+  - {name: trino-a, url: 'http://127.0.0.1:1', group: adhoc}
+  - {name: trino-etl, url: 'http://127.0.0.1:3', group: etl}
+rules:
+  - name: writes
+    when: 'statement.kind == "insert"'
+    group: etl
+    set_headers: {X-Trino-Client-Tags: etl-write}
+"#;
+        Arc::new(Router::new(Config::from_yaml(Path::new("t"), text, &Overrides::default()).unwrap()))
+    }
+
+    fn sql_body(sql: &str) -> ProcessingRequest {
+        msg(
+            Request::RequestBody(HttpBody {
+                body: sql.as_bytes().to_vec(),
+                end_of_stream: true,
+                ..Default::default()
+            }),
+            false,
+        )
+    }
+
+    /// The routing header and extra headers a headers- or body-phase reply sets.
+    fn routed(step: Step) -> String {
+        let Step::Reply(reply) = step else { return format!("{step:?}") };
+        let common = match reply.response {
+            Some(Response::RequestHeaders(h)) => h.response,
+            Some(Response::RequestBody(b)) => b.response,
+            other => return format!("{other:?}"),
+        };
+        let headers: Vec<String> = common
+            .and_then(|c| c.header_mutation)
+            .map(|m| m.set_headers)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|h| h.header)
+            .map(|h| format!("{}={}", h.key, String::from_utf8_lossy(&h.raw_value)))
+            .collect();
+        headers.join(" ")
+    }
+
+    #[test]
+    fn statement_rules_decide_on_the_body() {
+        let router = router_with_rules();
+        let mut s = ProcessingStream::new(router.clone(), Role::Decide);
+        let post = request("POST", "/v1/statement", &[], false);
+        assert_eq!(routed(s.on_message(post)), "x-trino-cluster=trino-a", "tentative, before the SQL");
+        assert_eq!(
+            routed(s.on_message(sql_body("INSERT INTO hive.s.t VALUES (1)"))),
+            "x-trino-cluster=trino-etl x-trino-client-tags=etl-write"
+        );
+        let mut s = ProcessingStream::new(router.clone(), Role::Decide);
+        s.on_message(request("POST", "/v1/statement", &[], false));
+        assert_eq!(routed(s.on_message(sql_body("SELECT 1"))), "x-trino-cluster=trino-a");
+        let mut s = ProcessingStream::new(router.clone(), Role::Decide);
+        s.on_message(request("POST", "/v1/statement", &[], false));
+        assert_eq!(
+            routed(s.on_message(sql_body("\u{0}\u{1}((((' binary"))),
+            "x-trino-cluster=trino-a",
+            "unreadable SQL routes"
+        );
+        // Dispatches are counted once per statement, at the final decision.
+        assert_eq!(
+            router.snapshot().clusters[0].queries_routed() + router.snapshot().clusters[1].queries_routed(),
+            3
+        );
+    }
+
+    #[test]
+    fn header_rules_decide_on_the_headers() {
+        let router = router();
+        let mut s = ProcessingStream::new(router.clone(), Role::Decide);
+        assert_eq!(
+            routed(s.on_message(request("POST", "/v1/statement", &[], false))),
+            "x-trino-cluster=trino-a"
+        );
+        assert_eq!(summary(s.on_message(sql_body("INSERT INTO x VALUES 1"))), "pass request body");
     }
 
     #[test]
