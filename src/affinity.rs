@@ -39,10 +39,17 @@ pub enum Placement {
     Exact,
 }
 
+/// How long a transaction-starting query is watched for its `X-Trino-Started-Transaction-Id`.
+pub const WATCH_WINDOW: Duration = Duration::from_secs(600);
+
 /// Learned query owners.
 pub struct Affinity {
     suffixes: RwLock<HashMap<Box<str>, SuffixOwner>>,
     exact: Cache<QueryId, Arc<str>>,
+    /// Transaction id → the cluster that started it (a transaction exists only there).
+    transactions: Cache<String, Arc<str>>,
+    /// `START TRANSACTION` queries whose answers will name a new transaction.
+    watched: Cache<QueryId, ()>,
 }
 
 impl Affinity {
@@ -51,7 +58,37 @@ impl Affinity {
             .max_capacity(settings.max_queries)
             .time_to_idle(Duration::from_secs(settings.idle_expiry_seconds))
             .build();
-        Affinity { suffixes: RwLock::new(HashMap::new()), exact }
+        let transactions = Cache::builder()
+            .max_capacity(settings.max_queries)
+            .time_to_idle(Duration::from_secs(settings.idle_expiry_seconds))
+            .build();
+        let watched = Cache::builder().max_capacity(settings.max_queries).time_to_live(WATCH_WINDOW).build();
+        Affinity { suffixes: RwLock::new(HashMap::new()), exact, transactions, watched }
+    }
+
+    /// Records that `cluster` started transaction `id`.
+    pub fn learn_transaction(&self, id: &str, cluster: Arc<str>) {
+        tracing::debug!(transaction = id, %cluster, "learned a transaction's cluster");
+        self.transactions.insert(id.to_owned(), cluster);
+    }
+
+    /// The transaction ended.
+    pub fn forget_transaction(&self, id: &str) {
+        self.transactions.invalidate(id);
+    }
+
+    /// The cluster that started transaction `id`, if known.
+    pub fn transaction_owner(&self, id: &str) -> Option<Arc<str>> {
+        self.transactions.get(id)
+    }
+
+    /// Watch `query`'s answers for the transaction it starts.
+    pub fn watch(&self, query: QueryId) {
+        self.watched.insert(query, ());
+    }
+
+    pub fn is_watched(&self, query: &QueryId) -> bool {
+        self.watched.contains_key(query)
     }
 
     /// Records that `cluster` owns `query`; returns how the query will be placed from now on.
@@ -181,6 +218,19 @@ mod tests {
         assert_eq!(affinity.learn(id(1, "zzzzz"), "trino-a".into()), Placement::Suffix);
         assert_eq!(owner(&affinity, &id(5, "zzzzz")).as_deref(), Some("trino-a"));
         assert_eq!(owner(&affinity, &id(5, "aaaaa")).as_deref(), Some("trino-a"));
+    }
+
+    #[test]
+    fn transactions_and_watches() {
+        let affinity = Affinity::new(&AffinitySettings::default());
+        assert_eq!(affinity.transaction_owner("t1"), None);
+        affinity.learn_transaction("t1", "trino-b".into());
+        assert_eq!(affinity.transaction_owner("t1").as_deref(), Some("trino-b"));
+        affinity.forget_transaction("t1");
+        assert_eq!(affinity.transaction_owner("t1"), None);
+        assert!(!affinity.is_watched(&id(1, "aaaaa")));
+        affinity.watch(id(1, "aaaaa"));
+        assert!(affinity.is_watched(&id(1, "aaaaa")) && !affinity.is_watched(&id(2, "aaaaa")));
     }
 
     #[test]

@@ -91,6 +91,10 @@ pub struct Config {
     pub max_sql_bytes: usize,
     /// The claim of a bearer JWT that names the user, when `X-Trino-User` is absent.
     pub jwt_user_claim: String,
+    /// Read every new statement's SQL to place what it names: `CALL system.runtime.kill_query(...)`
+    /// goes to the query's cluster, and `START TRANSACTION` is followed so that the transaction's later
+    /// statements go to its cluster. Costs one more round trip per new query.
+    pub placement_from_sql: bool,
 }
 
 /// An example request and the group the rules must give it.
@@ -333,6 +337,8 @@ struct RawConfig {
     max_sql_bytes: usize,
     #[serde(default = "default_jwt_user_claim")]
     jwt_user_claim: String,
+    #[serde(default = "default_enabled")]
+    placement_from_sql: bool,
 }
 
 fn default_max_sql_bytes() -> usize {
@@ -596,6 +602,7 @@ impl RawConfig {
             rule_tests: self.rule_tests,
             max_sql_bytes: self.max_sql_bytes,
             jwt_user_claim: self.jwt_user_claim,
+            placement_from_sql: self.placement_from_sql,
         })
     }
 }

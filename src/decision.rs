@@ -11,7 +11,7 @@ use crate::target::{Target, classify};
 
 /// The request facts a decision reads. Borrowed from the ext_proc message; header values that were not
 /// valid UTF-8 arrive as `None`.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RequestFacts<'a> {
     pub method: &'a str,
     pub path: &'a str,
@@ -20,6 +20,17 @@ pub struct RequestFacts<'a> {
     /// The group the routing rules chose for a new statement (index into `Config::groups`), if any rule
     /// matched. It wins over the routing-group header.
     pub rule_group: Option<usize>,
+    /// A new statement that must run on one cluster (by name), whatever the rules say.
+    pub pinned: Option<(Arc<str>, Pin)>,
+}
+
+/// Why a new statement must run on one cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pin {
+    /// It carries `X-Trino-Transaction-Id` of a transaction that cluster started.
+    Transaction,
+    /// It names a query of that cluster (`CALL system.runtime.kill_query(...)`).
+    NamedQuery,
 }
 
 /// What a decision needs to know about one cluster right now.
@@ -52,6 +63,8 @@ pub enum Basis {
     QueryOwner(QueryId),
     /// Any other request: a cluster of the default group.
     DefaultGroup,
+    /// A new statement that must run where its transaction or named query lives.
+    Pinned(Pin),
 }
 
 /// Decides where a request goes.
@@ -67,6 +80,16 @@ pub fn decide(
     turn: usize,
 ) -> Decision {
     match classify(facts.method, facts.path) {
+        Target::NewStatement if facts.pinned.is_some() => {
+            let (name, pin) = facts.pinned.clone().expect("checked by the guard");
+            match config.clusters.iter().position(|c| c.name == name) {
+                Some(cluster) if view(cluster).down => {
+                    Decision::Refuse(Refusal::PinnedClusterDown { cluster: name, pin })
+                }
+                Some(cluster) => Decision::Route { cluster, basis: Basis::Pinned(pin) },
+                None => Decision::Refuse(Refusal::PinnedClusterDown { cluster: name, pin }),
+            }
+        }
         Target::NewStatement => {
             let requested = facts.rule_group.unwrap_or_else(|| group_for(config, facts.routing_group));
             match place(config, requested, &view, turn, |v| v.accepts_new) {
@@ -205,7 +228,7 @@ clusters:
         view: impl Fn(usize) -> ClusterView,
     ) -> String {
         let config = config();
-        let facts = RequestFacts { method, path, routing_group: group, rule_group: None };
+        let facts = RequestFacts { method, path, routing_group: group, rule_group: None, pinned: None };
         match decide(&config, &facts, owner_of, view, 1) {
             Decision::Route { cluster, basis } => {
                 let why = match basis {
@@ -217,6 +240,7 @@ clusters:
                     }
                     Basis::QueryOwner(id) => format!("owner of {}", &id.as_str()[22..]),
                     Basis::DefaultGroup => "default".to_owned(),
+                    Basis::Pinned(pin) => format!("pinned by {pin:?}"),
                 };
                 format!("{} ({why})", config.clusters[cluster].name)
             }
@@ -340,19 +364,48 @@ clusters:
             path: "/v1/statement",
             routing_group: Some("BI"),
             rule_group: etl,
+            pinned: None,
         };
         let Decision::Route { basis, .. } = decide(&config, &facts, owner_of, all_up, 0) else { panic!() };
         assert_eq!(basis, Basis::NewQuery { requested: etl.unwrap(), placed: etl.unwrap() });
         let follow = format!("/v1/query/{A}");
-        let facts = RequestFacts { method: "GET", path: &follow, routing_group: None, rule_group: etl };
+        let facts =
+            RequestFacts { method: "GET", path: &follow, routing_group: None, rule_group: etl, pinned: None };
         assert!(matches!(decide(&config, &facts, owner_of, all_up, 0), Decision::Route { cluster: 0, .. }));
+    }
+
+    #[test]
+    fn pinned_statements_go_to_their_cluster() {
+        let config = config();
+        let pinned = |name: &str, pin| {
+            let facts = RequestFacts {
+                method: "POST",
+                path: "/v1/statement",
+                routing_group: Some("etl"),
+                rule_group: Some(0),
+                pinned: Some((name.into(), pin)),
+            };
+            match decide(&config, &facts, owner_of, views("u0 d0 u0"), 0) {
+                Decision::Route { cluster, basis } => format!("{} {basis:?}", config.clusters[cluster].name),
+                Decision::Refuse(r) => format!("refuse {}", r.reply().status),
+            }
+        };
+        assert_eq!(pinned("trino-a", Pin::Transaction), "trino-a Pinned(Transaction)");
+        assert_eq!(pinned("trino-etl", Pin::NamedQuery), "trino-etl Pinned(NamedQuery)");
+        assert_eq!(pinned("trino-b", Pin::Transaction), "refuse 502", "its cluster is down");
+        assert_eq!(pinned("trino-gone", Pin::Transaction), "refuse 502", "its cluster was removed");
     }
 
     #[test]
     fn equals_take_turns() {
         let config = config();
-        let facts =
-            RequestFacts { method: "POST", path: "/v1/statement", routing_group: None, rule_group: None };
+        let facts = RequestFacts {
+            method: "POST",
+            path: "/v1/statement",
+            routing_group: None,
+            rule_group: None,
+            pinned: None,
+        };
         let picks: Vec<usize> = (0..4)
             .map(|turn| match decide(&config, &facts, owner_of, all_up, turn) {
                 Decision::Route { cluster, .. } => cluster,
@@ -367,8 +420,13 @@ clusters:
     #[test]
     fn loads_changing_during_a_decision() {
         let config = config();
-        let facts =
-            RequestFacts { method: "POST", path: "/v1/statement", routing_group: None, rule_group: None };
+        let facts = RequestFacts {
+            method: "POST",
+            path: "/v1/statement",
+            routing_group: None,
+            rule_group: None,
+            pinned: None,
+        };
         let readings = std::cell::Cell::new(0.0);
         let rising = |_| {
             readings.set(readings.get() + 1.0);
@@ -382,8 +440,13 @@ clusters:
     #[test]
     fn no_capacity_says_when_to_retry() {
         let config = config();
-        let facts =
-            RequestFacts { method: "POST", path: "/v1/statement", routing_group: None, rule_group: None };
+        let facts = RequestFacts {
+            method: "POST",
+            path: "/v1/statement",
+            routing_group: None,
+            rule_group: None,
+            pinned: None,
+        };
         let Decision::Refuse(refusal) = decide(&config, &facts, owner_of, views("d0 d0"), 0) else {
             panic!()
         };
@@ -393,8 +456,13 @@ clusters:
     #[test]
     fn bad_ids_are_named() {
         let config = config();
-        let facts =
-            RequestFacts { method: "GET", path: "/v1/query/x-y", routing_group: None, rule_group: None };
+        let facts = RequestFacts {
+            method: "GET",
+            path: "/v1/query/x-y",
+            routing_group: None,
+            rule_group: None,
+            pinned: None,
+        };
         let decision = decide(&config, &facts, |_| unreachable!(), |_| unreachable!(), 0);
         assert_eq!(decision, Decision::Refuse(Refusal::BadQueryId(QueryIdError::BadCharacter)));
     }

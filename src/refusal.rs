@@ -25,6 +25,9 @@ pub enum Refusal {
     /// No cluster of the group (or its fallbacks) can take a new query now. Nothing was submitted; the
     /// client may retry after the given time.
     NoCapacity { group: Arc<str>, retry_after_seconds: u64 },
+    /// A new statement must run on a cluster (its transaction's, or the one running the query it names)
+    /// that is down or no longer configured.
+    PinnedClusterDown { cluster: Arc<str>, pin: crate::decision::Pin },
     /// A spooled segment whose cluster the router does not know.
     SpooledSegmentUnplaced,
     /// The ext_proc message sequence made no sense (a misconfigured Envoy filter).
@@ -81,6 +84,23 @@ impl Refusal {
                     "No cluster of routing group {group} (or its fallbacks) can take a query now; \
                      nothing was submitted, retry later"
                 ),
+            ),
+            Refusal::PinnedClusterDown { cluster, pin } => (
+                502,
+                "CLUSTER_UNAVAILABLE",
+                "trino_router_pinned_cluster_down",
+                match pin {
+                    crate::decision::Pin::Transaction => {
+                        format!(
+                            "The transaction of this statement ran on cluster {cluster}, which is unavailable"
+                        )
+                    }
+                    crate::decision::Pin::NamedQuery => {
+                        format!(
+                            "The query this statement names runs on cluster {cluster}, which is unavailable"
+                        )
+                    }
+                },
             ),
             Refusal::SpooledSegmentUnplaced => (
                 404,
@@ -164,6 +184,7 @@ mod tests {
             (Refusal::BadQueryId(QueryIdError::TooLong), 400, "INVALID_QUERY_ID"),
             (Refusal::OwnerRemoved { query_id: id(), cluster: "old".into() }, 404, "QUERY_NOT_FOUND"),
             (Refusal::SpooledSegmentUnplaced, 404, "SPOOLED_SEGMENT_NOT_FOUND"),
+            (Refusal::PinnedClusterDown { cluster: "a".into(), pin: crate::decision::Pin::Transaction }, 502, "CLUSTER_UNAVAILABLE"),
             (Refusal::OwnerDown { query_id: id(), cluster: "a".into(), as_query_failure: true }, 200, "CLUSTER_UNAVAILABLE"),
             (Refusal::OwnerDown { query_id: id(), cluster: "a".into(), as_query_failure: false }, 502, "CLUSTER_UNAVAILABLE"),
             (Refusal::NoCapacity { group: "adhoc".into(), retry_after_seconds: 2 }, 503, "NO_CLUSTER_AVAILABLE"),

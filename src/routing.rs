@@ -86,13 +86,22 @@ impl Router {
     /// The routing rule (index into the config's rules) that picks the group of a new statement, if any;
     /// `sql` is read only when a rule needs statement facts.
     pub fn apply_rules(&self, snapshot: &Snapshot, request: &RequestInfo, sql: &str) -> Option<usize> {
+        let limits = Limits { max_bytes: snapshot.config.max_sql_bytes };
+        self.apply_rules_to(snapshot, request, &mut LazyStatement::new(sql, request, limits))
+    }
+
+    /// [`Router::apply_rules`] with a statement the caller may read facts from afterwards.
+    pub fn apply_rules_to(
+        &self,
+        snapshot: &Snapshot,
+        request: &RequestInfo,
+        statement: &mut LazyStatement<'_>,
+    ) -> Option<usize> {
         let rules = &snapshot.config.rules;
         if rules.is_empty() {
             return None;
         }
-        let limits = Limits { max_bytes: snapshot.config.max_sql_bytes };
-        let mut statement = LazyStatement::new(sql, request, limits);
-        rules.evaluate(request, &mut statement, false).matched
+        rules.evaluate(request, statement, false).matched
     }
 
     /// Where this request would go, without recording it (a decision a later message may replace).
@@ -238,8 +247,13 @@ clusters:
     }
 
     fn new_query(router: &Router, group: Option<&str>) -> usize {
-        let facts =
-            RequestFacts { method: "POST", path: "/v1/statement", routing_group: group, rule_group: None };
+        let facts = RequestFacts {
+            method: "POST",
+            path: "/v1/statement",
+            routing_group: group,
+            rule_group: None,
+            pinned: None,
+        };
         match router.decide(&router.snapshot(), &facts) {
             Decision::Route { cluster, basis: Basis::NewQuery { .. } } => cluster,
             other => panic!("{other:?}"),
@@ -265,7 +279,8 @@ clusters:
         let snapshot = router.snapshot();
         let id = QueryId::parse("20260101_120000_00001_abcde").unwrap();
         let path = format!("/v1/statement/executing/{id}/y/1");
-        let facts = RequestFacts { method: "GET", path: &path, routing_group: None, rule_group: None };
+        let facts =
+            RequestFacts { method: "GET", path: &path, routing_group: None, rule_group: None, pinned: None };
         assert!(matches!(router.decide(&snapshot, &facts), Decision::Refuse(_)));
         router.learn(&snapshot, id.clone(), 2);
         assert_eq!(

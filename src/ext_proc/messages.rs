@@ -82,6 +82,39 @@ pub fn without_request_body(mut reply: ProcessingResponse) -> ProcessingResponse
     reply
 }
 
+/// Adds a processing-mode override to a headers reply: the decide filter's mode plus the response
+/// headers (a watched follow-up's answer may name a new transaction).
+pub fn with_response_headers(mut reply: ProcessingResponse) -> ProcessingResponse {
+    use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::ProcessingMode;
+    use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::processing_mode::{
+        BodySendMode, HeaderSendMode,
+    };
+    reply.mode_override = Some(ProcessingMode {
+        request_header_mode: HeaderSendMode::Send as i32,
+        response_header_mode: HeaderSendMode::Send as i32,
+        request_body_mode: BodySendMode::None as i32,
+        response_body_mode: BodySendMode::None as i32,
+        request_trailer_mode: HeaderSendMode::Skip as i32,
+        response_trailer_mode: HeaderSendMode::Skip as i32,
+    });
+    reply
+}
+
+/// A headers reply that removes `names` and changes nothing else.
+pub fn remove_headers(phase: Phase, names: &[&str]) -> ProcessingResponse {
+    let common = CommonResponse {
+        header_mutation: Some(HeaderMutation {
+            set_headers: vec![],
+            remove_headers: names.iter().map(|n| (*n).to_owned()).collect(),
+        }),
+        ..Default::default()
+    };
+    reply(match phase {
+        Phase::ResponseHeaders => Response::ResponseHeaders(HeadersResponse { response: Some(common) }),
+        _ => Response::RequestHeaders(HeadersResponse { response: Some(common) }),
+    })
+}
+
 /// Every header with a UTF-8 value, as `(name, value)`.
 pub fn header_pairs(headers: Option<&HeaderMap>) -> impl Iterator<Item = (&str, &str)> {
     headers.into_iter().flat_map(|m| &m.headers).filter_map(|h| {

@@ -20,16 +20,30 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
 };
 use serde::Deserialize;
 
-use super::messages::{Phase, header, header_pairs, pass, refuse, route, route_to, without_request_body};
-use crate::decision::{Basis, Decision, RequestFacts};
+use super::messages::{
+    Phase, header, header_pairs, pass, refuse, remove_headers, route, route_to, with_response_headers,
+    without_request_body,
+};
+use crate::decision::{Basis, Decision, Pin, RequestFacts};
 use crate::query_id::QueryId;
 use crate::refusal::Refusal;
 use crate::request_facts::RequestInfo;
 use crate::routing::{Router, Snapshot};
+use crate::rules::LazyStatement;
+use crate::statement::Limits;
 use crate::target::{Target, classify};
 
 /// The routing-group header clients (and trino-gateway users) send.
 pub const ROUTING_GROUP_HEADER: &str = "x-trino-routing-group";
+
+/// Trino's transaction headers: the client's, and the coordinator's answers.
+pub const TRANSACTION_HEADER: &str = "x-trino-transaction-id";
+pub const STARTED_TRANSACTION_HEADER: &str = "x-trino-started-transaction-id";
+pub const CLEAR_TRANSACTION_HEADER: &str = "x-trino-clear-transaction-id";
+
+/// The request header (set by the decide filter, removed by the learn filter) that tells the learn
+/// filter to watch a new query's answers for the transaction it starts.
+pub const WATCH_HEADER: &str = "x-trino-router-watch";
 
 /// The header Envoy's router filter adds to every answer that came from upstream.
 pub const UPSTREAM_SERVICE_TIME: &str = "x-envoy-upstream-service-time";
@@ -76,8 +90,10 @@ pub struct ProcessingStream {
     learning: Option<Learning>,
     /// Request headers waiting for a discovery lookup.
     waiting: Option<HttpHeaders>,
-    /// A new statement waiting for its SQL (the rules need statement facts).
+    /// A new statement waiting for its SQL (the rules need statement facts, or SQL placement is on).
     statement: Option<RequestInfo>,
+    /// A follow-up of a transaction-starting query: its answer may name the transaction.
+    transaction_watch: Option<(Arc<Snapshot>, usize)>,
 }
 
 /// A new query whose owner the stream will learn from the response.
@@ -86,6 +102,8 @@ struct Learning {
     snapshot: Arc<Snapshot>,
     cluster: usize,
     body: Vec<u8>,
+    /// The query starts a transaction: watch its follow-ups' answers.
+    watch: bool,
 }
 
 impl Learning {
@@ -103,7 +121,14 @@ struct FirstPage<'a> {
 
 impl ProcessingStream {
     pub fn new(router: Arc<Router>, role: Role) -> ProcessingStream {
-        ProcessingStream { router, role, learning: None, waiting: None, statement: None }
+        ProcessingStream {
+            router,
+            role,
+            learning: None,
+            waiting: None,
+            statement: None,
+            transaction_watch: None,
+        }
     }
 
     /// Feeds one message from Envoy.
@@ -111,13 +136,18 @@ impl ProcessingStream {
         let observing = message.observability_mode;
         let (phase, step) = match message.request {
             Some(Request::RequestHeaders(headers)) if observing || self.role == Role::Learn => {
-                self.observe_request(&headers);
-                (Phase::RequestHeaders, None)
+                let watch = self.observe_request(&headers);
+                // The watch header is the router's own note between its filters: the coordinator must
+                // not see it.
+                let step = (watch && !observing)
+                    .then(|| Step::Reply(Box::new(remove_headers(Phase::RequestHeaders, &[WATCH_HEADER]))));
+                (Phase::RequestHeaders, step)
             }
             Some(Request::RequestHeaders(headers)) => {
                 (Phase::RequestHeaders, Some(self.decide(headers, true)))
             }
             Some(Request::ResponseHeaders(headers)) => {
+                self.on_transaction_answer(&headers);
                 self.on_response_headers(&headers);
                 (Phase::ResponseHeaders, None)
             }
@@ -169,7 +199,8 @@ impl ProcessingStream {
         let (method, path) = (header(map, ":method").unwrap_or(""), header(map, ":path").unwrap_or(""));
         if classify(method, path) == Target::NewStatement {
             let info = RequestInfo::from_headers(header_pairs(map), &snapshot.config.jwt_user_claim);
-            if snapshot.config.rules.needs_statement() && !headers.end_of_stream {
+            let needs_sql = snapshot.config.rules.needs_statement() || snapshot.config.placement_from_sql;
+            if needs_sql && !headers.end_of_stream {
                 // The SQL follows in a body message (envoy-config's new-statement routes send it, and
                 // Envoy holds the request until the body reply decides for good). Route tentatively now,
                 // in case this Envoy was configured not to send it.
@@ -182,8 +213,13 @@ impl ProcessingStream {
                 other => other,
             };
         }
-        let facts =
-            RequestFacts { method, path, routing_group: header(map, ROUTING_GROUP_HEADER), rule_group: None };
+        let facts = RequestFacts {
+            method,
+            path,
+            routing_group: header(map, ROUTING_GROUP_HEADER),
+            rule_group: None,
+            pinned: None,
+        };
         let decision = self.router.decide(&snapshot, &facts);
         tracing::debug!(method = facts.method, path = facts.path, ?decision, "decided");
         match decision {
@@ -192,10 +228,14 @@ impl ProcessingStream {
                     &snapshot.config.routing_header,
                     &snapshot.config.clusters[cluster].envoy_cluster,
                 );
-                if let Basis::NewQuery { .. } = basis {
-                    self.learning = Some(Learning { snapshot, cluster, body: Vec::new() });
+                match basis {
+                    Basis::QueryOwner(id) if self.router.affinity().is_watched(&id) => {
+                        // This query started a transaction: its answers may name it.
+                        self.transaction_watch = Some((snapshot, cluster));
+                        Step::Reply(Box::new(with_response_headers(reply)))
+                    }
+                    _ => Step::Reply(Box::new(reply)),
                 }
-                Step::Reply(Box::new(reply))
             }
             Decision::Refuse(Refusal::QueryNotFound(id)) if may_look_up => {
                 self.waiting = Some(headers);
@@ -215,12 +255,38 @@ impl ProcessingStream {
         phase: Phase,
         final_decision: bool,
     ) -> Step {
-        let rule = self.router.apply_rules(&snapshot, info, sql).map(|i| &snapshot.config.rules.rules()[i]);
+        let limits = Limits { max_bytes: snapshot.config.max_sql_bytes };
+        let mut statement = LazyStatement::new(sql, info, limits);
+        let rule = self
+            .router
+            .apply_rules_to(&snapshot, info, &mut statement)
+            .map(|i| &snapshot.config.rules.rules()[i]);
+        // A statement of a known transaction runs where the transaction lives.
+        let mut pinned = info
+            .header(TRANSACTION_HEADER)
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("NONE"))
+            .and_then(|t| self.router.affinity().transaction_owner(t))
+            .map(|owner| (owner, Pin::Transaction));
+        let mut watch = false;
+        if phase == Phase::RequestBody && snapshot.config.placement_from_sql {
+            let facts = statement.facts();
+            watch = facts.starts_transaction;
+            if pinned.is_none() {
+                pinned = facts
+                    .query_ids
+                    .iter()
+                    .filter_map(|id| QueryId::parse(id).ok())
+                    .find_map(|id| self.router.affinity().owner_of(&id))
+                    .map(|owner| (owner, Pin::NamedQuery));
+            }
+        }
         let facts = RequestFacts {
             method: &info.method,
             path: &info.path,
             routing_group: Some(info.routing_group.as_str()).filter(|g| !g.is_empty()),
             rule_group: rule.map(|r| r.group),
+            pinned,
         };
         let decision = if final_decision {
             self.router.decide(&snapshot, &facts)
@@ -230,15 +296,23 @@ impl ProcessingStream {
         tracing::debug!(user = %info.user, rule = rule.map(|r| r.name.as_str()), ?decision, final_decision, "new statement");
         match decision {
             Decision::Route { cluster, .. } => {
-                let extra = rule.map_or(&[][..], |r| r.set_headers.as_slice());
+                let mut extra = rule.map_or_else(Vec::new, |r| r.set_headers.clone());
+                if watch {
+                    extra.push((WATCH_HEADER.to_owned(), "transaction".to_owned()));
+                }
                 let reply = route(
                     phase,
                     &snapshot.config.routing_header,
                     &snapshot.config.clusters[cluster].envoy_cluster,
-                    extra,
+                    &extra,
                 );
                 if final_decision {
-                    self.learning = Some(Learning { snapshot: snapshot.clone(), cluster, body: Vec::new() });
+                    self.learning = Some(Learning {
+                        snapshot: snapshot.clone(),
+                        cluster,
+                        body: Vec::new(),
+                        watch: false,
+                    });
                 }
                 Step::Reply(Box::new(reply))
             }
@@ -246,23 +320,38 @@ impl ProcessingStream {
         }
     }
 
-    /// Learn role: a new statement, already routed by the decide filter, is worth following.
-    fn observe_request(&mut self, headers: &HttpHeaders) {
+    /// Learn role: a new statement, already routed by the decide filter, is worth following. Returns
+    /// whether the decide filter asked to watch it (the watch header must then be removed).
+    fn observe_request(&mut self, headers: &HttpHeaders) -> bool {
         let map = headers.headers.as_ref();
         let method = header(map, ":method").unwrap_or("");
         let path = header(map, ":path").unwrap_or("");
+        let watch = header(map, WATCH_HEADER).is_some();
         if classify(method, path) != Target::NewStatement {
-            return;
+            return watch;
         }
         let snapshot = self.router.snapshot();
         let routed_to = header(map, &snapshot.config.routing_header).unwrap_or("");
         match snapshot.cluster_by_header_value(routed_to) {
-            Some(cluster) => self.learning = Some(Learning { snapshot, cluster, body: Vec::new() }),
+            Some(cluster) => self.learning = Some(Learning { snapshot, cluster, body: Vec::new(), watch }),
             None => tracing::warn!(
                 routing_header = routed_to,
                 "a new statement reached the learn filter without a routing header the router set; \
                  is the decide filter placed before it?"
             ),
+        }
+        watch
+    }
+
+    /// Decide role, a watched follow-up: its answer may start (or end) a transaction.
+    fn on_transaction_answer(&mut self, headers: &HttpHeaders) {
+        let Some((snapshot, cluster)) = self.transaction_watch.take() else { return };
+        let map = headers.headers.as_ref();
+        if let Some(id) = header(map, STARTED_TRANSACTION_HEADER).map(str::trim).filter(|t| !t.is_empty()) {
+            self.router.affinity().learn_transaction(id, snapshot.config.clusters[cluster].name.clone());
+        }
+        if let Some(id) = header(map, CLEAR_TRANSACTION_HEADER).map(str::trim).filter(|t| !t.is_empty()) {
+            self.router.affinity().forget_transaction(id);
         }
     }
 
@@ -311,7 +400,12 @@ impl ProcessingStream {
 
     fn learn_from(&self, learning: Learning) {
         match serde_json::from_slice::<FirstPage<'_>>(&learning.body).map(|p| QueryId::parse(p.id)) {
-            Ok(Ok(id)) => self.router.learn(&learning.snapshot, id, learning.cluster),
+            Ok(Ok(id)) => {
+                if learning.watch {
+                    self.router.affinity().watch(id.clone());
+                }
+                self.router.learn(&learning.snapshot, id, learning.cluster)
+            }
             Ok(Err(e)) => {
                 tracing::warn!(cluster = learning.cluster_name(), "first answer names no valid query id: {e}")
             }
@@ -434,8 +528,9 @@ clusters:
             ))),
             "route outbound|1||etl"
         );
+        // The POSTs above were routed tentatively (their SQL never came): no turn was taken.
         let mut s = ProcessingStream::new(router.clone(), Role::Decide);
-        assert_eq!(summary(s.on_message(request("GET", "/v1/info", &[], false))), "route trino-b");
+        assert_eq!(summary(s.on_message(request("GET", "/v1/info", &[], false))), "route trino-a");
         assert_eq!(
             unplaced_follow_up(&router),
             "Locate(QueryId(20260101_120000_00001_abcde)), then refuse 404"
@@ -595,14 +690,105 @@ rules:
     }
 
     #[test]
-    fn header_rules_decide_on_the_headers() {
-        let router = router();
+    fn without_sql_needs_the_headers_decide_and_the_body_is_not_asked_for() {
+        let text = "
+listen: 127.0.0.1:1
+default_group: adhoc
+placement_from_sql: false
+clusters:
+  - {name: trino-a, url: 'http://127.0.0.1:1', group: adhoc}
+";
+        let router =
+            Arc::new(Router::new(Config::from_yaml(Path::new("t"), text, &Overrides::default()).unwrap()));
         let mut s = ProcessingStream::new(router.clone(), Role::Decide);
-        assert_eq!(
-            routed(s.on_message(request("POST", "/v1/statement", &[], false))),
-            "x-trino-cluster=trino-a"
+        let Step::Reply(reply) = s.on_message(request("POST", "/v1/statement", &[], false)) else { panic!() };
+        assert!(
+            reply.mode_override.is_some_and(|m| m.request_body_mode == 0),
+            "Envoy is told to skip the body"
         );
+        assert_eq!(routed(Step::Reply(reply)), "x-trino-cluster=trino-a");
+        // Should Envoy send it anyway, it is passed unread.
         assert_eq!(summary(s.on_message(sql_body("INSERT INTO x VALUES 1"))), "pass request body");
+        assert_eq!(router.snapshot().clusters[0].queries_routed(), 1);
+    }
+
+    /// Runs a new statement through both filters (decide with its SQL, then learn with the first page of
+    /// query `id`); returns the cluster it went to.
+    fn submit(router: &Arc<Router>, headers: &[(&str, &str)], sql: &str, id: &str) -> String {
+        let mut decide = ProcessingStream::new(router.clone(), Role::Decide);
+        decide.on_message(request("POST", "/v1/statement", headers, false));
+        let Step::Reply(reply) = decide.on_message(sql_body(sql)) else { panic!("no body reply") };
+        let Some(Response::RequestBody(routed)) = reply.response else { panic!("{reply:?}") };
+        let set: Vec<(String, String)> = routed
+            .response
+            .unwrap()
+            .header_mutation
+            .unwrap()
+            .set_headers
+            .into_iter()
+            .filter_map(|h| h.header)
+            .map(|h| (h.key, String::from_utf8_lossy(&h.raw_value).into_owned()))
+            .collect();
+        let cluster = set[0].1.clone();
+        let mut forwarded: Vec<(&str, &str)> = headers.to_vec();
+        forwarded.extend(set.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let mut learn = ProcessingStream::new(router.clone(), Role::Learn);
+        let first = learn.on_message(request("POST", "/v1/statement", &forwarded, false));
+        let watched = set.iter().any(|(k, _)| k == WATCH_HEADER);
+        assert_eq!(
+            matches!(&first, Step::Reply(r) if format!("{r:?}").contains(WATCH_HEADER)),
+            watched,
+            "the watch header is removed"
+        );
+        learn.on_message(status("200", false));
+        let page = format!(r#"{{"id":"{id}","stats":{{}}}}"#);
+        learn.on_message(body(page.as_bytes(), true, false));
+        cluster
+    }
+
+    #[test]
+    fn transactions_stay_on_the_cluster_that_started_them() {
+        let router = router();
+        let start = "20260101_120000_00007_bbbbb";
+        assert_eq!(submit(&router, &[], "START TRANSACTION", start), "trino-a");
+        // The client polls the query; its answer names the transaction.
+        let mut s = ProcessingStream::new(router.clone(), Role::Decide);
+        let poll = request("GET", &format!("/v1/statement/executing/{start}/y/1"), &[], false);
+        let Step::Reply(reply) = s.on_message(poll) else { panic!() };
+        assert!(
+            reply.mode_override.is_some_and(|m| m.response_header_mode == 1),
+            "asks for the answer's headers"
+        );
+        let answer = headers(&[(":status", "200"), ("x-trino-started-transaction-id", "tx-1")], false);
+        assert_eq!(
+            summary(s.on_message(msg(Request::ResponseHeaders(answer), false))),
+            "pass response headers"
+        );
+        // Every statement of the transaction goes to trino-a, whatever the turn.
+        for n in 0..4 {
+            let id = format!("20260101_120000_0001{n}_bbbbb");
+            assert_eq!(submit(&router, &[("X-Trino-Transaction-Id", "tx-1")], "SELECT 1", &id), "trino-a");
+        }
+        let others: Vec<String> = (0..4)
+            .map(|n| submit(&router, &[], "SELECT 1", &format!("20260101_120000_0002{n}_bbbbb")))
+            .collect();
+        assert!(others.contains(&"trino-b".to_owned()), "other sessions still spread: {others:?}");
+        assert_eq!(
+            submit(&router, &[("X-Trino-Transaction-Id", "NONE")], "SELECT 1", "20260101_120000_00031_bbbbb")
+                .len(),
+            7
+        );
+    }
+
+    #[test]
+    fn kill_query_goes_to_the_query_s_cluster() {
+        let router = router();
+        router.learn(&router.snapshot(), QueryId::parse("20260101_120000_00001_ccccc").unwrap(), 1);
+        for n in 0..3 {
+            let sql =
+                "CALL system.runtime.kill_query(query_id => '20260101_120000_00001_ccccc', message => 'x')";
+            assert_eq!(submit(&router, &[], sql, &format!("20260101_120000_0000{n}_ddddd")), "trino-b");
+        }
     }
 
     #[test]
