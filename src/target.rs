@@ -36,7 +36,7 @@ pub fn classify(method: &str, path: &str) -> Target {
 
     let mut segments = path.strip_prefix('/').unwrap_or(path).split('/');
     let first = [segments.next(), segments.next()];
-    match first {
+    let target = match first {
         [Some("v1"), Some("statement")] => statement_target(method, segments),
         [Some("ui"), Some("api")] => match segments.next() {
             Some("statement") => statement_target(method, segments),
@@ -50,7 +50,20 @@ pub fn classify(method: &str, path: &str) -> Target {
         },
         [Some("v1"), Some("spooled")] => Target::SpooledSegment,
         _ => Target::Other,
+    };
+    match target {
+        // Any other request that names a query in its query string (`?query_id=...`) is about it.
+        Target::Other => query.and_then(query_id_parameter).map_or(Target::Other, query_target),
+        other => other,
     }
+}
+
+/// The value of a `query_id` (or `queryId`) query-string parameter.
+fn query_id_parameter(query: &str) -> Option<&str> {
+    query.split('&').find_map(|pair| match pair.split_once('=') {
+        Some(("query_id" | "queryId", value)) => Some(value),
+        _ => None,
+    })
 }
 
 /// `{statement-root}` followed by `segments`: `/v1/statement/...` or `/ui/api/statement/...`.
@@ -151,6 +164,12 @@ mod tests {
             ("GET", "/ui/api/query/".into(), bad(Empty)),
             ("GET", "/v1/statement/queued/\u{0}/y/1".into(), bad(BadCharacter)),
             ("GET", "/v1/statement/queued/é/y/1".into(), bad(BadCharacter)),
+            ("GET", format!("/v1/thing?query_id={ID}"), q()),
+            ("GET", format!("/ui/api/worker?a=1&queryId={ID}&b=2"), q()),
+            ("GET", "/v1/thing?query_id=NOPE".into(), bad(BadCharacter)),
+            ("GET", "/v1/thing?query_id=".into(), bad(Empty)),
+            ("GET", "/v1/thing?other=1".into(), Target::Other),
+            ("GET", format!("/v1/info?query_idx={ID}"), Target::Other),
         ];
         for (method, path, expected) in cases {
             assert_eq!(classify(method, &path), expected, "{method} {path}");
