@@ -94,8 +94,13 @@ pub fn explain(config: &Config, request: &RequestInfo, sql: &str) -> String {
         }
         None => "default_group".to_owned(),
     };
-    let facts =
-        RequestFacts { method: "POST", path: "/v1/statement", routing_group: None, rule_group: Some(group) };
+    let facts = RequestFacts {
+        method: "POST",
+        path: "/v1/statement",
+        routing_group: None,
+        rule_group: Some(group),
+        pinned: None,
+    };
     let idle = |_| ClusterView { accepts_new: true, down: false, load: 0.0 };
     let cluster = match decide(config, &facts, |_| None, idle, 0) {
         Decision::Route { cluster, .. } => config.clusters[cluster].name.to_string(),
