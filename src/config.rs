@@ -91,6 +91,11 @@ pub struct Config {
     pub max_sql_bytes: usize,
     /// The claim of a bearer JWT that names the user, when `X-Trino-User` is absent.
     pub jwt_user_claim: String,
+    /// URL-carried placement: with a prefix such as `/_trino`, each new query is sent with
+    /// `X-Forwarded-Prefix: {prefix}/{cluster}`, so a coordinator with `http-server.process-forwarded`
+    /// builds every URI it hands out (nextUri, infoUri, spooled segments) under it; requests under that
+    /// prefix go to the named cluster with the prefix stripped — no lookup at all.
+    pub url_prefix: Option<String>,
     /// Read every new statement's SQL to place what it names: `CALL system.runtime.kill_query(...)`
     /// goes to the query's cluster, and `START TRANSACTION` is followed so that the transaction's later
     /// statements go to its cluster. Costs one more round trip per new query.
@@ -339,6 +344,8 @@ struct RawConfig {
     jwt_user_claim: String,
     #[serde(default = "default_enabled")]
     placement_from_sql: bool,
+    #[serde(default)]
+    url_prefix: Option<String>,
 }
 
 fn default_max_sql_bytes() -> usize {
@@ -584,6 +591,29 @@ impl RawConfig {
                 ));
             }
         }
+        let url_prefix = match self.url_prefix {
+            None => None,
+            Some(prefix) => {
+                let prefix = prefix.trim_end_matches('/').to_owned();
+                let segment_ok = |s: &str| {
+                    !s.is_empty()
+                        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+                };
+                if !prefix.starts_with('/') || !prefix[1..].split('/').all(segment_ok) {
+                    return Err((
+                        "url_prefix".to_owned(),
+                        format!("`{prefix}` is not a path prefix such as /_trino"),
+                    ));
+                }
+                if ["/v1", "/ui"].iter().any(|p| prefix == *p || prefix.starts_with(&format!("{p}/"))) {
+                    return Err((
+                        "url_prefix".to_owned(),
+                        format!("`{prefix}` would hide Trino's own paths"),
+                    ));
+                }
+                Some(prefix)
+            }
+        };
         if self.max_sql_bytes == 0 {
             return Err(("max_sql_bytes".to_owned(), "must be at least 1".to_owned()));
         }
@@ -603,6 +633,7 @@ impl RawConfig {
             max_sql_bytes: self.max_sql_bytes,
             jwt_user_claim: self.jwt_user_claim,
             placement_from_sql: self.placement_from_sql,
+            url_prefix,
         })
     }
 }
@@ -763,6 +794,9 @@ clusters:
             ("clusters:\n", "groups: [{name: adhoc, fallbacks: [etl]}]\nclusters:\n", "groups[0].fallbacks: unknown field"),
             ("clusters:\n", "health: {interval: 10ms}\nclusters:\n", "health.interval: must be at least 100ms"),
             ("clusters:\n", "affinity: {discovery_timeout: 2s}\nclusters:\n", "affinity.discovery_timeout: must be between 10ms and 400ms"),
+            ("clusters:\n", "url_prefix: _trino\nclusters:\n", "url_prefix: `_trino` is not a path prefix"),
+            ("clusters:\n", "url_prefix: '/a b'\nclusters:\n", "url_prefix: `/a b` is not a path prefix"),
+            ("clusters:\n", "url_prefix: /v1/x\nclusters:\n", "url_prefix: `/v1/x` would hide Trino's own paths"),
             ("clusters:\n", "health: {interval: soon}\nclusters:\n", "health.interval: `soon` is not a duration"),
             ("clusters:\n", "health: {healthy_threshold: 0}\nclusters:\n", "health.healthy_threshold: must be at least 1"),
             ("clusters:\n", "admin: {token: a, token_env: B}\nclusters:\n", "admin: set `token` or `token_env`, not both"),

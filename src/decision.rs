@@ -65,6 +65,45 @@ pub enum Basis {
     DefaultGroup,
     /// A new statement that must run where its transaction or named query lives.
     Pinned(Pin),
+    /// The path names the cluster (URL-carried placement).
+    UrlPlaced,
+}
+
+/// A path under the URL-placement prefix: the cluster it names and the path to send it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrefixedPath<'a> {
+    pub cluster: &'a str,
+    /// The path with `{prefix}/{cluster}` stripped (always starts with `/`).
+    pub rest: &'a str,
+}
+
+/// Splits `{prefix}/{cluster}/rest...` (with `prefix` as configured, no trailing slash).
+pub fn split_prefixed<'a>(prefix: &str, path: &'a str) -> Option<PrefixedPath<'a>> {
+    let after = path.strip_prefix(prefix)?.strip_prefix('/')?;
+    let slash = after.find('/')?;
+    let (cluster, rest) = after.split_at(slash);
+    (!cluster.is_empty()).then_some(PrefixedPath { cluster, rest })
+}
+
+/// Decides a request whose path names its cluster. A new statement is decided as any other (its
+/// prefix is only stripped: a client cannot pick a cluster by writing a URL); anything else goes to the
+/// named cluster, whatever its state (as follow-ups do).
+pub fn decide_prefixed(
+    config: &Config,
+    prefixed: &PrefixedPath<'_>,
+    facts: &RequestFacts<'_>,
+    owner_of: impl FnOnce(&QueryId) -> Option<Arc<str>>,
+    view: impl Fn(usize) -> ClusterView,
+    turn: usize,
+) -> Decision {
+    let facts = RequestFacts { path: prefixed.rest, ..facts.clone() };
+    if classify(facts.method, facts.path) == Target::NewStatement {
+        return decide(config, &facts, owner_of, view, turn);
+    }
+    match config.clusters.iter().position(|c| &*c.name == prefixed.cluster) {
+        Some(cluster) => Decision::Route { cluster, basis: Basis::UrlPlaced },
+        None => Decision::Refuse(Refusal::UnknownClusterInPath(prefixed.cluster.into())),
+    }
 }
 
 /// Decides where a request goes.
@@ -241,6 +280,7 @@ clusters:
                     Basis::QueryOwner(id) => format!("owner of {}", &id.as_str()[22..]),
                     Basis::DefaultGroup => "default".to_owned(),
                     Basis::Pinned(pin) => format!("pinned by {pin:?}"),
+                    Basis::UrlPlaced => "url".to_owned(),
                 };
                 format!("{} ({why})", config.clusters[cluster].name)
             }
@@ -394,6 +434,45 @@ clusters:
         assert_eq!(pinned("trino-etl", Pin::NamedQuery), "trino-etl Pinned(NamedQuery)");
         assert_eq!(pinned("trino-b", Pin::Transaction), "refuse 502", "its cluster is down");
         assert_eq!(pinned("trino-gone", Pin::Transaction), "refuse 502", "its cluster was removed");
+    }
+
+    #[test]
+    fn url_placement() {
+        #[rustfmt::skip]
+        let splits: &[(&str, Option<(&str, &str)>)] = &[
+            ("/_trino/trino-a/v1/statement/executing/x/y/1", Some(("trino-a", "/v1/statement/executing/x/y/1"))),
+            ("/_trino/trino-a/v1/spooled/download/abc", Some(("trino-a", "/v1/spooled/download/abc"))),
+            ("/_trino/trino-a/", Some(("trino-a", "/"))),
+            ("/_trino/trino-a", None),
+            ("/_trino//v1/info", None),
+            ("/_trinox/trino-a/v1/info", None),
+            ("/v1/statement", None),
+        ];
+        for (path, expected) in splits {
+            let got = split_prefixed("/_trino", path).map(|p| (p.cluster, p.rest));
+            assert_eq!(got, *expected, "{path}");
+        }
+        let config = config();
+        let outcome = |method: &str, path: &str| {
+            let prefixed = split_prefixed("/_trino", path).unwrap();
+            let facts = RequestFacts { method, path, ..Default::default() };
+            match decide_prefixed(&config, &prefixed, &facts, owner_of, views("d0 u0"), 0) {
+                Decision::Route { cluster, basis } => format!("{} {basis:?}", config.clusters[cluster].name),
+                Decision::Refuse(r) => format!("refuse {}", r.reply().status),
+            }
+        };
+        assert_eq!(outcome("GET", "/_trino/trino-etl/v1/statement/executing/q/y/1"), "trino-etl UrlPlaced");
+        assert_eq!(
+            outcome("GET", "/_trino/trino-a/v1/spooled/download/s1"),
+            "trino-a UrlPlaced",
+            "even when down"
+        );
+        assert_eq!(outcome("GET", "/_trino/nope/v1/spooled/download/s1"), "refuse 404");
+        assert_eq!(
+            outcome("POST", "/_trino/trino-etl/v1/statement"),
+            "trino-b NewQuery { requested: 2, placed: 2 }",
+            "a new statement is decided by the rules, not by its URL"
+        );
     }
 
     #[test]

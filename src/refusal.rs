@@ -28,6 +28,8 @@ pub enum Refusal {
     /// A new statement must run on a cluster (its transaction's, or the one running the query it names)
     /// that is down or no longer configured.
     PinnedClusterDown { cluster: Arc<str>, pin: crate::decision::Pin },
+    /// A URL-placed path names a cluster the config does not have.
+    UnknownClusterInPath(Arc<str>),
     /// A spooled segment whose cluster the router does not know.
     SpooledSegmentUnplaced,
     /// The ext_proc message sequence made no sense (a misconfigured Envoy filter).
@@ -101,6 +103,12 @@ impl Refusal {
                         )
                     }
                 },
+            ),
+            Refusal::UnknownClusterInPath(cluster) => (
+                404,
+                "CLUSTER_NOT_FOUND",
+                "trino_router_unknown_cluster_in_path",
+                format!("The request path names cluster {cluster}, which is not configured"),
             ),
             Refusal::SpooledSegmentUnplaced => (
                 404,
@@ -184,6 +192,7 @@ mod tests {
             (Refusal::BadQueryId(QueryIdError::TooLong), 400, "INVALID_QUERY_ID"),
             (Refusal::OwnerRemoved { query_id: id(), cluster: "old".into() }, 404, "QUERY_NOT_FOUND"),
             (Refusal::SpooledSegmentUnplaced, 404, "SPOOLED_SEGMENT_NOT_FOUND"),
+            (Refusal::UnknownClusterInPath("x".into()), 404, "CLUSTER_NOT_FOUND"),
             (Refusal::PinnedClusterDown { cluster: "a".into(), pin: crate::decision::Pin::Transaction }, 502, "CLUSTER_UNAVAILABLE"),
             (Refusal::OwnerDown { query_id: id(), cluster: "a".into(), as_query_failure: true }, 200, "CLUSTER_UNAVAILABLE"),
             (Refusal::OwnerDown { query_id: id(), cluster: "a".into(), as_query_failure: false }, 502, "CLUSTER_UNAVAILABLE"),

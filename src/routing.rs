@@ -14,13 +14,14 @@ use arc_swap::ArcSwap;
 use crate::affinity::Affinity;
 use crate::cluster_state::{ClusterRuntime, Operator};
 use crate::config::Config;
-use crate::decision::{Basis, ClusterView, Decision, RequestFacts, decide};
+use crate::decision::{Basis, ClusterView, Decision, PrefixedPath, RequestFacts, decide, decide_prefixed};
 use crate::discovery::Discovery;
 use crate::health::Health;
 use crate::query_id::QueryId;
 use crate::request_facts::RequestInfo;
 use crate::rules::LazyStatement;
 use crate::statement::Limits;
+use crate::target::{Target, classify};
 
 /// The config and the run-time state of its clusters (same order as `config.clusters`).
 pub struct Snapshot {
@@ -102,6 +103,30 @@ impl Router {
             return None;
         }
         rules.evaluate(request, statement, false).matched
+    }
+
+    /// Where a request whose path names its cluster goes (URL-carried placement); records activity.
+    pub fn decide_prefixed(
+        &self,
+        snapshot: &Snapshot,
+        prefixed: &PrefixedPath<'_>,
+        facts: &RequestFacts<'_>,
+    ) -> Decision {
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        let decision = decide_prefixed(
+            &snapshot.config,
+            prefixed,
+            facts,
+            |id| self.affinity.owner_of(id),
+            |c| snapshot.view(c),
+            turn,
+        );
+        if let (Decision::Route { cluster, .. }, Target::Query(id)) =
+            (&decision, classify(facts.method, prefixed.rest))
+        {
+            snapshot.clusters[*cluster].heard_from(&id);
+        }
+        decision
     }
 
     /// Where this request would go, without recording it (a decision a later message may replace).

@@ -24,7 +24,7 @@ use super::messages::{
     Phase, header, header_pairs, pass, refuse, remove_headers, route, route_to, with_response_headers,
     without_request_body,
 };
-use crate::decision::{Basis, Decision, Pin, RequestFacts};
+use crate::decision::{Basis, Decision, Pin, RequestFacts, split_prefixed};
 use crate::query_id::QueryId;
 use crate::refusal::Refusal;
 use crate::request_facts::RequestInfo;
@@ -35,6 +35,9 @@ use crate::target::{Target, classify};
 
 /// The routing-group header clients (and trino-gateway users) send.
 pub const ROUTING_GROUP_HEADER: &str = "x-trino-routing-group";
+
+/// The header with which a coordinator (`http-server.process-forwarded=true`) prefixes its URIs.
+pub const FORWARDED_PREFIX_HEADER: &str = "x-forwarded-prefix";
 
 /// Trino's transaction headers: the client's, and the coordinator's answers.
 pub const TRANSACTION_HEADER: &str = "x-trino-transaction-id";
@@ -94,6 +97,8 @@ pub struct ProcessingStream {
     statement: Option<RequestInfo>,
     /// A follow-up of a transaction-starting query: its answer may name the transaction.
     transaction_watch: Option<(Arc<Snapshot>, usize)>,
+    /// A new statement sent under the URL-placement prefix: the path to send it on.
+    path_rewrite: Option<String>,
 }
 
 /// A new query whose owner the stream will learn from the response.
@@ -128,6 +133,7 @@ impl ProcessingStream {
             waiting: None,
             statement: None,
             transaction_watch: None,
+            path_rewrite: None,
         }
     }
 
@@ -197,8 +203,13 @@ impl ProcessingStream {
         let snapshot = self.router.snapshot();
         let map = headers.headers.as_ref();
         let (method, path) = (header(map, ":method").unwrap_or(""), header(map, ":path").unwrap_or(""));
+        let prefixed = snapshot.config.url_prefix.as_deref().and_then(|prefix| split_prefixed(prefix, path));
+        // The path as the coordinator knows it.
+        let path = prefixed.as_ref().map_or(path, |p| p.rest);
         if classify(method, path) == Target::NewStatement {
-            let info = RequestInfo::from_headers(header_pairs(map), &snapshot.config.jwt_user_claim);
+            let mut info = RequestInfo::from_headers(header_pairs(map), &snapshot.config.jwt_user_claim);
+            info.path = path.to_owned();
+            self.path_rewrite = prefixed.is_some().then(|| path.to_owned());
             let needs_sql = snapshot.config.rules.needs_statement() || snapshot.config.placement_from_sql;
             if needs_sql && !headers.end_of_stream {
                 // The SQL follows in a body message (envoy-config's new-statement routes send it, and
@@ -220,6 +231,18 @@ impl ProcessingStream {
             rule_group: None,
             pinned: None,
         };
+        if let Some(prefixed) = &prefixed {
+            // The URL names the cluster: send it there, on the path without the prefix.
+            return match self.router.decide_prefixed(&snapshot, prefixed, &facts) {
+                Decision::Route { cluster, .. } => Step::Reply(Box::new(route(
+                    Phase::RequestHeaders,
+                    &snapshot.config.routing_header,
+                    &snapshot.config.clusters[cluster].envoy_cluster,
+                    &[(":path".to_owned(), prefixed.rest.to_owned())],
+                ))),
+                Decision::Refuse(refusal) => Step::Reply(Box::new(refuse(&refusal.reply()))),
+            };
+        }
         let decision = self.router.decide(&snapshot, &facts);
         tracing::debug!(method = facts.method, path = facts.path, ?decision, "decided");
         match decision {
@@ -299,6 +322,15 @@ impl ProcessingStream {
                 let mut extra = rule.map_or_else(Vec::new, |r| r.set_headers.clone());
                 if watch {
                     extra.push((WATCH_HEADER.to_owned(), "transaction".to_owned()));
+                }
+                if let Some(prefix) = &snapshot.config.url_prefix {
+                    // The coordinator builds every URI it hands out under this prefix, so every later
+                    // request of the query names its cluster (and replaces any prefix the client sent).
+                    let cluster_prefix = format!("{prefix}/{}", snapshot.config.clusters[cluster].name);
+                    extra.push((FORWARDED_PREFIX_HEADER.to_owned(), cluster_prefix));
+                }
+                if let Some(path) = &self.path_rewrite {
+                    extra.push((":path".to_owned(), path.clone()));
                 }
                 let reply = route(
                     phase,
@@ -789,6 +821,47 @@ clusters:
                 "CALL system.runtime.kill_query(query_id => '20260101_120000_00001_ccccc', message => 'x')";
             assert_eq!(submit(&router, &[], sql, &format!("20260101_120000_0000{n}_ddddd")), "trino-b");
         }
+    }
+
+    #[test]
+    fn url_placement_names_the_cluster_in_every_uri() {
+        let text = "
+listen: 127.0.0.1:1
+default_group: adhoc
+url_prefix: /_trino/
+clusters:
+  - {name: trino-a, url: 'http://127.0.0.1:1', group: adhoc}
+  - {name: trino-b, url: 'http://127.0.0.1:2', group: adhoc}
+";
+        let router =
+            Arc::new(Router::new(Config::from_yaml(Path::new("t"), text, &Overrides::default()).unwrap()));
+        let mut s = ProcessingStream::new(router.clone(), Role::Decide);
+        s.on_message(request("POST", "/v1/statement", &[("x-forwarded-prefix", "/evil")], false));
+        assert_eq!(
+            routed(s.on_message(sql_body("SELECT 1"))),
+            "x-trino-cluster=trino-a x-forwarded-prefix=/_trino/trino-a"
+        );
+        // Follow-ups and spooled segments name their cluster: no lookup, the prefix is stripped.
+        for path in [
+            "/_trino/trino-b/v1/statement/executing/20260101_120000_00001_zzzzz/y/1",
+            "/_trino/trino-b/v1/spooled/download/s3cr3t",
+        ] {
+            let mut s = ProcessingStream::new(router.clone(), Role::Decide);
+            let rest = path.strip_prefix("/_trino/trino-b").unwrap();
+            assert_eq!(
+                routed(s.on_message(request("GET", path, &[], false))),
+                format!("x-trino-cluster=trino-b :path={rest}")
+            );
+        }
+        let mut s = ProcessingStream::new(router.clone(), Role::Decide);
+        assert_eq!(summary(s.on_message(request("GET", "/_trino/nope/v1/info", &[], false))), "refuse 404");
+        // A new statement under a cluster's prefix is still placed by the router, not by its URL.
+        let mut s = ProcessingStream::new(router.clone(), Role::Decide);
+        s.on_message(request("POST", "/_trino/trino-a/v1/statement", &[], false));
+        assert_eq!(
+            routed(s.on_message(sql_body("SELECT 1"))),
+            "x-trino-cluster=trino-b x-forwarded-prefix=/_trino/trino-b :path=/v1/statement"
+        );
     }
 
     #[test]
