@@ -163,27 +163,53 @@ pub fn route_config(config: &Config) -> Value {
             },
         })
     };
+    let disabled = json!({
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
+        "disabled": true,
+    });
+    let through_router = |name: &str, matcher: Value| {
+        json!({
+            "name": name,
+            "match": matcher,
+            "route": to_chosen_cluster,
+            "typed_per_filter_config": { LEARN_FILTER: disabled },
+        })
+    };
+    let mut routes = vec![
+        new_statement("new-statement", "/v1/statement"),
+        new_statement("ui-new-statement", "/ui/api/statement"),
+    ];
+    if let Some(prefix) = &config.url_prefix {
+        // URL-carried placement: a path under `{prefix}/{cluster}/` names its cluster, so Envoy routes it
+        // there itself, prefix stripped, without asking the router — every follow-up, result page and
+        // spooled segment. Only a new statement under a prefix still goes through the router (a client
+        // must not pick a cluster by writing a URL).
+        let statement = format!("^{}/[^/]+/(v1|ui/api)/statement/?$", regex::escape(prefix));
+        routes.push(through_router(
+            "prefixed-new-statement",
+            json!({
+                "safe_regex": { "regex": statement },
+                "headers": [{ "name": ":method", "string_match": { "exact": "POST" } }],
+            }),
+        ));
+        for cluster in &config.clusters {
+            routes.push(json!({
+                "name": format!("url-placed-{}", cluster.name),
+                "match": { "prefix": format!("{prefix}/{}/", cluster.name) },
+                "route": { "cluster": &*cluster.envoy_cluster, "prefix_rewrite": "/", "timeout": "0s" },
+                // The coordinator builds the next URIs from this request: keep them under the prefix.
+                "request_headers_to_add": [{
+                    "header": { "key": "x-forwarded-prefix", "value": format!("{prefix}/{}", cluster.name) },
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                }],
+                "typed_per_filter_config": { DECIDE_FILTER: disabled, LEARN_FILTER: disabled },
+            }));
+        }
+    }
+    routes.push(through_router("trino", json!({ "prefix": "/" })));
     json!({
         "name": LISTENER,
-        "virtual_hosts": [{
-            "name": LISTENER,
-            "domains": ["*"],
-            "routes": [
-                new_statement("new-statement", "/v1/statement"),
-                new_statement("ui-new-statement", "/ui/api/statement"),
-                {
-                    "name": "trino",
-                    "match": { "prefix": "/" },
-                    "route": to_chosen_cluster,
-                    "typed_per_filter_config": {
-                        LEARN_FILTER: {
-                            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
-                            "disabled": true,
-                        },
-                    },
-                },
-            ],
-        }],
+        "virtual_hosts": [{ "name": LISTENER, "domains": ["*"], "routes": routes }],
     })
 }
 
@@ -408,6 +434,48 @@ clusters:
         assert_eq!(
             mapper["body_format_override"]["json_format"]["error"]["errorName"],
             "CLUSTER_UNAVAILABLE"
+        );
+    }
+
+    #[test]
+    fn url_placement_routes_follow_ups_natively() {
+        let text = "
+listen: 127.0.0.1:1
+default_group: adhoc
+url_prefix: /_trino
+clusters:
+  - {name: trino-a, url: 'http://127.0.0.1:1', group: adhoc}
+  - {name: trino-b, url: 'http://127.0.0.1:2', group: adhoc, envoy_cluster: 'outbound|2||b'}
+";
+        let config = Config::from_yaml(Path::new("t"), text, &Overrides::default()).unwrap();
+        let routes = route_config(&config)["virtual_hosts"][0]["routes"].as_array().unwrap().clone();
+        let names: Vec<&str> = routes.iter().map(|r| r["name"].as_str().unwrap()).collect();
+        assert_eq!(
+            names,
+            [
+                "new-statement",
+                "ui-new-statement",
+                "prefixed-new-statement",
+                "url-placed-trino-a",
+                "url-placed-trino-b",
+                "trino"
+            ]
+        );
+        let b = &routes[4];
+        assert_eq!(b["match"]["prefix"], "/_trino/trino-b/");
+        assert_eq!(b["route"]["cluster"], "outbound|2||b");
+        assert_eq!(b["route"]["prefix_rewrite"], "/");
+        assert_eq!(
+            b["typed_per_filter_config"][DECIDE_FILTER]["disabled"], true,
+            "no router on the data path"
+        );
+        let statement =
+            regex::Regex::new(routes[2]["match"]["safe_regex"]["regex"].as_str().unwrap()).unwrap();
+        assert!(statement.is_match("/_trino/trino-a/v1/statement"));
+        assert!(!statement.is_match("/_trino/trino-a/v1/statement/executing/x/y/1"));
+        assert!(
+            route_config(&super::tests::config())["virtual_hosts"][0]["routes"].as_array().unwrap().len()
+                == 3
         );
     }
 

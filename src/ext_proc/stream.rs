@@ -238,7 +238,18 @@ impl ProcessingStream {
                     Phase::RequestHeaders,
                     &snapshot.config.routing_header,
                     &snapshot.config.clusters[cluster].envoy_cluster,
-                    &[(":path".to_owned(), prefixed.rest.to_owned())],
+                    &[
+                        (":path".to_owned(), prefixed.rest.to_owned()),
+                        // The coordinator builds its next URIs from this request: keep them prefixed.
+                        (
+                            FORWARDED_PREFIX_HEADER.to_owned(),
+                            format!(
+                                "{}/{}",
+                                snapshot.config.url_prefix.as_deref().unwrap_or(""),
+                                snapshot.config.clusters[cluster].name
+                            ),
+                        ),
+                    ],
                 ))),
                 Decision::Refuse(refusal) => Step::Reply(Box::new(refuse(&refusal.reply()))),
             };
@@ -850,7 +861,7 @@ clusters:
             let rest = path.strip_prefix("/_trino/trino-b").unwrap();
             assert_eq!(
                 routed(s.on_message(request("GET", path, &[], false))),
-                format!("x-trino-cluster=trino-b :path={rest}")
+                format!("x-trino-cluster=trino-b :path={rest} x-forwarded-prefix=/_trino/trino-b")
             );
         }
         let mut s = ProcessingStream::new(router.clone(), Role::Decide);
