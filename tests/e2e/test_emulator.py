@@ -2,11 +2,14 @@
 
 These pin the emulator's protocol behaviour that every routing test relies on: multi-page results, the
 ``cluster`` column, session and transaction headers, cancel, strictness (404 for forged ids and slugs,
-410 for older tokens), FAILED pages, long polls, and the introspection endpoint ``/v1/emulator/queries``.
+410 for older tokens), FAILED pages, long polls, the introspection endpoint ``/v1/emulator/queries``, and
+the spooling protocol (inline and spooled segments, download and ack, 404 for identifiers it did not issue).
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import subprocess
 import sys
@@ -505,3 +508,237 @@ def test_restart_on_the_same_port_right_after_kill_9():
     assert rows == [["emu-restart", 1, 1]] and not cur.query_id.endswith("_r2r2r")
     assert requests.get(f"{second.url}/v1/query/{old_id}").status_code == 404
     assert second.stop() == 0
+
+
+# --------------------------------------------------------------------------------------------------
+# The spooling protocol (coordinator retrieval mode COORDINATOR_PROXY): segments served by the emulator.
+
+SPOOLED_KEYS = ("spooled_downloads", "spooled_acks", "spooled_not_found", "spooled_bad_key")
+
+
+def spool_counters(emu) -> dict[str, int]:
+    counters = emu.counters()
+    return {key: counters[key] for key in SPOOLED_KEYS}
+
+
+def segments_of(page: dict) -> list[dict]:
+    data = page.get("data")
+    assert isinstance(data, dict) and data["encoding"] == "json", page
+    return data["segments"]
+
+
+def encoded_pages(emu, sql: str, encoding: str = "json", **headers) -> list[dict]:
+    """Every page of ``sql`` posted with ``X-Trino-Query-Data-Encoding: encoding`` (raw HTTP). Each GET goes
+    to the emulator itself (whatever host the URIs name) with ``headers`` again, as a proxy would send it."""
+    pages = [post(emu, sql, **{"X-Trino-Query-Data-Encoding": encoding}, **headers)]
+    while "nextUri" in pages[-1]:
+        uri = pages[-1]["nextUri"]
+        resp = requests.get(emu.url + uri[uri.index("/v1/"):], headers=headers)
+        assert resp.status_code == 200, (uri, resp.status_code, resp.text)
+        pages.append(resp.json())
+    assert pages[-1]["stats"]["state"] == "FINISHED", pages[-1]
+    return pages
+
+
+def segment_headers(segment: dict) -> dict[str, str]:
+    return {name: values[0] for name, values in segment.get("headers", {}).items()}
+
+
+def test_spooled_query_through_the_real_client(emu):
+    before = spool_counters(emu)
+    sql = "SELECT 1 /* emulator: pages=4 rows=3 spooled=1 */"
+    rows, cur = run(emu, sql, encoding="json")
+    assert rows == [[NAME, page, row] for page in (1, 2, 3, 4) for row in (1, 2, 3)]
+    assert [d[0] for d in cur.description] == ["cluster", "page", "row"]
+    # The client acknowledges each segment once it has read it, from a background thread.
+    seen = wait_for(lambda: (q := emu.query(cur.query_id))["segments"]["acked"] == 4 and q, timeout=10)
+    assert seen, emu.query(cur.query_id)
+    assert seen["segments"] == {"issued": 4, "downloaded": 4, "acked": 4}, seen["segments"]
+    assert seen["data_encoding"] == "json" and seen["headers"]["x-trino-query-data-encoding"] == "json"
+    assert seen["state"] == "FINISHED"
+    after = spool_counters(emu)
+    assert after["spooled_downloads"] - before["spooled_downloads"] == 4
+    assert after["spooled_acks"] - before["spooled_acks"] == 4
+    assert (after["spooled_not_found"], after["spooled_bad_key"]) == (
+        before["spooled_not_found"], before["spooled_bad_key"]
+    )
+
+
+def test_real_client_default_encodings_inline_small_pages_and_spool_big_ones(emu):
+    import trino
+
+    # The client offers json+zstd,json+lz4,json by default (those whose codec is installed): the emulator
+    # knows only json, so it picks json, as Trino picks the first encoding it supports.
+    rows, cur = run(emu, "SELECT 1 /* emulator: pages=3 rows=2 */")
+    assert rows == [[NAME, page, row] for page in (1, 2, 3) for row in (1, 2)]
+    seen = emu.query(cur.query_id)
+    offered = seen["headers"]["x-trino-query-data-encoding"]
+    assert offered.split(",")[-1] == "json" and offered == ",".join(trino.dbapi.connect("x")._client_session.encoding)
+    assert seen["data_encoding"] == "json"
+    assert seen["segments"] == {"issued": 0, "downloaded": 0, "acked": 0}  # small pages: inline segments
+
+    rows, cur = run(emu, "SELECT 1 /* emulator: pages=2 rows=1001 */")
+    assert len(rows) == 2002 and rows[1001] == [NAME, 2, 1] and rows[-1] == [NAME, 2, 1001]
+    seen = wait_for(lambda: (q := emu.query(cur.query_id))["segments"]["acked"] == 2 and q, timeout=10)
+    assert seen and seen["segments"] == {"issued": 2, "downloaded": 2, "acked": 2}, emu.query(cur.query_id)
+
+    # A client that does not ask (encoding=None) gets the direct protocol.
+    rows, cur = run(emu, "SELECT 1 /* emulator: pages=2 rows=2 spooled=1 */", encoding=None)
+    assert rows == [[NAME, page, row] for page in (1, 2) for row in (1, 2)]
+    seen = emu.query(cur.query_id)
+    assert "x-trino-query-data-encoding" not in seen["headers"]
+    assert (seen["data_encoding"], seen["segments"]) == (None, None)
+
+
+def test_spooled_segment_wire_shape_download_and_ack(emu):
+    before = spool_counters(emu)
+    pages = encoded_pages(emu, "SELECT 1 /* emulator: pages=2 rows=3 spooled=1 */", "json+zstd,json+lz4,json")
+    data_pages = [p for p in pages if "data" in p]
+    assert len(data_pages) == 2
+    segments = [segments_of(p) for p in data_pages]
+    assert [len(s) for s in segments] == [1, 1]
+    seen_ids = set()
+    for index, (segment,) in enumerate(segments):
+        assert set(segment) == {"type", "uri", "ackUri", "metadata", "headers"}, segment
+        assert segment["type"] == "spooled"
+        identifier = segment["uri"].rsplit("/", 1)[1]
+        assert re.fullmatch(r"[0-9a-f]{32}", identifier) and identifier not in pages[0]["id"]
+        assert segment["uri"] == f"{emu.url}/v1/spooled/download/{identifier}"
+        assert segment["ackUri"] == f"{emu.url}/v1/spooled/ack/{identifier}"
+        expected_rows = [[NAME, index + 1, row] for row in (1, 2, 3)]
+        body = json.dumps(expected_rows, separators=(",", ":")).encode()
+        metadata = segment["metadata"]
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", metadata.pop("expiresAt")), metadata
+        assert metadata == {"rowOffset": 3 * index, "rowsCount": 3, "segmentSize": len(body)}
+        headers = segment_headers(segment)
+        assert list(headers) == ["X-Trino-Emulator-Segment-Key"] and re.fullmatch(r"[0-9a-f]{32}", *headers.values())
+        seen_ids.add(identifier)
+
+        # Download (repeatable until the ack), with the segment's headers.
+        for _ in range(2):
+            resp = requests.get(segment["uri"], headers=headers)
+            assert resp.status_code == 200, resp.text
+            assert resp.headers["content-type"] == "application/octet-stream"
+            assert resp.content == body and json.loads(resp.content) == expected_rows
+        # Without the key, or with another segment's key: refused, and nothing is forgotten.
+        for bad in ({}, {"X-Trino-Emulator-Segment-Key": "0" * 32}):
+            for method, uri in (("GET", segment["uri"]), ("GET", segment["ackUri"])):
+                resp = requests.request(method, uri, headers=bad)
+                assert resp.status_code == 400 and resp.headers["content-type"].startswith("text/plain"), uri
+        ack = requests.get(segment["ackUri"], headers=headers)
+        assert (ack.status_code, ack.content) == (200, b"")
+        # Acknowledged: gone.
+        for uri in (segment["uri"], segment["ackUri"]):
+            resp = requests.get(uri, headers=headers)
+            assert (resp.status_code, resp.text) == (404, "Segment not found"), uri
+    assert len(seen_ids) == 2
+    seen = emu.query(pages[0]["id"])
+    assert seen["segments"] == {"issued": 2, "downloaded": 4, "acked": 2}
+    after = spool_counters(emu)
+    assert {k: after[k] - before[k] for k in SPOOLED_KEYS} == {
+        "spooled_downloads": 4, "spooled_acks": 2, "spooled_not_found": 4, "spooled_bad_key": 8
+    }
+
+
+def test_repeated_page_names_the_same_segment_and_old_segments_api(emu):
+    first = post(emu, "SELECT 1 /* emulator: pages=1 rows=2 spooled=1 */", **{"X-Trino-Query-Data-Encoding": "json"})
+    executing0 = follow(first["nextUri"])["nextUri"]
+    page = follow(executing0)  # the data page
+    repeated = follow(executing0)  # a retry of the same token
+    (segment,) = segments_of(page)
+    assert segments_of(repeated) == [segment]  # same token, same page, same segment
+    assert emu.query(first["id"])["segments"]["issued"] == 1
+    identifier = segment["uri"].rsplit("/", 1)[1]
+    headers = segment_headers(segment)
+    old = f"{emu.url}/v1/spooled/segments/{identifier}"
+    resp = requests.get(old, headers=headers)
+    assert resp.status_code == 200 and json.loads(resp.content) == [[NAME, 1, 1], [NAME, 1, 2]]
+    assert requests.delete(old, headers={}).status_code == 400
+    assert requests.delete(old, headers=headers).status_code == 200
+    assert requests.get(segment["uri"], headers=headers).status_code == 404
+    assert requests.delete(old, headers=headers).status_code == 404
+    assert emu.query(first["id"])["segments"] == {"issued": 1, "downloaded": 1, "acked": 1}
+
+
+def test_forged_and_foreign_segment_identifiers_get_404(emu):
+    other = harness.start_emulator("emu-spool-other")
+    pages = encoded_pages(other, "SELECT 1 /* emulator: rows=2 spooled=1 */")
+    (segment,) = segments_of(next(p for p in pages if "data" in p))
+    identifier = segment["uri"].rsplit("/", 1)[1]
+    headers = segment_headers(segment)
+    before = spool_counters(emu)
+    forged = f"{int(identifier, 16) ^ 1:032x}"
+    for ident in (identifier, forged, "0" * 32, pages[0]["id"], "x"):
+        for method, path in (
+            ("GET", f"/v1/spooled/download/{ident}"),
+            ("GET", f"/v1/spooled/ack/{ident}"),
+            ("GET", f"/v1/spooled/segments/{ident}"),
+            ("DELETE", f"/v1/spooled/segments/{ident}"),
+        ):
+            resp = requests.request(method, emu.url + path, headers=headers)
+            assert (resp.status_code, resp.text) == (404, "Segment not found"), (method, path)
+            assert resp.headers["content-type"].startswith("text/plain")
+    assert spool_counters(emu)["spooled_not_found"] - before["spooled_not_found"] == 20
+    # The emulator that issued it still serves it.
+    resp = requests.get(segment["uri"], headers=headers)
+    assert resp.status_code == 200 and json.loads(resp.content) == [["emu-spool-other", 1, 1], ["emu-spool-other", 1, 2]]
+    assert other.counters()["spooled_not_found"] == 0
+
+
+def test_inline_segments_and_what_is_not_encoded(emu):
+    # Small pages: inline segments (base64 of the same JSON rows).
+    pages = encoded_pages(emu, "SELECT 1 /* emulator: pages=2 rows=2 */")
+    data_pages = [p for p in pages if "data" in p]
+    decoded = []
+    for index, page in enumerate(data_pages):
+        (segment,) = segments_of(page)
+        assert set(segment) == {"type", "data", "metadata"} and segment["type"] == "inline"
+        raw = base64.b64decode(segment["data"])
+        assert segment["metadata"] == {"rowOffset": 2 * index, "rowsCount": 2, "segmentSize": len(raw)}
+        decoded += json.loads(raw)
+    assert decoded == [[NAME, page, row] for page in (1, 2) for row in (1, 2)]
+    # spooled=0 inlines even big pages; a page without rows has no data at all.
+    pages = encoded_pages(emu, "SELECT 1 /* emulator: rows=1500 spooled=0 */")
+    (segment,) = segments_of(next(p for p in pages if "data" in p))
+    assert segment["type"] == "inline" and segment["metadata"]["rowsCount"] == 1500
+    assert all("data" not in p for p in encoded_pages(emu, "SELECT 1 /* emulator: pages=2 rows=0 spooled=1 */"))
+    # Statements that return no query rows answer as in the direct protocol, like Trino.
+    pages = encoded_pages(emu, "SHOW SESSION", **{"X-Trino-Session": "a=1"})
+    assert [p["data"] for p in pages if "data" in p] == [[["a", "1"]]]
+    pages = encoded_pages(emu, "SET SESSION a = 1")
+    assert pages[-1]["data"] == [[True]]
+    # An encoding the emulator does not know, or no header: the direct protocol.
+    pages = encoded_pages(emu, "SELECT 1 /* emulator: rows=2 spooled=1 */", "json+zstd,arrow")
+    assert [p["data"] for p in pages if "data" in p] == [[[NAME, 1, 1], [NAME, 1, 2]]]
+    assert emu.query(pages[0]["id"])["data_encoding"] is None
+    page = post(emu, "SELECT 1 /* emulator: rows=2 spooled=1 */")
+    data = []
+    while "nextUri" in page:
+        page = follow(page["nextUri"])
+        data += page.get("data", [])
+    assert data == [[NAME, 1, 1], [NAME, 1, 2]]
+    # A bad hint value fails the query.
+    pages = [post(emu, "SELECT 1 /* emulator: spooled=2 */")]
+    while "nextUri" in pages[-1]:
+        pages.append(follow(pages[-1]["nextUri"]))
+    assert pages[-1]["error"]["errorName"] == "SYNTAX_ERROR"
+
+
+def test_segment_uris_follow_host_and_forwarded_headers():
+    emu = harness.start_emulator("emu-spool-fwd", extra_args=["--process-forwarded"])
+    pages = encoded_pages(
+        emu,
+        "SELECT 1 /* emulator: rows=1 spooled=1 */",
+        **{"X-Forwarded-Proto": "https", "X-Forwarded-Host": "gw.example", "X-Forwarded-Prefix": "/trino"},
+    )
+    (segment,) = segments_of(next(p for p in pages if "data" in p))
+    identifier = segment["uri"].rsplit("/", 1)[1]
+    assert segment["uri"] == f"https://gw.example/trino/v1/spooled/download/{identifier}"
+    assert segment["ackUri"] == f"https://gw.example/trino/v1/spooled/ack/{identifier}"
+    pages = encoded_pages(emu, "SELECT 1 /* emulator: rows=1 spooled=1 */", Host="envoy.example:8080")
+    (segment,) = segments_of(next(p for p in pages if "data" in p))
+    assert segment["uri"].startswith("http://envoy.example:8080/v1/spooled/download/")
+    assert segment["ackUri"].startswith("http://envoy.example:8080/v1/spooled/ack/")
+    # The emulator itself serves the path under its own root (a router strips the prefix).
+    local = segment["uri"].replace("http://envoy.example:8080", emu.url)
+    assert requests.get(local, headers=segment_headers(segment)).status_code == 200

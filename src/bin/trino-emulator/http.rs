@@ -8,6 +8,12 @@
 //! - `GET|HEAD|DELETE /v1/statement/executing/{id}/{slug}/{token}` (`?maxWait=` honoured up to 1 s,
 //!   `targetResultSize` ignored; HEAD is the spooling heartbeat: 200, no body).
 //! - `DELETE /v1/statement/executing/partialCancel/{id}/{stage}/{slug}/{token}` — 204, no effect.
+//! - Spooled segments ([`crate::spooling`], `COORDINATOR_PROXY` mode):
+//!   `GET /v1/spooled/download/{identifier}` (200, `application/octet-stream`, the rows' JSON),
+//!   `GET /v1/spooled/ack/{identifier}` (200, empty; the segment is forgotten), and the older
+//!   `GET|DELETE /v1/spooled/segments/{identifier}` (download | ack). Each needs the segment's `X-Trino-Emulator-Segment-Key` header: a known identifier without it
+//!   (or with another key) is 400; an identifier this process did not issue, or acknowledged, or that
+//!   expired is 404 `Segment not found` (text/plain, counted as `spooled_not_found`, not `not_found`).
 //! - `GET|DELETE /v1/query/{id}`, `PUT /v1/query/{id}/killed|preempted` (200, or 409 when already
 //!   done), `GET /ui/api/query/{id}` (QueryInfo-like JSON), `GET /ui/query.html?{id}` (HTML).
 //! - `GET /v1/info` (`starting` per `--starting-seconds` / `PUT /v1/emulator/starting`), `/v1/info/state`
@@ -20,11 +26,12 @@
 //!   login page without a session), `GET /ui/api/stats` (Trino's `ClusterStats` JSON; 401 with
 //!   `WWW-Authenticate: Trino-Form-Login` without a valid session).
 //! - Emulator-only: `GET /v1/emulator/queries` (every known query, oldest first: id, state, canceled,
-//!   error name, sql, user, host, x-trino headers, session, transaction, per-query request counts),
+//!   error name, sql, user, host, x-trino headers, session, transaction, per-query request counts, the
+//!   negotiated `data_encoding` and spooled `segments` issued / downloaded / acked),
 //!   `GET /v1/emulator/counters` (requests by kind), `GET /v1/emulator/info` (name, coordinator id,
-//!   address, node state, starting), `PUT /v1/emulator/state` (body: a JSON string naming a node state,
-//!   e.g. `"SHUTTING_DOWN"`; 200 `{"state", "previous"}`, 400 otherwise), `PUT /v1/emulator/starting`
-//!   (body `true` or `false`; 200 `{"starting"}`, 400 otherwise).
+//!   queries and spooled segments held, address, node state, starting), `PUT /v1/emulator/state` (body:
+//!   a JSON string naming a node state, e.g. `"SHUTTING_DOWN"`; 200 `{"state", "previous"}`, 400
+//!   otherwise), `PUT /v1/emulator/starting` (body `true` or `false`; 200 `{"starting"}`, 400 otherwise).
 //! - Anything else: 404 `Not found`.
 //!
 //! URIs handed out start with `http://{Host}`; with `--process-forwarded`, `X-Forwarded-Proto`, `-Host`,
@@ -47,9 +54,10 @@ use crate::node::{self, NodeControl, NodeState};
 use crate::queries::{Page, Query, Reject, Step};
 use crate::query_id::CoordinatorId;
 use crate::registry::{Entry, Registry, RequestCounts, Submitted};
-use crate::results::{Context, Rendered, render};
+use crate::results::{Context, Rendered, Spooling, render, rows_json};
 use crate::session::{claimed_transaction, parse_session_header};
 use crate::slug::SlugContext;
+use crate::spooling::{ENCODING_HEADER, KEY_HEADER, Refusal, SegmentData, Segments};
 use crate::ui::{self, LoginForm, Sessions};
 
 /// Trino caps `maxWait` at one second (`MAX_WAIT_TIME`), and waits that long by default.
@@ -59,7 +67,9 @@ const MAX_WAIT: Duration = Duration::from_secs(1);
 /// ones refused: `rejected_new_queries` (node not ACTIVE) and `starting_queries` (accepted while
 /// `/v1/info` said `starting`) are subsets of it. `ui_logins` / `ui_login_failures`: accepted / refused
 /// `POST /ui/login`; `ui_stats`: stats answered; `ui_unauthorized`: 401s from `/ui/api/`; `ui_pages`:
-/// the login page, `/ui/` and logout.
+/// the login page, `/ui/` and logout. `spooled_downloads` / `spooled_acks`: segments served /
+/// acknowledged; `spooled_not_found`: segment requests answered 404; `spooled_bad_key`: 400s for a
+/// missing or wrong segment key.
 #[derive(Debug, Default)]
 pub struct Counters {
     statement_posts: AtomicU64,
@@ -81,6 +91,10 @@ pub struct Counters {
     ui_stats: AtomicU64,
     ui_unauthorized: AtomicU64,
     ui_pages: AtomicU64,
+    spooled_downloads: AtomicU64,
+    spooled_acks: AtomicU64,
+    spooled_not_found: AtomicU64,
+    spooled_bad_key: AtomicU64,
 }
 
 impl Counters {
@@ -106,6 +120,10 @@ impl Counters {
             "ui_stats": get(&self.ui_stats),
             "ui_unauthorized": get(&self.ui_unauthorized),
             "ui_pages": get(&self.ui_pages),
+            "spooled_downloads": get(&self.spooled_downloads),
+            "spooled_acks": get(&self.spooled_acks),
+            "spooled_not_found": get(&self.spooled_not_found),
+            "spooled_bad_key": get(&self.spooled_bad_key),
         })
     }
 }
@@ -122,6 +140,8 @@ pub struct App {
     pub node: NodeControl,
     /// Web UI sessions.
     pub sessions: Sessions,
+    /// Spooled segments handed out and not yet acknowledged.
+    pub segments: Segments,
     pub process_forwarded: bool,
     /// `host:port` the emulator listens on: the base URI when a request has no Host header.
     pub local_address: String,
@@ -136,6 +156,9 @@ pub fn router(app: Arc<App>) -> Router {
             get(get_executing).head(head_executing).delete(delete_executing),
         )
         .route("/v1/statement/executing/partialCancel/{id}/{stage}/{slug}/{token}", delete(partial_cancel))
+        .route("/v1/spooled/download/{identifier}", get(download_segment))
+        .route("/v1/spooled/ack/{identifier}", get(ack_segment))
+        .route("/v1/spooled/segments/{identifier}", get(download_segment).delete(ack_segment))
         .route("/v1/query/{id}", get(query_info).delete(delete_query))
         .route("/v1/query/{id}/{action}", put(kill_query))
         .route("/ui/api/query/{id}", get(query_info))
@@ -252,7 +275,16 @@ fn unix_ms() -> u128 {
 }
 
 fn render_page(app: &App, base: &str, entry: &Entry, query: &Query, page: &Page) -> Response {
-    let ctx = Context { base, cluster: &app.name, now: Instant::now() };
+    let now = Instant::now();
+    let Some(spooling) = &entry.spooling else {
+        let ctx = Context { base, cluster: &app.name, now, spooling: None };
+        return query_results(render(&ctx, &entry.id, query, page));
+    };
+    let segment = |index: u32, data: SegmentData| {
+        spooling.segment_for(index, || app.segments.issue(data, &spooling.counts, now, unix_ms()))
+    };
+    let spooling = Spooling { encoding: spooling.encoding, hint: spooling.hint, segment: &segment };
+    let ctx = Context { base, cluster: &app.name, now, spooling: Some(&spooling) };
     query_results(render(&ctx, &entry.id, query, page))
 }
 
@@ -283,6 +315,7 @@ async fn post_statement(State(app): State<Arc<App>>, headers: HeaderMap, body: B
         headers: trino_headers,
         session: header(&headers, "x-trino-session").map(parse_session_header).unwrap_or_default(),
         transaction: claimed_transaction(header(&headers, "x-trino-transaction-id")).map(str::to_owned),
+        data_encoding: header(&headers, ENCODING_HEADER).map(str::to_owned),
     };
     if app.node.starting(app.started.elapsed()) {
         bump(&app.counters.starting_queries);
@@ -440,6 +473,50 @@ async fn partial_cancel(
     }
 }
 
+fn segment_refused(app: &App, refusal: Refusal) -> Response {
+    match refusal {
+        Refusal::NotFound => {
+            bump(&app.counters.spooled_not_found);
+            text(StatusCode::NOT_FOUND, "Segment not found")
+        }
+        Refusal::BadKey => {
+            bump(&app.counters.spooled_bad_key);
+            text(StatusCode::BAD_REQUEST, "Segment key header missing or wrong")
+        }
+    }
+}
+
+/// `GET /v1/spooled/download/{identifier}` and `GET /v1/spooled/segments/{identifier}`.
+async fn download_segment(
+    State(app): State<Arc<App>>,
+    Path(identifier): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    match app.segments.download(&identifier, header(&headers, KEY_HEADER), Instant::now()) {
+        Ok(data) => {
+            bump(&app.counters.spooled_downloads);
+            let body = rows_json(&app.name, data.page, data.rows);
+            (StatusCode::OK, [(CONTENT_TYPE, "application/octet-stream")], body).into_response()
+        }
+        Err(refusal) => segment_refused(&app, refusal),
+    }
+}
+
+/// `GET /v1/spooled/ack/{identifier}` and `DELETE /v1/spooled/segments/{identifier}`.
+async fn ack_segment(
+    State(app): State<Arc<App>>,
+    Path(identifier): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    match app.segments.ack(&identifier, header(&headers, KEY_HEADER), Instant::now()) {
+        Ok(()) => {
+            bump(&app.counters.spooled_acks);
+            StatusCode::OK.into_response()
+        }
+        Err(refusal) => segment_refused(&app, refusal),
+    }
+}
+
 /// QueryInfo-like JSON for `/v1/query/{id}` and `/ui/api/query/{id}`.
 fn query_info_json(app: &App, base: &str, entry: &Entry) -> Value {
     let mut query = entry.lock();
@@ -574,6 +651,8 @@ async fn emulator_queries(State(app): State<Arc<App>>) -> Response {
                 "transaction": submitted.transaction,
                 "created_unix_ms": u64::try_from(entry.created_unix_ms).unwrap_or(u64::MAX),
                 "requests": entry.requests.to_json(),
+                "data_encoding": entry.spooling.as_ref().map(|s| s.encoding),
+                "segments": entry.spooling.as_ref().map(|s| s.counts.to_json()),
             })
         })
         .collect();
@@ -591,6 +670,7 @@ async fn emulator_info(State(app): State<Arc<App>>) -> Response {
         "name": app.name,
         "coordinatorId": app.coordinator_id.as_str(),
         "queries": app.registry.len(),
+        "spooled_segments": app.segments.len(),
         "address": app.local_address,
         "state": app.node.state().as_str(),
         "starting": app.node.starting(app.started.elapsed()),

@@ -20,8 +20,9 @@
 //!
 //! Modules: [`query_id`] ids, [`slug`] URI slugs, [`sql`] statement kinds and hints, [`session`] session
 //! and transaction headers, [`plan`] what a query will answer, [`queries`] the per-query state machine,
-//! [`results`] QueryResults JSON, [`registry`] the shared query map, [`node`] health documents, node
-//! state and load statistics, [`ui`] web UI login sessions, [`http`] the axum handlers.
+//! [`results`] QueryResults JSON, [`spooling`] the spooling protocol and its segments, [`registry`] the
+//! shared query map, [`node`] health documents, node state and load statistics, [`ui`] web UI login
+//! sessions, [`http`] the axum handlers.
 
 mod http;
 mod node;
@@ -32,6 +33,7 @@ mod registry;
 mod results;
 mod session;
 mod slug;
+mod spooling;
 mod sql;
 mod ui;
 
@@ -46,6 +48,7 @@ use crate::http::{App, Counters};
 use crate::node::NodeControl;
 use crate::query_id::CoordinatorId;
 use crate::registry::Registry;
+use crate::spooling::Segments;
 use crate::ui::Sessions;
 
 /// How long in-flight requests may run after a shutdown signal.
@@ -75,7 +78,8 @@ struct Cli {
     /// Queued GETs before a query is dispatched to executing (0 acts as 1).
     #[arg(long, default_value_t = 1)]
     queued_polls: u32,
-    /// Forget a query this many seconds after its last request.
+    /// Forget a query this many seconds after its last request (and a spooled segment this many seconds
+    /// after it was issued).
     #[arg(long, default_value_t = 900)]
     forget_after_secs: u64,
     /// Keep at most this many queries (beyond it the oldest are forgotten, finished ones first).
@@ -129,6 +133,7 @@ async fn run(cli: Cli) -> std::io::Result<()> {
         started: Instant::now(),
         node: NodeControl::new(Duration::from_secs(cli.starting_seconds)),
         sessions: Sessions::new(cli.ui_password),
+        segments: Segments::new(Duration::from_secs(cli.forget_after_secs)),
         process_forwarded: cli.process_forwarded,
         local_address: local.to_string(),
     });
@@ -190,7 +195,8 @@ fn reusable_socket(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::Tc
     Ok(socket)
 }
 
-/// Periodically forgets queries idle for longer than `max_idle`, and the oldest beyond `max_queries`.
+/// Periodically forgets queries idle for longer than `max_idle`, the oldest beyond `max_queries`, and
+/// expired spooled segments.
 async fn sweep(app: Arc<App>, max_idle: Duration, max_queries: usize) {
     let period = (max_idle / 4).clamp(Duration::from_secs(1), SWEEP_EVERY);
     let mut every = tokio::time::interval(period);
@@ -199,6 +205,10 @@ async fn sweep(app: Arc<App>, max_idle: Duration, max_queries: usize) {
         let forgotten = app.registry.forget(Instant::now(), max_idle, max_queries);
         if forgotten > 0 {
             tracing::debug!(forgotten, "forgot idle queries");
+        }
+        let expired = app.segments.expire(Instant::now());
+        if expired > 0 {
+            tracing::debug!(expired, "forgot expired spooled segments");
         }
     }
 }

@@ -37,6 +37,8 @@ pub struct Planned {
     pub delay: Duration,
     /// The `queued_polls` hint, overriding the process default.
     pub queued_polls: Option<u32>,
+    /// The `spooled` hint.
+    pub spooled: Option<bool>,
 }
 
 pub fn plan(submission: &Submission<'_>, transactions: &mut Transactions) -> Planned {
@@ -47,11 +49,17 @@ pub fn plan(submission: &Submission<'_>, transactions: &mut Transactions) -> Pla
                 plan: Plan::Fail(QueryError::user(1, "SYNTAX_ERROR", message)),
                 delay: Duration::ZERO,
                 queued_polls: None,
+                spooled: None,
             };
         }
     };
     let plan = plan_statement(classify(submission.sql), hints.pages, hints.rows, submission, transactions);
-    Planned { plan, delay: Duration::from_millis(hints.delay_ms), queued_polls: hints.queued_polls }
+    Planned {
+        plan,
+        delay: Duration::from_millis(hints.delay_ms),
+        queued_polls: hints.queued_polls,
+        spooled: hints.spooled,
+    }
 }
 
 fn plan_statement(
@@ -184,11 +192,14 @@ mod tests {
     fn hints_set_pacing() {
         let mut txns = Transactions::default();
         let sub = Submission {
-            sql: "SELECT 1 /* emulator: delay_ms=30 queued_polls=4 */",
+            sql: "SELECT 1 /* emulator: delay_ms=30 queued_polls=4 spooled=1 */",
             session: &[],
             transaction: None,
         };
         let planned = plan(&sub, &mut txns);
-        assert_eq!((planned.delay, planned.queued_polls), (Duration::from_millis(30), Some(4)));
+        assert_eq!(
+            (planned.delay, planned.queued_polls, planned.spooled),
+            (Duration::from_millis(30), Some(4), Some(true))
+        );
     }
 }

@@ -18,10 +18,11 @@ use std::time::{Duration, Instant};
 
 use crate::node::Load;
 use crate::plan::{Submission, plan};
-use crate::queries::{Query, State};
+use crate::queries::{Plan, Query, State};
 use crate::query_id::{CoordinatorId, QueryIdGenerator};
 use crate::session::Transactions;
 use crate::slug::Slug;
+use crate::spooling::{QuerySpooling, select_encoding};
 
 /// Per-query request counts, for `/v1/emulator/queries`.
 #[derive(Debug, Default)]
@@ -65,6 +66,8 @@ pub struct Submitted {
     pub session: Vec<(String, String)>,
     /// The transaction claimed by `X-Trino-Transaction-Id`, if any (not `NONE`).
     pub transaction: Option<String>,
+    /// `X-Trino-Query-Data-Encoding`: the encodings the client accepts (spooling protocol).
+    pub data_encoding: Option<String>,
 }
 
 /// One query: what it was submitted with, its counters and its state machine.
@@ -76,6 +79,8 @@ pub struct Entry {
     pub created_unix_ms: u128,
     pub submitted: Submitted,
     pub requests: RequestCounts,
+    /// Set when the client negotiated an encoding and the query returns rows: its pages carry segments.
+    pub spooling: Option<QuerySpooling>,
     query: Mutex<Query>,
 }
 
@@ -117,6 +122,11 @@ impl Registry {
             };
             plan(&submission, &mut transactions)
         };
+        let spooling = match planned.plan {
+            Plan::Rows { .. } => submitted.data_encoding.as_deref().and_then(select_encoding),
+            _ => None,
+        }
+        .map(|encoding| QuerySpooling::new(encoding, planned.spooled));
         let queued_polls = planned.queued_polls.unwrap_or(self.default_queued_polls);
         let query = Query::new(planned.plan, Slug::random(), queued_polls, planned.delay, now);
         let unix_secs = u64::try_from(unix_ms / 1000).unwrap_or(u64::MAX);
@@ -127,6 +137,7 @@ impl Registry {
             created_unix_ms: unix_ms,
             submitted,
             requests: RequestCounts::default(),
+            spooling,
             query: Mutex::new(query),
         });
         self.write().insert(id, entry.clone());
@@ -295,6 +306,24 @@ mod tests {
         assert!(matches!(execute(&running, 2), Step::Page(Page::Data { index: 2, .. })));
         assert!(matches!(execute(&running, 3), Step::Page(Page::Finished)));
         assert_eq!(reg.load(t0), Load { queued: 1, running: 0, input_rows: 15 + 4 });
+    }
+
+    #[test]
+    fn spooling_only_for_row_queries_with_a_known_encoding() {
+        let reg = registry();
+        let now = Instant::now();
+        let spooling = |sql: &str, encoding: Option<&str>| {
+            let submitted = Submitted { data_encoding: encoding.map(str::to_owned), ..submit(sql) };
+            reg.create(submitted, now, 0).spooling.as_ref().map(|s| (s.encoding, s.hint))
+        };
+        let hinted = "SELECT 1 /* emulator: spooled=1 */";
+        assert_eq!(spooling(hinted, Some("json+zstd,json+lz4,json")), Some(("json", Some(true))));
+        assert_eq!(spooling("SELECT 1", Some("json")), Some(("json", None)));
+        assert_eq!(spooling(hinted, None), None);
+        assert_eq!(spooling(hinted, Some("json+zstd")), None);
+        for sql in ["SHOW SESSION", "SET SESSION a = 1", "SELECT 'emulator_fail'", "START TRANSACTION"] {
+            assert_eq!(spooling(sql, Some("json")), None, "{sql}");
+        }
     }
 
     #[test]

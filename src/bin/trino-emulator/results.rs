@@ -6,6 +6,9 @@
 //! URIs start with `base` (`http://{Host}`), so they point at whatever the client talked to. Rows are
 //! generated while serialising: an ordinary query's page `p` (1-based) holds rows `(cluster, p, r)` for
 //! `r` in `1..=rows`. Response headers (`X-Trino-Set-Session`, ...) go only on an update's final page.
+//!
+//! A query that negotiated the spooling protocol ([`Context::spooling`]) gets its rows as one encoded
+//! segment per data page instead ([`crate::spooling`]); the segment's bytes are [`rows_json`].
 
 use std::time::Instant;
 
@@ -14,6 +17,7 @@ use serde::ser::{SerializeSeq, Serializer};
 
 use crate::queries::{Page, Plan, Progress, Query, QueryError, ResponseHeader, State};
 use crate::slug::SlugContext;
+use crate::spooling::{EncodedData, Issued, SegmentData, spools};
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -61,9 +65,15 @@ const UPDATE_COLUMNS: &[Column] = &[column("result", "boolean", "boolean", &[])]
 
 /// The `data` of one page, generated as it is serialised.
 enum Data<'a> {
-    Rows { cluster: &'a str, page: u32, rows: u32 },
+    Rows {
+        cluster: &'a str,
+        page: u32,
+        rows: u32,
+    },
     Session(&'a [(String, String)]),
     True,
+    /// Spooling protocol: the page's rows as a segment.
+    Encoded(EncodedData),
 }
 
 impl Serialize for Data<'_> {
@@ -78,8 +88,33 @@ impl Serialize for Data<'_> {
             }
             Data::Session(rows) => serializer.collect_seq(rows.iter().map(|(n, v)| (n, v))),
             Data::True => serializer.collect_seq([[true]]),
+            Data::Encoded(encoded) => encoded.serialize(serializer),
         }
     }
+}
+
+/// The JSON array of data page `page`'s rows, exactly as a direct-protocol page's `data`: the bytes of a
+/// segment.
+pub fn rows_json(cluster: &str, page: u32, rows: u32) -> Vec<u8> {
+    serde_json::to_vec(&Data::Rows { cluster, page, rows }).expect("serialising to a Vec cannot fail")
+}
+
+/// The length of [`rows_json`], without keeping the bytes.
+fn rows_json_len(cluster: &str, page: u32, rows: u32) -> u64 {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, &Data::Rows { cluster, page, rows })
+        .expect("serialising to a counter cannot fail");
+    count.0
 }
 
 #[derive(Serialize)]
@@ -153,7 +188,7 @@ pub struct Rendered<'a> {
     pub headers: &'a [ResponseHeader],
 }
 
-/// Rendering inputs that do not depend on the query.
+/// Rendering inputs that do not come from the state machine.
 #[derive(Clone, Copy)]
 pub struct Context<'a> {
     /// `scheme://host[:port][/prefix]`, without a trailing slash.
@@ -161,6 +196,19 @@ pub struct Context<'a> {
     /// The emulator's `--name`: the `cluster` column.
     pub cluster: &'a str,
     pub now: Instant,
+    /// Set for a query whose client negotiated the spooling protocol.
+    pub spooling: Option<&'a Spooling<'a>>,
+}
+
+/// How a query that negotiated the spooling protocol renders its data pages.
+pub struct Spooling<'a> {
+    /// The negotiated encoding (`json`).
+    pub encoding: &'static str,
+    /// The `spooled` hint.
+    pub hint: Option<bool>,
+    /// The spooled segment of data page `index` (0-based) holding `data` (the same one again when a page
+    /// is repeated).
+    pub segment: &'a dyn Fn(u32, SegmentData) -> Issued,
 }
 
 pub fn render<'q>(ctx: &Context<'_>, id: &str, query: &'q Query, page: &Page) -> Rendered<'q> {
@@ -196,9 +244,10 @@ pub fn render<'q>(ctx: &Context<'_>, id: &str, query: &'q Query, page: &Page) ->
         Plan::Fail(_) => None,
     };
     let (data, update_type, headers) = match (plan, page) {
-        (Plan::Rows { rows, .. }, Page::Data { index, .. }) => {
-            (Some(Data::Rows { cluster: ctx.cluster, page: index + 1, rows: *rows }), None, &[][..])
-        }
+        (Plan::Rows { rows, .. }, Page::Data { index, .. }) => match ctx.spooling {
+            Some(spooling) => (encoded(ctx, spooling, *index, *rows), None, &[][..]),
+            None => (Some(Data::Rows { cluster: ctx.cluster, page: index + 1, rows: *rows }), None, &[][..]),
+        },
         (Plan::Session { rows }, Page::Data { .. }) => (Some(Data::Session(rows)), None, &[][..]),
         (Plan::Update { update_type, headers }, Page::Finished) => {
             (Some(Data::True), Some(*update_type), &headers[..])
@@ -226,6 +275,24 @@ pub fn render<'q>(ctx: &Context<'_>, id: &str, query: &'q Query, page: &Page) ->
     let mut serializer = serde_json::Serializer::new(&mut body);
     results.serialize(&mut serializer).expect("serialising to a Vec cannot fail");
     Rendered { body, headers }
+}
+
+/// Data page `index` of `rows` rows as one segment, spooled or inline; no `data` for a page without rows
+/// (as Trino's `SpoolingQueryDataProducer`).
+fn encoded(ctx: &Context<'_>, spooling: &Spooling<'_>, index: u32, rows: u32) -> Option<Data<'static>> {
+    if rows == 0 {
+        return None;
+    }
+    let page = index + 1;
+    let row_offset = u64::from(index) * u64::from(rows);
+    let encoded = if spools(spooling.hint, rows) {
+        let size = rows_json_len(ctx.cluster, page, rows);
+        let issued = (spooling.segment)(index, SegmentData { page, rows });
+        EncodedData::spooled(spooling.encoding, ctx.base, row_offset, rows, size, &issued)
+    } else {
+        EncodedData::inline(spooling.encoding, row_offset, rows, &rows_json(ctx.cluster, page, rows))
+    };
+    Some(Data::Encoded(encoded))
 }
 
 fn error_json(error: &QueryError) -> ErrorJson<'_> {
@@ -281,13 +348,14 @@ mod tests {
 
     use super::*;
     use crate::slug::Slug;
+    use crate::spooling::SegmentData;
 
     const ID: &str = "20250101_000000_00000_abcde";
 
     fn rendered(plan: Plan, page: &Page) -> (Value, Vec<ResponseHeader>) {
         let now = Instant::now();
         let query = Query::new(plan, Slug::with_key(1), 1, Duration::ZERO, now);
-        let ctx = Context { base: "http://envoy:8080", cluster: "east", now };
+        let ctx = Context { base: "http://envoy:8080", cluster: "east", now, spooling: None };
         let out = render(&ctx, ID, &query, page);
         (serde_json::from_slice(&out.body).unwrap(), out.headers.to_vec())
     }
@@ -373,6 +441,62 @@ mod tests {
         assert_eq!(v["error"]["errorType"], "INTERNAL_ERROR");
         assert_eq!(v["error"]["errorCode"], 65536);
         assert_eq!(v["error"]["message"], "boom");
+    }
+
+    /// A data page rendered for a client that negotiated `json`, with the `spooled` hint; also returns
+    /// the segments issued.
+    fn encoded_page(hint: Option<bool>, rows: u32, page: &Page) -> (Value, Vec<(u32, SegmentData)>) {
+        let now = Instant::now();
+        let query = Query::new(Plan::Rows { pages: 3, rows }, Slug::with_key(1), 1, Duration::ZERO, now);
+        let issued = std::cell::RefCell::new(Vec::new());
+        let segment = |index, data| {
+            issued.borrow_mut().push((index, data));
+            Issued { identifier: "ab".repeat(16), key: "k".to_owned(), expires_unix_ms: 0 }
+        };
+        let spooling = Spooling { encoding: "json", hint, segment: &segment };
+        let ctx = Context { base: "http://envoy:8080", cluster: "east", now, spooling: Some(&spooling) };
+        let out = render(&ctx, ID, &query, page);
+        (serde_json::from_slice(&out.body).unwrap(), issued.into_inner())
+    }
+
+    #[test]
+    fn encoded_data_pages() {
+        let page = Page::Data { index: 1, next: 2 };
+        let rows = br#"[["east",2,1],["east",2,2]]"#;
+        let (v, issued) = encoded_page(None, 2, &page);
+        let segment = &v["data"]["segments"][0];
+        assert_eq!(
+            (v["data"]["encoding"].as_str(), segment["type"].as_str()),
+            (Some("json"), Some("inline"))
+        );
+        use base64::Engine;
+        let decoded = base64::engine::general_purpose::STANDARD.decode(segment["data"].as_str().unwrap());
+        assert_eq!(decoded.unwrap(), rows);
+        assert_eq!(segment["metadata"], json!({"rowOffset": 2, "rowsCount": 2, "segmentSize": rows.len()}));
+        assert!(issued.is_empty());
+        assert_eq!(v["columns"][0]["name"], "cluster");
+
+        let (v, issued) = encoded_page(Some(true), 2, &page);
+        let segment = &v["data"]["segments"][0];
+        assert_eq!(segment["type"], "spooled");
+        let id = "ab".repeat(16);
+        assert_eq!(segment["uri"], format!("http://envoy:8080/v1/spooled/download/{id}"));
+        assert_eq!(segment["ackUri"], format!("http://envoy:8080/v1/spooled/ack/{id}"));
+        assert_eq!(segment["metadata"]["segmentSize"], rows.len());
+        assert_eq!(segment["headers"], json!({"X-Trino-Emulator-Segment-Key": ["k"]}));
+        assert_eq!(issued, vec![(1, SegmentData { page: 2, rows: 2 })]);
+        assert_eq!(rows_json("east", 2, 2), rows);
+        assert_eq!(rows_json_len("east", 2, 2), rows.len() as u64);
+
+        // Big pages spool without a hint; `spooled=0` inlines them; a page without rows has no data.
+        let big = crate::spooling::INLINE_MAX_ROWS + 1;
+        assert_eq!(encoded_page(None, big, &page).0["data"]["segments"][0]["type"], "spooled");
+        assert_eq!(encoded_page(Some(false), big, &page).0["data"]["segments"][0]["type"], "inline");
+        let (v, issued) = encoded_page(Some(true), 0, &page);
+        assert!(v.get("data").is_none() && issued.is_empty());
+        // Pages without data are as in the direct protocol.
+        let (v, _) = encoded_page(Some(true), 2, &Page::Finished);
+        assert!(v.get("data").is_none());
     }
 
     #[test]

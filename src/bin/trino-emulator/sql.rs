@@ -5,8 +5,10 @@
 //! `SHOW SESSION`; a statement containing `emulator_fail` anywhere fails; everything else is an ordinary
 //! query answering rows `(cluster, page, row)`.
 //!
-//! Hints ride in a comment anywhere in the text: `/* emulator: pages=N rows=M delay_ms=D queued_polls=Q */`.
-//! Every key is optional; an unknown key or a bad value makes the query fail (so a typo in a test shows).
+//! Hints ride in a comment anywhere in the text:
+//! `/* emulator: pages=N rows=M delay_ms=D queued_polls=Q spooled=0|1 */`. Every key is optional; an
+//! unknown key or a bad value makes the query fail (so a typo in a test shows). `spooled` matters only to a
+//! client that negotiated the spooling protocol ([`crate::spooling`]): 1 spools every data page, 0 none.
 
 /// The most pages / rows per page a hint may ask for (keeps one page's JSON in the megabytes).
 pub const MAX_PAGES: u32 = 1_000_000;
@@ -50,11 +52,13 @@ pub struct Hints {
     pub delay_ms: u64,
     /// Overrides `--queued-polls` for this query.
     pub queued_polls: Option<u32>,
+    /// `spooled=1` / `spooled=0`: spool every data page / none (spooling protocol only).
+    pub spooled: Option<bool>,
 }
 
 impl Default for Hints {
     fn default() -> Self {
-        Self { pages: 1, rows: 1, delay_ms: 0, queued_polls: None }
+        Self { pages: 1, rows: 1, delay_ms: 0, queued_polls: None, spooled: None }
     }
 }
 
@@ -79,6 +83,13 @@ pub fn parse_hints(sql: &str) -> Result<Hints, String> {
                 "rows" => hints.rows = value.parse().map_err(bad)?,
                 "delay_ms" => hints.delay_ms = value.parse().map_err(bad)?,
                 "queued_polls" => hints.queued_polls = Some(value.parse().map_err(bad)?),
+                "spooled" => {
+                    hints.spooled = Some(match value {
+                        "1" => true,
+                        "0" => false,
+                        _ => return Err(format!("emulator hint {pair:?}: expected 0 or 1")),
+                    });
+                }
                 _ => return Err(format!("unknown emulator hint {key:?}")),
             }
         }
@@ -224,7 +235,7 @@ mod tests {
     }
 
     fn hints(pages: u32, rows: u32, delay_ms: u64, queued_polls: Option<u32>) -> Hints {
-        Hints { pages, rows, delay_ms, queued_polls }
+        Hints { pages, rows, delay_ms, queued_polls, spooled: None }
     }
 
     #[test]
@@ -284,6 +295,15 @@ mod tests {
                 Err("emulator hints allow at most pages=1000000 rows=100000"),
             ),
             ("SELECT 1 /* emulator: pages=2", Ok(hints(1, 1, 0, None))),
+            (
+                "SELECT 1 /* emulator: spooled=1 rows=5 */",
+                Ok(Hints { spooled: Some(true), ..hints(1, 5, 0, None) }),
+            ),
+            (
+                "SELECT 1 /* emulator: spooled=0 */",
+                Ok(Hints { spooled: Some(false), ..hints(1, 1, 0, None) }),
+            ),
+            ("SELECT 1 /* emulator: spooled=yes */", Err("emulator hint \"spooled=yes\": expected 0 or 1")),
         ] {
             assert_eq!(parse_hints(sql), expected.map_err(str::to_owned), "{sql:?}");
         }
