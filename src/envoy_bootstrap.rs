@@ -81,10 +81,16 @@ fn socket_address(addr: SocketAddr) -> Value {
     json!({ "socket_address": { "address": addr.ip().to_string(), "port_value": addr.port() } })
 }
 
+/// How much of a request Envoy may hold for the router: a new statement's SQL is buffered whole up to
+/// this size (Envoy's 1 MiB default cut long statements into a partial first part, which Envoy 1.40 then
+/// sometimes failed to finish forwarding, and answered 2 MiB statements with 413).
+pub const REQUEST_BUFFER_LIMIT_BYTES: u64 = 8 * 1024 * 1024;
+
 fn listener(config: &Config, listen: SocketAddr) -> Value {
     json!({
         "name": LISTENER,
         "address": socket_address(listen),
+        "per_connection_buffer_limit_bytes": REQUEST_BUFFER_LIMIT_BYTES,
         "filter_chains": [{
             "filters": [{
                 "name": "envoy.filters.network.http_connection_manager",
@@ -152,9 +158,9 @@ pub fn route_config(config: &Config) -> Value {
             "name": name,
             "match": { "path": path, "headers": [{ "name": ":method", "string_match": { "exact": "POST" } }] },
             "route": to_chosen_cluster,
-            // The decide filter reads the SQL here (rules may test statement facts): the first part of
-            // the body, up to the buffer limit; larger statements still reach the coordinator whole. When
-            // the rules need no SQL, the router's headers reply turns this off (mode_override).
+            // The decide filter reads the SQL here (rules and placement may test statement facts): the
+            // whole body up to the listener's buffer limit, a first part beyond it. When neither needs
+            // SQL, the router's headers reply turns this off (mode_override).
             "typed_per_filter_config": {
                 DECIDE_FILTER: {
                     "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",

@@ -303,9 +303,10 @@ impl RuleSet {
         trace: bool,
     ) -> Evaluation {
         let mut evaluation = Evaluation::default();
-        let mut request_value: Option<cel::Value> = None;
+        // One CEL context per request: the variables are converted once, not once per rule.
+        let mut context = CelContext { context: None, has_statement: false };
         for (index, rule) in self.rules.iter().enumerate() {
-            let result = self.try_rule(rule, request, statement, &mut request_value);
+            let result = self.try_rule(rule, request, statement, &mut context);
             if let RuleResult::Error(message) = &result
                 && !rule.error_logged.swap(true, Ordering::Relaxed)
             {
@@ -328,7 +329,7 @@ impl RuleSet {
         rule: &Rule,
         request: &RequestInfo,
         statement: &mut LazyStatement<'_>,
-        request_value: &mut Option<cel::Value>,
+        cel_context: &mut CelContext,
     ) -> RuleResult {
         for (fact, test) in &rule.matchers {
             if !fact_holds(fact, test, request, statement) {
@@ -336,21 +337,28 @@ impl RuleSet {
             }
         }
         let Some((_, program)) = &rule.when else { return RuleResult::Matched };
-        let mut context = cel::Context::with_env(self.env.clone());
-        context.add_variable_from_value(
-            "request",
-            request_value.get_or_insert_with(|| request_to_cel(request)).clone(),
-        );
-        if rule.needs_statement {
+        let context = cel_context.context.get_or_insert_with(|| {
+            let mut context = cel::Context::with_env(self.env.clone());
+            context.add_variable_from_value("request", request_to_cel(request));
+            context
+        });
+        if rule.needs_statement && !cel_context.has_statement {
             context.add_variable_from_value("statement", statement_to_cel(statement.facts()));
+            cel_context.has_statement = true;
         }
-        match program.execute(&context) {
+        match program.execute(context) {
             Ok(cel::Value::Bool(true)) => RuleResult::Matched,
             Ok(cel::Value::Bool(false)) => RuleResult::NotMatched,
             Ok(other) => RuleResult::Error(format!("the condition gave {other:?}, not true or false")),
             Err(e) => RuleResult::Error(e.to_string()),
         }
     }
+}
+
+/// The CEL context of one request, built on first use.
+struct CelContext {
+    context: Option<cel::Context<'static, 'static>>,
+    has_statement: bool,
 }
 
 fn fact_holds(fact: &Fact, test: &Test, request: &RequestInfo, statement: &mut LazyStatement<'_>) -> bool {

@@ -330,7 +330,12 @@ impl ProcessingStream {
         tracing::debug!(user = %info.user, rule = rule.map(|r| r.name.as_str()), ?decision, final_decision, "new statement");
         match decision {
             Decision::Route { cluster, .. } => {
-                let mut extra = rule.map_or_else(Vec::new, |r| r.set_headers.clone());
+                // A rule's headers go only with the final decision: a tentative reply's headers would
+                // stay on the request even when the statement's SQL leads elsewhere.
+                let mut extra = match rule {
+                    Some(rule) if final_decision => rule.set_headers.clone(),
+                    _ => Vec::new(),
+                };
                 if watch {
                     extra.push((WATCH_HEADER.to_owned(), "transaction".to_owned()));
                 }
@@ -729,6 +734,35 @@ rules:
         assert_eq!(
             router.snapshot().clusters[0].queries_routed() + router.snapshot().clusters[1].queries_routed(),
             3
+        );
+    }
+
+    /// Regression: the tentative headers reply (SQL not read yet, kind `unknown`) carried the headers of a
+    /// rule that matched `unknown`; they stayed on the request though the SQL then led elsewhere.
+    #[test]
+    fn a_tentative_reply_sets_no_rule_headers() {
+        let text = r#"
+listen: 127.0.0.1:1
+default_group: adhoc
+clusters:
+  - {name: trino-a, url: 'http://127.0.0.1:1', group: adhoc}
+  - {name: trino-etl, url: 'http://127.0.0.1:3', group: etl}
+rules:
+  - {name: not-select, when: 'statement.kind != "select"', group: etl, set_headers: {X-Trino-Client-Tags: batch}}
+"#;
+        let router =
+            Arc::new(Router::new(Config::from_yaml(Path::new("t"), text, &Overrides::default()).unwrap()));
+        let mut s = ProcessingStream::new(router.clone(), Role::Decide);
+        assert_eq!(
+            routed(s.on_message(request("POST", "/v1/statement", &[], false))),
+            "x-trino-cluster=trino-etl"
+        );
+        assert_eq!(routed(s.on_message(sql_body("SELECT 1"))), "x-trino-cluster=trino-a");
+        let mut s = ProcessingStream::new(router, Role::Decide);
+        s.on_message(request("POST", "/v1/statement", &[], false));
+        assert_eq!(
+            routed(s.on_message(sql_body("INSERT INTO a.b.c VALUES 1"))),
+            "x-trino-cluster=trino-etl x-trino-client-tags=batch"
         );
     }
 
