@@ -46,6 +46,9 @@ pub enum RawMatcher {
 pub struct RuleSet {
     rules: Vec<Rule>,
     env: Arc<cel::Env>,
+    /// Whether any CEL condition can read `request.headers` (its text names `headers`). Converting every
+    /// header for CEL is most of a CEL rule's cost, so it is done only then.
+    cel_reads_headers: bool,
 }
 
 /// One compiled rule.
@@ -197,7 +200,7 @@ impl<'a> LazyStatement<'a> {
 impl RuleSet {
     /// No rules: every new query goes by routing-group header or default group.
     pub fn empty() -> RuleSet {
-        RuleSet { rules: Vec::new(), env: Arc::new(cel::Env::stdlib()) }
+        RuleSet { rules: Vec::new(), env: Arc::new(cel::Env::stdlib()), cel_reads_headers: false }
     }
 
     /// Compiles rules; `group_index` resolves group names. Errors are `(field, message)` with the field
@@ -279,7 +282,9 @@ impl RuleSet {
                 error_logged: AtomicBool::new(false),
             });
         }
-        Ok(RuleSet { rules, env })
+        let cel_reads_headers =
+            rules.iter().any(|r| r.when.as_ref().is_some_and(|(source, _)| source.contains("headers")));
+        Ok(RuleSet { rules, env, cel_reads_headers })
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -339,7 +344,7 @@ impl RuleSet {
         let Some((_, program)) = &rule.when else { return RuleResult::Matched };
         let context = cel_context.context.get_or_insert_with(|| {
             let mut context = cel::Context::with_env(self.env.clone());
-            context.add_variable_from_value("request", request_to_cel(request));
+            context.add_variable_from_value("request", request_to_cel(request, self.cel_reads_headers));
             context
         });
         if rule.needs_statement && !cel_context.has_statement {
@@ -386,10 +391,10 @@ fn strings(values: &[String]) -> cel::Value {
     cel::Value::from(values.iter().map(|v| cel::Value::from(v.as_str())).collect::<Vec<_>>())
 }
 
-/// The CEL variable `request`.
-fn request_to_cel(request: &RequestInfo) -> cel::Value {
+/// The CEL variable `request`; `headers` is an empty map unless `with_headers`.
+fn request_to_cel(request: &RequestInfo, with_headers: bool) -> cel::Value {
     let mut headers: HashMap<String, cel::Value> = HashMap::new();
-    for (name, value) in &request.headers {
+    for (name, value) in request.headers.iter().filter(|_| with_headers) {
         headers.entry(name.clone()).or_insert_with(|| cel::Value::from(value.as_str()));
     }
     let session: HashMap<String, cel::Value> =
@@ -574,6 +579,16 @@ mod tests {
         for (headers, sql, expected) in cases {
             assert_eq!(outcome(&rules, &headers, sql).0, expected, "{headers:?} {sql}");
         }
+    }
+
+    #[test]
+    fn cel_sees_headers_when_a_condition_names_them() {
+        let rules =
+            compile(r#"- {name: team, when: 'request.headers["x-team"] == "data"', group: etl}"#).unwrap();
+        assert_eq!(outcome(&rules, &[("X-Team", "data")], "SELECT 1").0, "team");
+        assert_eq!(outcome(&rules, &[("X-Team", "web")], "SELECT 1").0, "none");
+        let rules = compile(r#"- {name: keys, when: '"x-team" in request.headers', group: etl}"#).unwrap();
+        assert_eq!(outcome(&rules, &[("X-Team", "web")], "SELECT 1").0, "keys");
     }
 
     #[test]
