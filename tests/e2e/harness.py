@@ -676,6 +676,9 @@ class Router:
     port: int
     proc: Process
     config_path: Path
+    #: What the router was started with (``env`` and ``extra_args`` of :func:`start_router`), for a restart.
+    env: dict[str, str] = field(default_factory=dict)
+    extra_args: list[str] = field(default_factory=list)
 
     def stop(self) -> int | None:
         return self.proc.stop()
@@ -713,21 +716,58 @@ class Router:
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (bound to port 0, read, closed), for a process that must
+    keep its port across a restart. Another process could take it meanwhile: a failed bind shows as the
+    process failing to print its ``listening on`` line."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def start_router(
-    config_path: Path | str, env: Mapping[str, str] | None = None, extra_args: Iterable[str] = ()
+    config_path: Path | str,
+    env: Mapping[str, str] | None = None,
+    extra_args: Iterable[str] = (),
+    listen: str = "127.0.0.1:0",
+    name: str = "router",
 ) -> Router:
-    """Start ``trino-router serve --config FILE`` on an ephemeral port and wait for ``listening on``."""
+    """Start ``trino-router serve --config FILE`` and wait for ``listening on``. It listens on ``listen``
+    (``TRINO_ROUTER_LISTEN``; an ephemeral port by default; ``env`` may still override it)."""
     exe = require_binary("trino-router")
-    full_env = {"TRINO_ROUTER_LISTEN": "127.0.0.1:0"}
+    full_env = {"TRINO_ROUTER_LISTEN": listen}
     full_env.update(env or {})
+    extra_args = list(extra_args)
     argv = [str(exe), "serve", "--config", str(config_path), *extra_args]
-    proc = Process("router", argv, env=full_env)
+    proc = Process(name, argv, env=full_env)
     try:
         host, port = _parse_listening(proc.wait_for_line(_LISTENING))
     except BaseException:
         proc.stop()
         raise
-    return Router(grpc_addr=f"{host}:{port}", port=port, proc=proc, config_path=Path(config_path))
+    return Router(
+        grpc_addr=f"{host}:{port}", port=port, proc=proc, config_path=Path(config_path), env=full_env,
+        extra_args=extra_args,
+    )
+
+
+def restart_router(old: Router, timeout: float = 10.0) -> Router:
+    """Start a router again with ``old``'s config, environment, options and port (after ``old`` stopped or
+    was killed); binding the same port is retried for up to ``timeout`` seconds."""
+    if old.proc.alive():
+        raise AssertionError(f"{old.proc.name} still runs (pid {old.proc.pid}): stop or kill it first")
+    deadline = time.monotonic() + timeout
+    env = dict(old.env, TRINO_ROUTER_LISTEN=old.grpc_addr)
+    while True:
+        try:
+            return start_router(old.config_path, env=env, extra_args=old.extra_args, listen=old.grpc_addr,
+                                name=old.proc.name)
+        except ProcessFailed:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def run_router_cli(
@@ -758,10 +798,13 @@ def render_envoy_config(
     router_grpc_addr: str,
     listen: str = "127.0.0.1:0",
     admin: str = "127.0.0.1:0",
+    replicas: Sequence[str] = (),
 ) -> str:
-    """The bootstrap printed by ``trino-router envoy-config`` with its ext_proc target = ``router_grpc_addr``."""
+    """The bootstrap printed by ``trino-router envoy-config`` with its ext_proc target = ``router_grpc_addr``
+    (``TRINO_ROUTER_LISTEN``), or, given ``replicas``, every replica (``--router ADDR`` each)."""
+    routers = [arg for addr in replicas for arg in ("--router", addr)]
     out = run_router_cli(
-        "envoy-config", "--config", str(router_config_path), "--listen", listen, "--admin", admin,
+        "envoy-config", "--config", str(router_config_path), "--listen", listen, "--admin", admin, *routers,
         env={"TRINO_ROUTER_LISTEN": router_grpc_addr},
     )
     if out.returncode != 0:
