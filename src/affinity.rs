@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 
 use crate::config::AffinitySettings;
@@ -42,6 +43,10 @@ pub enum Placement {
 /// How long a transaction-starting query is watched for its `X-Trino-Started-Transaction-Id`.
 pub const WATCH_WINDOW: Duration = Duration::from_secs(600);
 
+/// A transaction not used for this long is forgotten. Trino aborts a transaction idle for
+/// `transaction.idle-timeout` (5 minutes by default), so one unused this long is gone anyway.
+pub const TRANSACTION_IDLE_EXPIRY: Duration = Duration::from_secs(15 * 60);
+
 /// Learned query owners.
 pub struct Affinity {
     suffixes: RwLock<HashMap<Box<str>, SuffixOwner>>,
@@ -54,15 +59,23 @@ pub struct Affinity {
 
 impl Affinity {
     pub fn new(settings: &AffinitySettings) -> Affinity {
+        // Least recently used out first: a new query must be remembered at once (moka's default
+        // admission policy would turn a new entry away from a full cache of often-read ones).
         let exact = Cache::builder()
             .max_capacity(settings.max_queries)
+            .eviction_policy(EvictionPolicy::lru())
             .time_to_idle(Duration::from_secs(settings.idle_expiry_seconds))
             .build();
         let transactions = Cache::builder()
             .max_capacity(settings.max_queries)
-            .time_to_idle(Duration::from_secs(settings.idle_expiry_seconds))
+            .eviction_policy(EvictionPolicy::lru())
+            .time_to_idle(TRANSACTION_IDLE_EXPIRY)
             .build();
-        let watched = Cache::builder().max_capacity(settings.max_queries).time_to_live(WATCH_WINDOW).build();
+        let watched = Cache::builder()
+            .max_capacity(settings.max_queries)
+            .eviction_policy(EvictionPolicy::lru())
+            .time_to_live(WATCH_WINDOW)
+            .build();
         Affinity { suffixes: RwLock::new(HashMap::new()), exact, transactions, watched }
     }
 
@@ -231,6 +244,31 @@ mod tests {
         assert!(!affinity.is_watched(&id(1, "aaaaa")));
         affinity.watch(id(1, "aaaaa"));
         assert!(affinity.is_watched(&id(1, "aaaaa")) && !affinity.is_watched(&id(2, "aaaaa")));
+    }
+
+    /// Regression: with moka's default (TinyLFU) admission, a full cache of often-read entries turned
+    /// every new entry away; a new query's follow-ups then missed again and again.
+    #[test]
+    fn a_full_cache_still_remembers_new_queries() {
+        let settings = AffinitySettings { max_queries: 100, ..Default::default() };
+        let affinity = Affinity::new(&settings);
+        let odd = |n: u32| QueryId::parse(&format!("query_{n}")).unwrap();
+        for n in 0..100 {
+            affinity.learn(odd(n), "trino-a".into());
+            for _ in 0..3 {
+                affinity.owner_of(&odd(n));
+            }
+        }
+        affinity.exact.run_pending_tasks();
+        for n in 1000..1010 {
+            affinity.learn(odd(n), "trino-b".into());
+            affinity.exact.run_pending_tasks();
+            assert_eq!(
+                owner(&affinity, &odd(n)).as_deref(),
+                Some("trino-b"),
+                "new query {n} forgotten at once"
+            );
+        }
     }
 
     #[test]
