@@ -99,6 +99,8 @@ pub struct ProcessingStream {
     transaction_watch: Option<(Arc<Snapshot>, usize)>,
     /// A new statement sent under the URL-placement prefix: the path to send it on.
     path_rewrite: Option<String>,
+    /// A new statement (facts and SQL) waiting for the lookup of a query it names.
+    waiting_statement: Option<(RequestInfo, String)>,
 }
 
 /// A new query whose owner the stream will learn from the response.
@@ -134,6 +136,7 @@ impl ProcessingStream {
             statement: None,
             transaction_watch: None,
             path_rewrite: None,
+            waiting_statement: None,
         }
     }
 
@@ -164,7 +167,7 @@ impl ProcessingStream {
             Some(Request::RequestBody(body)) if !observing && self.role == Role::Decide => {
                 let step = self.statement.take().map(|info| {
                     let sql = String::from_utf8_lossy(&body.body);
-                    self.new_statement(self.router.snapshot(), &info, &sql, Phase::RequestBody, true)
+                    self.decide_statement(self.router.snapshot(), &info, &sql, Phase::RequestBody, true, true)
                 });
                 (Phase::RequestBody, step)
             }
@@ -191,6 +194,16 @@ impl ProcessingStream {
 
     /// After a [`Step::Locate`] lookup: decide again with what was learned.
     pub fn resume(&mut self) -> Step {
+        if let Some((info, sql)) = self.waiting_statement.take() {
+            return self.decide_statement(
+                self.router.snapshot(),
+                &info,
+                &sql,
+                Phase::RequestBody,
+                true,
+                false,
+            );
+        }
         match self.waiting.take() {
             Some(headers) => self.decide(headers, false),
             None => {
@@ -289,6 +302,20 @@ impl ProcessingStream {
         phase: Phase,
         final_decision: bool,
     ) -> Step {
+        self.decide_statement(snapshot, info, sql, phase, final_decision, false)
+    }
+
+    /// [`Self::new_statement`]; `may_look_up`: a query the SQL names whose cluster is unknown is looked
+    /// up on the clusters first ([`Step::Locate`], then [`Self::resume`]).
+    fn decide_statement(
+        &mut self,
+        snapshot: Arc<Snapshot>,
+        info: &RequestInfo,
+        sql: &str,
+        phase: Phase,
+        final_decision: bool,
+        may_look_up: bool,
+    ) -> Step {
         let limits = Limits { max_bytes: snapshot.config.max_sql_bytes };
         let mut statement = LazyStatement::new(sql, info, limits);
         let rule = self
@@ -307,12 +334,17 @@ impl ProcessingStream {
             let facts = statement.facts();
             watch = facts.starts_transaction;
             if pinned.is_none() {
-                pinned = facts
-                    .query_ids
+                let named: Vec<QueryId> =
+                    facts.query_ids.iter().filter_map(|id| QueryId::parse(id).ok()).collect();
+                pinned = named
                     .iter()
-                    .filter_map(|id| QueryId::parse(id).ok())
-                    .find_map(|id| self.router.affinity().owner_of(&id))
+                    .find_map(|id| self.router.affinity().owner_of(id))
                     .map(|owner| (owner, Pin::NamedQuery));
+                if let (None, Some(id), true) = (&pinned, named.first(), may_look_up) {
+                    // A restarted router or another replica: ask the clusters, then decide.
+                    self.waiting_statement = Some((info.clone(), sql.to_owned()));
+                    return Step::Locate(id.clone());
+                }
             }
         }
         let facts = RequestFacts {
@@ -855,6 +887,23 @@ clusters:
                 .len(),
             7
         );
+    }
+
+    #[test]
+    fn kill_query_of_an_unplaced_query_is_looked_up_first() {
+        let router = router();
+        let mut s = ProcessingStream::new(router.clone(), Role::Decide);
+        s.on_message(request("POST", "/v1/statement", &[], false));
+        let sql = "CALL system.runtime.kill_query(query_id => '20260101_120000_00001_eeeee')";
+        assert_eq!(summary(s.on_message(sql_body(sql))), "Locate(QueryId(20260101_120000_00001_eeeee))");
+        router.learn(&router.snapshot(), QueryId::parse("20260101_120000_00001_eeeee").unwrap(), 1); // discovery
+        assert_eq!(routed(s.resume()), "x-trino-cluster=trino-b");
+        // Nothing found: placed like any statement, no second lookup.
+        let mut s = ProcessingStream::new(router.clone(), Role::Decide);
+        s.on_message(request("POST", "/v1/statement", &[], false));
+        let sql = "CALL system.runtime.kill_query(query_id => '20260101_120000_00001_fffff')";
+        assert!(matches!(s.on_message(sql_body(sql)), Step::Locate(_)));
+        assert!(routed(s.resume()).starts_with("x-trino-cluster=trino-"));
     }
 
     #[test]

@@ -542,15 +542,8 @@ def test_kill_query_goes_to_the_cluster_of_the_named_query(make_stack, trino_con
     assert set(others) == {"a", "b"}, f"the session's other statements did not take turns: {others}"
 
 
-# Known router bug, kept as a strict xfail (see above): a query id named in a statement is placed only from
-# what this router already knows (stream.rs, `new_statement`: `facts.query_ids ... owner_of`), never
-# discovered as a follow-up's id is. A router that has not yet seen any query of that coordinator (just
-# restarted, or a replica that saw none) routes the CALL by load and turn; the wrong coordinator answers
-# that it does not know the query (Trino: "Target query not found"). Here the router restarts, and the
-# first statement it places is a kill of b's query: turn 0 picks a.
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="router bug: a query id named in SQL is not discovered; right after a restart kill_query "
-                          "goes by turn to the first cluster")
+# Regression: a query id named in a statement was placed only from what this router already knew, never
+# discovered as a follow-up's id is; right after a restart the CALL went by load and turn.
 def test_kill_query_right_after_a_router_restart(trino_connect):
     """A query is submitted on each cluster (not polled: no follow-up teaches the new router anything);
     the router restarts; the first statement is ``CALL system.runtime.kill_query`` naming b's query: it
