@@ -221,14 +221,13 @@ def test_router_restart_under_load(down):
           f"misroute counters {counters}; discovery requests per cluster {probes}")
 
     assert statuses.keys() <= {503}, f"clients got answers other than 503: {answers}"
-    gap_end = up_wall + 0.5  # Envoy's next stream to the router connects at once
+    gap_end = up_wall + 1.0  # Envoy reconnects at once; its health check (1 s) may take a moment to agree
     late = [(round(at - up_wall, 3), st, path) for (at, _, path, st, _, _) in answers if not kill_wall <= at <= gap_end]
     assert not late, f"503s outside the gap (seconds after the new router listened): {late}"
     for out in failed:
         assert gave_up_on_503s(out), f"failed otherwise than by the gap's 503s: {out.describe()}"
         assert out.submitted < t_up + 0.5, f"a query submitted after the restart failed: {out.describe()}"
     assert table["after +1s"]["failed"] == 0 and table["after +1s"]["submitted"] >= 8, table
-    assert len(saved) >= len(failed), "the client's retries saved fewer queries than failed"
     if down:
         assert hit, "no request met the gap: the test did not exercise it"
     assert set(counters.values()) == {0}, f"misrouted requests: {counters}"
