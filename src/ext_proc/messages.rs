@@ -66,32 +66,27 @@ pub fn route(
 
 /// Adds a processing-mode override to a headers reply: the decide filter's mode without the request body
 /// (the rules need no SQL, so Envoy need not send it).
-pub fn without_request_body(mut reply: ProcessingResponse) -> ProcessingResponse {
-    use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::ProcessingMode;
-    use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::processing_mode::{
-        BodySendMode, HeaderSendMode,
-    };
-    reply.mode_override = Some(ProcessingMode {
-        request_header_mode: HeaderSendMode::Send as i32,
-        response_header_mode: HeaderSendMode::Skip as i32,
-        request_body_mode: BodySendMode::None as i32,
-        response_body_mode: BodySendMode::None as i32,
-        request_trailer_mode: HeaderSendMode::Skip as i32,
-        response_trailer_mode: HeaderSendMode::Skip as i32,
-    });
-    reply
+pub fn without_request_body(reply: ProcessingResponse) -> ProcessingResponse {
+    with_mode(reply, false)
 }
 
 /// Adds a processing-mode override to a headers reply: the decide filter's mode plus the response
 /// headers (a watched follow-up's answer may name a new transaction).
-pub fn with_response_headers(mut reply: ProcessingResponse) -> ProcessingResponse {
+pub fn with_response_headers(reply: ProcessingResponse) -> ProcessingResponse {
+    with_mode(reply, true)
+}
+
+/// The decide filter's mode (request headers only), with or without the response headers. An override
+/// replaces the whole mode, so every field is set.
+fn with_mode(mut reply: ProcessingResponse, response_headers: bool) -> ProcessingResponse {
     use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::ProcessingMode;
     use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::processing_mode::{
         BodySendMode, HeaderSendMode,
     };
+    let response_header_mode = if response_headers { HeaderSendMode::Send } else { HeaderSendMode::Skip };
     reply.mode_override = Some(ProcessingMode {
         request_header_mode: HeaderSendMode::Send as i32,
-        response_header_mode: HeaderSendMode::Send as i32,
+        response_header_mode: response_header_mode as i32,
         request_body_mode: BodySendMode::None as i32,
         response_body_mode: BodySendMode::None as i32,
         request_trailer_mode: HeaderSendMode::Skip as i32,
