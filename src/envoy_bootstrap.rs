@@ -215,7 +215,21 @@ pub fn route_config(config: &Config) -> Value {
     routes.push(through_router("trino", json!({ "prefix": "/" })));
     json!({
         "name": LISTENER,
-        "virtual_hosts": [{ "name": LISTENER, "domains": ["*"], "routes": routes }],
+        "virtual_hosts": [{
+            "name": LISTENER,
+            "domains": ["*"],
+            "routes": routes,
+            // A transaction exists only on the cluster that started it: its id as clients see it names
+            // that cluster, so any router replica places the transaction's statements (and strips the
+            // prefix for the coordinator).
+            "response_headers_to_add": [{
+                "header": {
+                    "key": "x-trino-started-transaction-id",
+                    "value": "%UPSTREAM_CLUSTER%~%RESP(x-trino-started-transaction-id)%",
+                },
+                "append_action": "OVERWRITE_IF_EXISTS",
+            }],
+        }],
     })
 }
 

@@ -35,12 +35,6 @@ fn set_header(name: &str, value: &str) -> HeaderValueOption {
     }
 }
 
-/// Request-headers reply: set the routing header (replacing any value the client sent) and make Envoy
-/// pick the route again.
-pub fn route_to(routing_header: &str, value: &str) -> ProcessingResponse {
-    route(Phase::RequestHeaders, routing_header, value, &[])
-}
-
 /// A reply to the request-headers or request-body phase that sets the routing header (replacing any
 /// value the client sent), adds `extra` headers, and makes Envoy pick the route again. A body-phase
 /// reply overrides what the headers phase set: Envoy holds a buffered request until then.
@@ -206,7 +200,9 @@ mod tests {
 
     #[test]
     fn route_overwrites_and_clears_route_cache() {
-        let Some(Response::RequestHeaders(h)) = route_to("x-trino-cluster", "trino-a").response else {
+        let Some(Response::RequestHeaders(h)) =
+            route(Phase::RequestHeaders, "x-trino-cluster", "trino-a", &[]).response
+        else {
             panic!()
         };
         let common = h.response.unwrap();

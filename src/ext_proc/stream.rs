@@ -21,7 +21,7 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
 use serde::Deserialize;
 
 use super::messages::{
-    Phase, header, header_pairs, pass, refuse, remove_headers, route, route_to, with_response_headers,
+    Phase, header, header_pairs, pass, refuse, remove_headers, route, with_response_headers,
     without_request_body,
 };
 use crate::decision::{Basis, Decision, Pin, RequestFacts, split_prefixed};
@@ -43,6 +43,9 @@ pub const FORWARDED_PREFIX_HEADER: &str = "x-forwarded-prefix";
 pub const TRANSACTION_HEADER: &str = "x-trino-transaction-id";
 pub const STARTED_TRANSACTION_HEADER: &str = "x-trino-started-transaction-id";
 pub const CLEAR_TRANSACTION_HEADER: &str = "x-trino-clear-transaction-id";
+
+/// Separates the Envoy cluster from Trino's own id in a transaction id as clients see it.
+pub const TRANSACTION_CLUSTER_SEPARATOR: char = '~';
 
 /// The request header (set by the decide filter, removed by the learn filter) that tells the learn
 /// filter to watch a new query's answers for the transaction it starts.
@@ -271,9 +274,15 @@ impl ProcessingStream {
         tracing::debug!(method = facts.method, path = facts.path, ?decision, "decided");
         match decision {
             Decision::Route { cluster, basis } => {
-                let reply = route_to(
+                // Clients send their transaction header on every request: the coordinator gets its own id.
+                let (_, rewrite) = self.transaction(&snapshot, header(map, TRANSACTION_HEADER));
+                let extra: Vec<(String, String)> =
+                    rewrite.map(|id| (TRANSACTION_HEADER.to_owned(), id)).into_iter().collect();
+                let reply = route(
+                    Phase::RequestHeaders,
                     &snapshot.config.routing_header,
                     &snapshot.config.clusters[cluster].envoy_cluster,
+                    &extra,
                 );
                 match basis {
                     Basis::QueryOwner(id) if self.router.affinity().is_watched(&id) => {
@@ -323,12 +332,9 @@ impl ProcessingStream {
             .apply_rules_to(&snapshot, info, &mut statement)
             .map(|i| &snapshot.config.rules.rules()[i]);
         // A statement of a known transaction runs where the transaction lives.
-        let mut pinned = info
-            .header(TRANSACTION_HEADER)
-            .map(str::trim)
-            .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("NONE"))
-            .and_then(|t| self.router.affinity().transaction_owner(t))
-            .map(|owner| (owner, Pin::Transaction));
+        let (transaction_owner, transaction_rewrite) =
+            self.transaction(&snapshot, info.header(TRANSACTION_HEADER));
+        let mut pinned = transaction_owner.map(|owner| (owner, Pin::Transaction));
         let mut watch = false;
         if phase == Phase::RequestBody && snapshot.config.placement_from_sql {
             let facts = statement.facts();
@@ -380,6 +386,9 @@ impl ProcessingStream {
                 if let Some(path) = &self.path_rewrite {
                     extra.push((":path".to_owned(), path.clone()));
                 }
+                if let Some(id) = &transaction_rewrite {
+                    extra.push((TRANSACTION_HEADER.to_owned(), id.clone()));
+                }
                 let reply = route(
                     phase,
                     &snapshot.config.routing_header,
@@ -421,6 +430,24 @@ impl ProcessingStream {
             ),
         }
         watch
+    }
+
+    /// The cluster that owns the transaction a request names, and the id to send the coordinator. Envoy
+    /// (envoy-config's `response_headers_to_add`) prefixes every `X-Trino-Started-Transaction-Id` with the
+    /// Envoy cluster that answered, `{cluster}~{id}`, so the client's later `X-Trino-Transaction-Id` names
+    /// the cluster and any replica places it with no memory; the prefix is stripped for the coordinator. An
+    /// id without a known prefix is looked up in what this router learned.
+    fn transaction(&self, snapshot: &Snapshot, value: Option<&str>) -> (Option<Arc<str>>, Option<String>) {
+        let Some(value) = value.map(str::trim).filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("NONE"))
+        else {
+            return (None, None);
+        };
+        if let Some((cluster, id)) = value.rsplit_once(TRANSACTION_CLUSTER_SEPARATOR)
+            && let Some(index) = snapshot.cluster_by_header_value(cluster)
+        {
+            return (Some(snapshot.config.clusters[index].name.clone()), Some(id.to_owned()));
+        }
+        (self.router.affinity().transaction_owner(value), None)
     }
 
     /// Decide role, a watched follow-up: its answer may start (or end) a transaction.
@@ -904,6 +931,46 @@ clusters:
         let sql = "CALL system.runtime.kill_query(query_id => '20260101_120000_00001_fffff')";
         assert!(matches!(s.on_message(sql_body(sql)), Step::Locate(_)));
         assert!(routed(s.resume()).starts_with("x-trino-cluster=trino-"));
+    }
+
+    #[test]
+    fn a_cluster_prefixed_transaction_id_is_placed_by_any_replica() {
+        // A router that never saw the transaction start (another replica, or restarted).
+        let router = router();
+        for n in 0..3 {
+            let id = format!("20260101_120000_0004{n}_bbbbb");
+            let mut decide = ProcessingStream::new(router.clone(), Role::Decide);
+            decide.on_message(request(
+                "POST",
+                "/v1/statement",
+                &[("x-trino-transaction-id", "outbound|1||etl~tx-9")],
+                false,
+            ));
+            assert_eq!(
+                routed(decide.on_message(sql_body("SELECT 1"))),
+                "x-trino-cluster=outbound|1||etl x-trino-transaction-id=tx-9",
+                "statement {id} goes to the transaction's cluster with the coordinator's own id"
+            );
+        }
+        // Follow-ups carry the header too: the coordinator gets its own id.
+        router.learn(&router.snapshot(), QueryId::parse(ID).unwrap(), 2);
+        let mut s = ProcessingStream::new(router.clone(), Role::Decide);
+        let poll = request(
+            "GET",
+            &format!("/v1/statement/executing/{ID}/y/1"),
+            &[("x-trino-transaction-id", "outbound|1||etl~tx-9")],
+            false,
+        );
+        assert_eq!(routed(s.on_message(poll)), "x-trino-cluster=outbound|1||etl x-trino-transaction-id=tx-9");
+        // An unknown prefix is not a placement: the id is left as is.
+        let mut decide = ProcessingStream::new(router, Role::Decide);
+        decide.on_message(request(
+            "POST",
+            "/v1/statement",
+            &[("x-trino-transaction-id", "nope~tx-1")],
+            false,
+        ));
+        assert!(!routed(decide.on_message(sql_body("SELECT 1"))).contains("x-trino-transaction-id"));
     }
 
     #[test]

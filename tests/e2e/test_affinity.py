@@ -460,21 +460,17 @@ def test_transaction_statements_stay_on_the_cluster_that_started_it(make_stack, 
         assert {cl for cl, _ in mine} == {cluster}, f"{name}'s statements ran on several clusters: {mine}"
         assert Counter(kinds) == Counter({"START": 1, "SELECT": 4, "COMMIT": 1}), kinds
         assert all(q["state"] == "FINISHED" for _, q in mine), mine
-        assert all(q["transaction"] == tid for _, q in mine if not q["sql"].startswith("START")), mine
+        # Clients see the id with its cluster in front (envoy-config's response_headers_to_add); the
+        # coordinator gets its own id back (the router strips the prefix).
+        assert tid.startswith(f"{cluster}~"), f"{name}: transaction id {tid} does not name cluster {cluster}"
+        own = tid.rsplit("~", 1)[1]
+        assert all(q["transaction"] == own for _, q in mine if not q["sql"].startswith("START")), mine
     assert set(rows["auto"]) == {"a", "b"}, f"autocommit queries did not spread: {Counter(rows['auto'])}"
-    assert {tid for tid in tx_ids.values() if any(tid in line for line in learned)} == set(tx_ids.values()), learned
 
 
-# Known router bug, kept as a strict xfail: it fails as long as the bug is there, and turns into a failure
-# (XPASS) once it is fixed, so that the marker goes. The transaction -> cluster pin lives only in the
-# memory of the replica that watched START TRANSACTION's answers (stream.rs: `is_watched`,
-# `learn_transaction`, `transaction_owner`); another replica (or a restarted router) has no way to find
-# it (transaction ids say nothing about their coordinator, and discovery only looks up query ids), so it
-# routes the transaction's statements by load and turn, and the coordinator that did not start the
-# transaction fails them with UNKNOWN_TRANSACTION.
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="router bug: transaction pins are per replica; another replica routes the transaction's "
-                          "statements elsewhere (UNKNOWN_TRANSACTION)")
+# Regression: transaction pins lived only in the memory of the replica that watched START TRANSACTION's
+# answers; another replica routed the transaction's statements by load (UNKNOWN_TRANSACTION). Now the
+# transaction id clients see names its cluster (Envoy prefixes it), so any replica places it.
 def test_transactions_through_two_replicas(trino_connect):
     """Six sessions (``READ_COMMITTED``) each run 3 statements and commit, through two router replicas:
     every statement of a transaction should run where it started."""
