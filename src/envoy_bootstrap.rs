@@ -449,6 +449,13 @@ clusters:
         );
         assert_eq!(decide["processing_mode"]["request_body_mode"], "NONE");
         assert_eq!(routes[2]["typed_per_filter_config"][LEARN_FILTER]["disabled"], true);
+        let rewrite = &hcm["route_config"]["virtual_hosts"][0]["response_headers_to_add"][0];
+        assert_eq!(rewrite["header"]["key"], "x-trino-started-transaction-id");
+        assert_eq!(rewrite["header"]["value"], "%UPSTREAM_CLUSTER%~%RESP(x-trino-started-transaction-id)%");
+        assert_eq!(
+            rewrite["append_action"], "OVERWRITE_IF_EXISTS",
+            "added only where the coordinator sent one"
+        );
         let mapper = &hcm["local_reply_config"]["mappers"][0];
         assert!(mapper["filter"]["response_flag_filter"]["flags"].as_array().unwrap().contains(&json!("UF")));
         assert_eq!(
