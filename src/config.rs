@@ -310,6 +310,11 @@ impl Config {
         self.clusters.iter().find(|c| &*c.name == name)
     }
 
+    /// The path prefix that names `clusters[cluster]` under URL-carried placement (`{url_prefix}/{name}`).
+    pub fn cluster_prefix(&self, cluster: usize) -> Option<String> {
+        self.url_prefix.as_ref().map(|prefix| format!("{prefix}/{}", self.clusters[cluster].name))
+    }
+
     /// The group with this name, if the config has it.
     pub fn group_named(&self, name: &str) -> Option<usize> {
         self.groups.iter().position(|g| &*g.name == name)

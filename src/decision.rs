@@ -130,7 +130,7 @@ pub fn decide(
             }
         }
         Target::NewStatement => {
-            let requested = facts.rule_group.unwrap_or_else(|| group_for(config, facts.routing_group));
+            let requested = requested_group(config, facts.rule_group, facts.routing_group);
             match place(config, requested, &view, turn, |v| v.accepts_new) {
                 Some((placed, cluster)) => {
                     Decision::Route { cluster, basis: Basis::NewQuery { requested, placed } }
@@ -168,6 +168,12 @@ pub fn decide(
             }
         }
     }
+}
+
+/// The group a new query asks for: the routing rules' choice, else the group the client names when it
+/// exists, else the default group.
+pub fn requested_group(config: &Config, rule_group: Option<usize>, routing_group: Option<&str>) -> usize {
+    rule_group.unwrap_or_else(|| group_for(config, routing_group))
 }
 
 /// The group a new query belongs to: the one the client names when it exists, else the default group.
@@ -478,13 +484,7 @@ clusters:
     #[test]
     fn equals_take_turns() {
         let config = config();
-        let facts = RequestFacts {
-            method: "POST",
-            path: "/v1/statement",
-            routing_group: None,
-            rule_group: None,
-            pinned: None,
-        };
+        let facts = RequestFacts { method: "POST", path: "/v1/statement", ..Default::default() };
         let picks: Vec<usize> = (0..4)
             .map(|turn| match decide(&config, &facts, owner_of, all_up, turn) {
                 Decision::Route { cluster, .. } => cluster,
@@ -499,13 +499,7 @@ clusters:
     #[test]
     fn loads_changing_during_a_decision() {
         let config = config();
-        let facts = RequestFacts {
-            method: "POST",
-            path: "/v1/statement",
-            routing_group: None,
-            rule_group: None,
-            pinned: None,
-        };
+        let facts = RequestFacts { method: "POST", path: "/v1/statement", ..Default::default() };
         let readings = std::cell::Cell::new(0.0);
         let rising = |_| {
             readings.set(readings.get() + 1.0);
@@ -519,13 +513,7 @@ clusters:
     #[test]
     fn no_capacity_says_when_to_retry() {
         let config = config();
-        let facts = RequestFacts {
-            method: "POST",
-            path: "/v1/statement",
-            routing_group: None,
-            rule_group: None,
-            pinned: None,
-        };
+        let facts = RequestFacts { method: "POST", path: "/v1/statement", ..Default::default() };
         let Decision::Refuse(refusal) = decide(&config, &facts, owner_of, views("d0 d0"), 0) else {
             panic!()
         };

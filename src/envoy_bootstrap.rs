@@ -198,14 +198,15 @@ pub fn route_config(config: &Config) -> Value {
                 "headers": [{ "name": ":method", "string_match": { "exact": "POST" } }],
             }),
         ));
-        for cluster in &config.clusters {
+        for (index, cluster) in config.clusters.iter().enumerate() {
+            let cluster_prefix = config.cluster_prefix(index).unwrap_or_default();
             routes.push(json!({
                 "name": format!("url-placed-{}", cluster.name),
-                "match": { "prefix": format!("{prefix}/{}/", cluster.name) },
+                "match": { "prefix": format!("{cluster_prefix}/") },
                 "route": { "cluster": &*cluster.envoy_cluster, "prefix_rewrite": "/", "timeout": "0s" },
                 // The coordinator builds the next URIs from this request: keep them under the prefix.
                 "request_headers_to_add": [{
-                    "header": { "key": "x-forwarded-prefix", "value": format!("{prefix}/{}", cluster.name) },
+                    "header": { "key": "x-forwarded-prefix", "value": cluster_prefix },
                     "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
                 }],
                 "typed_per_filter_config": { DECIDE_FILTER: disabled, LEARN_FILTER: disabled },

@@ -5,7 +5,7 @@
 use std::fmt::Write;
 
 use crate::config::{Config, RuleTest};
-use crate::decision::{ClusterView, Decision, RequestFacts, decide};
+use crate::decision::{ClusterView, Decision, RequestFacts, decide, requested_group};
 use crate::request_facts::RequestInfo;
 use crate::rules::{LazyStatement, RuleResult};
 use crate::statement::Limits;
@@ -23,12 +23,7 @@ fn evaluate(config: &Config, request: &RequestInfo, sql: &str) -> (Verdict, Vec<
     let mut statement = LazyStatement::new(sql, request, limits);
     let evaluation = config.rules.evaluate(request, &mut statement, true);
     let rule = evaluation.matched.map(|i| &config.rules.rules()[i]);
-    let group = match rule {
-        Some(rule) => rule.group,
-        None => {
-            crate::decision::group_for(config, Some(request.routing_group.as_str()).filter(|g| !g.is_empty()))
-        }
-    };
+    let group = requested_group(config, rule.map(|r| r.group), Some(request.routing_group.as_str()));
     let verdict =
         Verdict { rule: rule.map(|r| r.name.clone()), group: config.groups[group].name.to_string() };
     (verdict, evaluation.trace, group)

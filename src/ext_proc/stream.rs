@@ -170,7 +170,7 @@ impl ProcessingStream {
             Some(Request::RequestBody(body)) if !observing && self.role == Role::Decide => {
                 let step = self.statement.take().map(|info| {
                     let sql = String::from_utf8_lossy(&body.body);
-                    self.decide_statement(self.router.snapshot(), &info, &sql, Phase::RequestBody, true, true)
+                    self.new_statement(self.router.snapshot(), &info, &sql, Phase::RequestBody, true, true)
                 });
                 (Phase::RequestBody, step)
             }
@@ -198,14 +198,7 @@ impl ProcessingStream {
     /// After a [`Step::Locate`] lookup: decide again with what was learned.
     pub fn resume(&mut self) -> Step {
         if let Some((info, sql)) = self.waiting_statement.take() {
-            return self.decide_statement(
-                self.router.snapshot(),
-                &info,
-                &sql,
-                Phase::RequestBody,
-                true,
-                false,
-            );
+            return self.new_statement(self.router.snapshot(), &info, &sql, Phase::RequestBody, true, false);
         }
         match self.waiting.take() {
             Some(headers) => self.decide(headers, false),
@@ -231,11 +224,11 @@ impl ProcessingStream {
                 // The SQL follows in a body message (envoy-config's new-statement routes send it, and
                 // Envoy holds the request until the body reply decides for good). Route tentatively now,
                 // in case this Envoy was configured not to send it.
-                let step = self.new_statement(snapshot, &info, "", Phase::RequestHeaders, false);
+                let step = self.new_statement(snapshot, &info, "", Phase::RequestHeaders, false, false);
                 self.statement = Some(info);
                 return step;
             }
-            return match self.new_statement(snapshot, &info, "", Phase::RequestHeaders, true) {
+            return match self.new_statement(snapshot, &info, "", Phase::RequestHeaders, true, false) {
                 Step::Reply(reply) => Step::Reply(Box::new(without_request_body(*reply))),
                 other => other,
             };
@@ -259,11 +252,7 @@ impl ProcessingStream {
                         // The coordinator builds its next URIs from this request: keep them prefixed.
                         (
                             FORWARDED_PREFIX_HEADER.to_owned(),
-                            format!(
-                                "{}/{}",
-                                snapshot.config.url_prefix.as_deref().unwrap_or(""),
-                                snapshot.config.clusters[cluster].name
-                            ),
+                            snapshot.config.cluster_prefix(cluster).unwrap_or_default(),
                         ),
                     ],
                 ))),
@@ -303,20 +292,9 @@ impl ProcessingStream {
 
     /// A new statement: the rules pick its group (reading `sql` if they need it), then the decision picks
     /// the cluster. `final_decision`: record the dispatch (a tentative one is replaced by a later reply).
+    /// `may_look_up`: a query the SQL names whose cluster is unknown is looked up on the clusters first
+    /// ([`Step::Locate`], then [`Self::resume`]).
     fn new_statement(
-        &mut self,
-        snapshot: Arc<Snapshot>,
-        info: &RequestInfo,
-        sql: &str,
-        phase: Phase,
-        final_decision: bool,
-    ) -> Step {
-        self.decide_statement(snapshot, info, sql, phase, final_decision, false)
-    }
-
-    /// [`Self::new_statement`]; `may_look_up`: a query the SQL names whose cluster is unknown is looked
-    /// up on the clusters first ([`Step::Locate`], then [`Self::resume`]).
-    fn decide_statement(
         &mut self,
         snapshot: Arc<Snapshot>,
         info: &RequestInfo,
@@ -377,10 +355,9 @@ impl ProcessingStream {
                 if watch {
                     extra.push((WATCH_HEADER.to_owned(), "transaction".to_owned()));
                 }
-                if let Some(prefix) = &snapshot.config.url_prefix {
+                if let Some(cluster_prefix) = snapshot.config.cluster_prefix(cluster) {
                     // The coordinator builds every URI it hands out under this prefix, so every later
                     // request of the query names its cluster (and replaces any prefix the client sent).
-                    let cluster_prefix = format!("{prefix}/{}", snapshot.config.clusters[cluster].name);
                     extra.push((FORWARDED_PREFIX_HEADER.to_owned(), cluster_prefix));
                 }
                 if let Some(path) = &self.path_rewrite {
@@ -545,7 +522,11 @@ clusters:
   - {name: trino-b, url: 'http://127.0.0.1:2', group: adhoc}
   - {name: trino-etl, url: 'http://127.0.0.1:3', group: etl, envoy_cluster: 'outbound|1||etl'}
 ";
-        Arc::new(Router::new(Config::from_yaml(Path::new("t"), text, &Overrides::default()).unwrap()))
+        router_from(text)
+    }
+
+    fn router_from(yaml: &str) -> Arc<Router> {
+        Arc::new(Router::new(Config::from_yaml(Path::new("t"), yaml, &Overrides::default()).unwrap()))
     }
 
     fn headers(pairs: &[(&str, &str)], end_of_stream: bool) -> HttpHeaders {
@@ -736,7 +717,7 @@ rules:
     group: etl
     set_headers: {X-Trino-Client-Tags: etl-write}
 "#;
-        Arc::new(Router::new(Config::from_yaml(Path::new("t"), text, &Overrides::default()).unwrap()))
+        router_from(text)
     }
 
     fn sql_body(sql: &str) -> ProcessingRequest {
@@ -809,8 +790,7 @@ clusters:
 rules:
   - {name: not-select, when: 'statement.kind != "select"', group: etl, set_headers: {X-Trino-Client-Tags: batch}}
 "#;
-        let router =
-            Arc::new(Router::new(Config::from_yaml(Path::new("t"), text, &Overrides::default()).unwrap()));
+        let router = router_from(text);
         let mut s = ProcessingStream::new(router.clone(), Role::Decide);
         assert_eq!(
             routed(s.on_message(request("POST", "/v1/statement", &[], false))),
@@ -834,8 +814,7 @@ placement_from_sql: false
 clusters:
   - {name: trino-a, url: 'http://127.0.0.1:1', group: adhoc}
 ";
-        let router =
-            Arc::new(Router::new(Config::from_yaml(Path::new("t"), text, &Overrides::default()).unwrap()));
+        let router = router_from(text);
         let mut s = ProcessingStream::new(router.clone(), Role::Decide);
         let Step::Reply(reply) = s.on_message(request("POST", "/v1/statement", &[], false)) else { panic!() };
         assert!(
@@ -994,8 +973,7 @@ clusters:
   - {name: trino-a, url: 'http://127.0.0.1:1', group: adhoc}
   - {name: trino-b, url: 'http://127.0.0.1:2', group: adhoc}
 ";
-        let router =
-            Arc::new(Router::new(Config::from_yaml(Path::new("t"), text, &Overrides::default()).unwrap()));
+        let router = router_from(text);
         let mut s = ProcessingStream::new(router.clone(), Role::Decide);
         s.on_message(request("POST", "/v1/statement", &[("x-forwarded-prefix", "/evil")], false));
         assert_eq!(
