@@ -54,7 +54,8 @@ use crate::node::{self, NodeControl, NodeState};
 use crate::queries::{Page, Query, Reject, Step};
 use crate::query_id::CoordinatorId;
 use crate::registry::{Entry, Registry, RequestCounts, Submitted};
-use crate::results::{Context, Rendered, Spooling, render, rows_json};
+use crate::results::{Context, Rendered, Spooling, render};
+use crate::rows::PageRows;
 use crate::session::{claimed_transaction, parse_session_header};
 use crate::slug::SlugContext;
 use crate::spooling::{ENCODING_HEADER, KEY_HEADER, Refusal, SegmentData, Segments};
@@ -142,6 +143,8 @@ pub struct App {
     pub sessions: Sessions,
     /// Spooled segments handed out and not yet acknowledged.
     pub segments: Segments,
+    /// The rows of data pages (and spooled segments), rendered once per shape.
+    pub rows: PageRows,
     pub process_forwarded: bool,
     /// `host:port` the emulator listens on: the base URI when a request has no Host header.
     pub local_address: String,
@@ -207,8 +210,36 @@ fn json_value(value: &Value) -> Response {
     (StatusCode::OK, [(CONTENT_TYPE, "application/json")], value.to_string()).into_response()
 }
 
+/// A response body sent as a few pieces, one after the other, with its exact length (so it goes out with
+/// `Content-Length`, as one piece would).
+struct Pieces(std::collections::VecDeque<Bytes>);
+
+impl hyper::body::Body for Pieces {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.get_mut().0.pop_front().map(|piece| Ok(hyper::body::Frame::data(piece))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.0.iter().map(|piece| piece.len() as u64).sum())
+    }
+}
+
 fn query_results(rendered: Rendered<'_>) -> Response {
-    let mut response = Response::new(Body::from(rendered.body));
+    let body = match <[Bytes; 1]>::try_from(rendered.body) {
+        Ok([one]) => Body::from(one),
+        Err(pieces) => Body::new(Pieces(pieces.into())),
+    };
+    let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     for header in rendered.headers {
@@ -277,14 +308,14 @@ fn unix_ms() -> u128 {
 fn render_page(app: &App, base: &str, entry: &Entry, query: &Query, page: &Page) -> Response {
     let now = Instant::now();
     let Some(spooling) = &entry.spooling else {
-        let ctx = Context { base, cluster: &app.name, now, spooling: None };
+        let ctx = Context { base, rows: &app.rows, now, spooling: None };
         return query_results(render(&ctx, &entry.id, query, page));
     };
     let segment = |index: u32, data: SegmentData| {
         spooling.segment_for(index, || app.segments.issue(data, &spooling.counts, now, unix_ms()))
     };
     let spooling = Spooling { encoding: spooling.encoding, hint: spooling.hint, segment: &segment };
-    let ctx = Context { base, cluster: &app.name, now, spooling: Some(&spooling) };
+    let ctx = Context { base, rows: &app.rows, now, spooling: Some(&spooling) };
     query_results(render(&ctx, &entry.id, query, page))
 }
 
@@ -495,7 +526,7 @@ async fn download_segment(
     match app.segments.download(&identifier, header(&headers, KEY_HEADER), Instant::now()) {
         Ok(data) => {
             bump(&app.counters.spooled_downloads);
-            let body = rows_json(&app.name, data.page, data.rows);
+            let body = app.rows.bytes(data.page, data.rows);
             (StatusCode::OK, [(CONTENT_TYPE, "application/octet-stream")], body).into_response()
         }
         Err(refusal) => segment_refused(&app, refusal),

@@ -13,16 +13,18 @@
 //!
 //! A flag given twice takes its last value (so a harness may append `--listen 127.0.0.1:PORT` to its
 //! defaults). The listening socket has `SO_REUSEADDR`, so an emulator restarted on the port of one that
-//! was just killed binds at once even while old connections linger in TIME_WAIT.
+//! was just killed binds at once even while old connections linger in TIME_WAIT. Connections have
+//! `TCP_NODELAY`.
 //!
 //! Once bound it prints exactly one stdout line, `listening on IP:PORT`; logs go to stderr (`RUST_LOG`).
 //! SIGTERM or SIGINT stops it (in-flight requests get up to 5 s; exit status 0).
 //!
 //! Modules: [`query_id`] ids, [`slug`] URI slugs, [`sql`] statement kinds and hints, [`session`] session
 //! and transaction headers, [`plan`] what a query will answer, [`queries`] the per-query state machine,
-//! [`results`] QueryResults JSON, [`spooling`] the spooling protocol and its segments, [`registry`] the
-//! shared query map, [`node`] health documents, node state and load statistics, [`ui`] web UI login
-//! sessions, [`http`] the axum handlers.
+//! [`results`] QueryResults JSON, [`rows`] the rows of data pages (rendered once per shape),
+//! [`spooling`] the spooling protocol and its segments, [`registry`] the shared query map, [`node`]
+//! health documents, node state and load statistics, [`ui`] web UI login sessions, [`http`] the axum
+//! handlers.
 
 mod http;
 mod node;
@@ -31,6 +33,7 @@ mod queries;
 mod query_id;
 mod registry;
 mod results;
+mod rows;
 mod session;
 mod slug;
 mod spooling;
@@ -41,6 +44,7 @@ use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::serve::ListenerExt;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
@@ -48,6 +52,7 @@ use crate::http::{App, Counters};
 use crate::node::NodeControl;
 use crate::query_id::CoordinatorId;
 use crate::registry::Registry;
+use crate::rows::PageRows;
 use crate::spooling::Segments;
 use crate::ui::Sessions;
 
@@ -126,6 +131,7 @@ async fn run(cli: Cli) -> std::io::Result<()> {
     let local = listener.local_addr()?;
     let coordinator_id = cli.coordinator_id.unwrap_or_else(CoordinatorId::random);
     let app = Arc::new(App {
+        rows: PageRows::new(cli.name.as_str()),
         name: cli.name,
         coordinator_id: coordinator_id.clone(),
         registry: Registry::new(coordinator_id.clone(), cli.queued_polls),
@@ -148,6 +154,14 @@ async fn run(cli: Cli) -> std::io::Result<()> {
     let sweeper =
         tokio::spawn(sweep(app.clone(), Duration::from_secs(cli.forget_after_secs), cli.max_queries));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    // TCP_NODELAY on every connection, as Trino's HTTP server (Jetty) sets it: a page goes out in
+    // pieces (its rows array is not copied), and Nagle's algorithm would hold the last piece back until
+    // the client's delayed ACK.
+    let listener = listener.tap_io(|stream| {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+    });
     let server = tokio::spawn(
         axum::serve(listener, http::router(app))
             .with_graceful_shutdown(async {
@@ -202,7 +216,13 @@ async fn sweep(app: Arc<App>, max_idle: Duration, max_queries: usize) {
     let mut every = tokio::time::interval(period);
     loop {
         every.tick().await;
-        let forgotten = app.registry.forget(Instant::now(), max_idle, max_queries);
+        // Forgetting hundreds of thousands of queries takes a while: not on a worker of the runtime.
+        let shared = app.clone();
+        let forgotten = tokio::task::spawn_blocking(move || {
+            shared.registry.forget(Instant::now(), max_idle, max_queries)
+        })
+        .await
+        .unwrap_or(0);
         if forgotten > 0 {
             tracing::debug!(forgotten, "forgot idle queries");
         }

@@ -24,6 +24,9 @@ use crate::session::Transactions;
 use crate::slug::Slug;
 use crate::spooling::{QuerySpooling, select_encoding};
 
+/// How many queries [`Registry::forget`] removes per hold of the map's write lock.
+const FORGET_CHUNK: usize = 1024;
+
 /// Per-query request counts, for `/v1/emulator/queries`.
 #[derive(Debug, Default)]
 pub struct RequestCounts {
@@ -177,15 +180,19 @@ impl Registry {
 
     /// Forgets every query whose last request is older than `max_idle`, then the oldest queries (finished
     /// or failed ones first) while more than `max_queries` remain; returns how many were forgotten.
+    ///
+    /// Requests go on meanwhile: the queries are looked at in a snapshot (the map is locked only to copy
+    /// it), and removed [`FORGET_CHUNK`] at a time; the memory is freed after the last lock.
     pub fn forget(&self, now: Instant, max_idle: Duration, max_queries: usize) -> usize {
-        let mut doomed: Vec<Arc<str>> = Vec::new();
-        let mut kept: Vec<(bool, u64, Arc<str>)> = Vec::new();
-        for (id, entry) in self.read().iter() {
+        let entries: Vec<Arc<Entry>> = self.read().values().cloned().collect();
+        let mut doomed: Vec<&Arc<str>> = Vec::new();
+        let mut kept: Vec<(bool, u64, &Arc<str>)> = Vec::new();
+        for entry in &entries {
             let query = entry.lock();
             if now.saturating_duration_since(query.last_access()) > max_idle {
-                doomed.push(id.clone());
+                doomed.push(&entry.id);
             } else {
-                kept.push((query.is_done(), entry.seq, id.clone()));
+                kept.push((query.is_done(), entry.seq, &entry.id));
             }
         }
         if kept.len() > max_queries {
@@ -194,9 +201,11 @@ impl Registry {
             let excess = kept.len() - max_queries;
             doomed.extend(kept.into_iter().take(excess).map(|(_, _, id)| id));
         }
-        let mut queries = self.write();
-        for id in &doomed {
-            queries.remove(id);
+        for chunk in doomed.chunks(FORGET_CHUNK) {
+            let mut queries = self.write();
+            for id in chunk {
+                queries.remove(*id);
+            }
         }
         doomed.len()
     }

@@ -3,19 +3,24 @@
 //! executing page once known), `data` (data pages, and the result of an update), `stats`, `error`,
 //! `warnings`, `updateType`.
 //!
-//! URIs start with `base` (`http://{Host}`), so they point at whatever the client talked to. Rows are
-//! generated while serialising: an ordinary query's page `p` (1-based) holds rows `(cluster, p, r)` for
-//! `r` in `1..=rows`. Response headers (`X-Trino-Set-Session`, ...) go only on an update's final page.
+//! URIs start with `base` (`http://{Host}`), so they point at whatever the client talked to. An ordinary
+//! query's page `p` (1-based) holds rows `(cluster, p, r)` for `r` in `1..=rows`, rendered once per shape
+//! and spliced in ([`crate::rows`]). Response headers (`X-Trino-Set-Session`, ...) go only on an update's
+//! final page.
 //!
 //! A query that negotiated the spooling protocol ([`Context::spooling`]) gets its rows as one encoded
-//! segment per data page instead ([`crate::spooling`]); the segment's bytes are [`rows_json`].
+//! segment per data page instead ([`crate::spooling`]); the segment's bytes are the same rows array.
 
+use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use serde::Serialize;
-use serde::ser::{SerializeSeq, Serializer};
+use serde::ser::Serializer;
+use serde_json::value::RawValue;
 
 use crate::queries::{Page, Plan, Progress, Query, QueryError, ResponseHeader, State};
+use crate::rows::{PageRows, shared_bytes};
 use crate::slug::SlugContext;
 use crate::spooling::{EncodedData, Issued, SegmentData, spools};
 
@@ -63,13 +68,10 @@ const SESSION_COLUMNS: &[Column] = &[
 ];
 const UPDATE_COLUMNS: &[Column] = &[column("result", "boolean", "boolean", &[])];
 
-/// The `data` of one page, generated as it is serialised.
+/// The `data` of one page.
 enum Data<'a> {
-    Rows {
-        cluster: &'a str,
-        page: u32,
-        rows: u32,
-    },
+    /// An ordinary query's rows, rendered before ([`PageRows`]).
+    Rows(Arc<RawValue>),
     Session(&'a [(String, String)]),
     True,
     /// Spooling protocol: the page's rows as a segment.
@@ -79,42 +81,12 @@ enum Data<'a> {
 impl Serialize for Data<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
-            Data::Rows { cluster, page, rows } => {
-                let mut seq = serializer.serialize_seq(Some(*rows as usize))?;
-                for row in 1..=*rows {
-                    seq.serialize_element(&(cluster, page, row))?;
-                }
-                seq.end()
-            }
+            Data::Rows(array) => array.serialize(serializer),
             Data::Session(rows) => serializer.collect_seq(rows.iter().map(|(n, v)| (n, v))),
             Data::True => serializer.collect_seq([[true]]),
             Data::Encoded(encoded) => encoded.serialize(serializer),
         }
     }
-}
-
-/// The JSON array of data page `page`'s rows, exactly as a direct-protocol page's `data`: the bytes of a
-/// segment.
-pub fn rows_json(cluster: &str, page: u32, rows: u32) -> Vec<u8> {
-    serde_json::to_vec(&Data::Rows { cluster, page, rows }).expect("serialising to a Vec cannot fail")
-}
-
-/// The length of [`rows_json`], without keeping the bytes.
-fn rows_json_len(cluster: &str, page: u32, rows: u32) -> u64 {
-    struct Count(u64);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len() as u64;
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    serde_json::to_writer(&mut count, &Data::Rows { cluster, page, rows })
-        .expect("serialising to a counter cannot fail");
-    count.0
 }
 
 #[derive(Serialize)]
@@ -184,7 +156,9 @@ struct QueryResults<'a> {
 
 /// A rendered answer: the JSON body and the response headers to send with it.
 pub struct Rendered<'a> {
-    pub body: Vec<u8>,
+    /// The body in pieces, to be sent one after the other: a data page's rows array is a piece of its
+    /// own, shared with [`PageRows`] rather than copied.
+    pub body: Vec<Bytes>,
     pub headers: &'a [ResponseHeader],
 }
 
@@ -193,8 +167,8 @@ pub struct Rendered<'a> {
 pub struct Context<'a> {
     /// `scheme://host[:port][/prefix]`, without a trailing slash.
     pub base: &'a str,
-    /// The emulator's `--name`: the `cluster` column.
-    pub cluster: &'a str,
+    /// The rows of data pages (the emulator's `--name` is their `cluster` column).
+    pub rows: &'a PageRows,
     pub now: Instant,
     /// Set for a query whose client negotiated the spooling protocol.
     pub spooling: Option<&'a Spooling<'a>>,
@@ -246,7 +220,7 @@ pub fn render<'q>(ctx: &Context<'_>, id: &str, query: &'q Query, page: &Page) ->
     let (data, update_type, headers) = match (plan, page) {
         (Plan::Rows { rows, .. }, Page::Data { index, .. }) => match ctx.spooling {
             Some(spooling) => (encoded(ctx, spooling, *index, *rows), None, &[][..]),
-            None => (Some(Data::Rows { cluster: ctx.cluster, page: index + 1, rows: *rows }), None, &[][..]),
+            None => (Some(Data::Rows(ctx.rows.json(index + 1, *rows))), None, &[][..]),
         },
         (Plan::Session { rows }, Page::Data { .. }) => (Some(Data::Session(rows)), None, &[][..]),
         (Plan::Update { update_type, headers }, Page::Finished) => {
@@ -271,10 +245,48 @@ pub fn render<'q>(ctx: &Context<'_>, id: &str, query: &'q Query, page: &Page) ->
         warnings: [],
         update_type,
     };
-    let mut body = Vec::with_capacity(512);
-    let mut serializer = serde_json::Serializer::new(&mut body);
-    results.serialize(&mut serializer).expect("serialising to a Vec cannot fail");
-    Rendered { body, headers }
+    let shared = match &results.data {
+        Some(Data::Rows(array)) => Some(array.clone()),
+        _ => None,
+    };
+    let mut body = Splice { shared, pieces: Vec::new(), current: Vec::with_capacity(1024) };
+    serde_json::to_writer(&mut body, &results).expect("serialising to memory cannot fail");
+    Rendered { body: body.finish(), headers }
+}
+
+/// Collects serialised JSON in pieces. When the serialiser writes the very bytes of `shared` (it writes a
+/// raw value with one `write_all` of its text), they become a piece of their own, by reference; everything
+/// else is copied. Should a serialiser ever write them differently, they are copied too: same bytes.
+struct Splice {
+    shared: Option<Arc<RawValue>>,
+    pieces: Vec<Bytes>,
+    current: Vec<u8>,
+}
+
+impl std::io::Write for Splice {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match &self.shared {
+            Some(array) if std::ptr::eq(buf, array.get().as_bytes()) => {
+                let before = std::mem::take(&mut self.current);
+                self.pieces.push(before.into());
+                self.pieces.push(shared_bytes(array.clone()));
+            }
+            _ => self.current.extend_from_slice(buf),
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Splice {
+    fn finish(mut self) -> Vec<Bytes> {
+        self.pieces.push(self.current.into());
+        self.pieces.retain(|piece| !piece.is_empty());
+        self.pieces
+    }
 }
 
 /// Data page `index` of `rows` rows as one segment, spooled or inline; no `data` for a page without rows
@@ -285,12 +297,13 @@ fn encoded(ctx: &Context<'_>, spooling: &Spooling<'_>, index: u32, rows: u32) ->
     }
     let page = index + 1;
     let row_offset = u64::from(index) * u64::from(rows);
+    let array = ctx.rows.json(page, rows);
     let encoded = if spools(spooling.hint, rows) {
-        let size = rows_json_len(ctx.cluster, page, rows);
+        let size = array.get().len() as u64;
         let issued = (spooling.segment)(index, SegmentData { page, rows });
         EncodedData::spooled(spooling.encoding, ctx.base, row_offset, rows, size, &issued)
     } else {
-        EncodedData::inline(spooling.encoding, row_offset, rows, &rows_json(ctx.cluster, page, rows))
+        EncodedData::inline(spooling.encoding, row_offset, rows, array.get().as_bytes())
     };
     Some(Data::Encoded(encoded))
 }
@@ -355,9 +368,10 @@ mod tests {
     fn rendered(plan: Plan, page: &Page) -> (Value, Vec<ResponseHeader>) {
         let now = Instant::now();
         let query = Query::new(plan, Slug::with_key(1), 1, Duration::ZERO, now);
-        let ctx = Context { base: "http://envoy:8080", cluster: "east", now, spooling: None };
+        let page_rows = PageRows::new("east");
+        let ctx = Context { base: "http://envoy:8080", rows: &page_rows, now, spooling: None };
         let out = render(&ctx, ID, &query, page);
-        (serde_json::from_slice(&out.body).unwrap(), out.headers.to_vec())
+        (serde_json::from_slice(&out.body.concat()).unwrap(), out.headers.to_vec())
     }
 
     fn slug(context: SlugContext, token: u64) -> String {
@@ -423,6 +437,23 @@ mod tests {
     }
 
     #[test]
+    fn data_page_rows_are_shared_not_copied() {
+        let now = Instant::now();
+        let query = Query::new(Plan::Rows { pages: 1, rows: 3 }, Slug::with_key(1), 1, Duration::ZERO, now);
+        let page_rows = PageRows::new("east");
+        let ctx = Context { base: "http://envoy:8080", rows: &page_rows, now, spooling: None };
+        let out = render(&ctx, ID, &query, &Page::Data { index: 0, next: 1 });
+        let array = page_rows.json(1, 3);
+        assert_eq!(out.body.len(), 3);
+        assert_eq!(out.body[1].as_ptr(), array.get().as_ptr());
+        assert!(out.body[0].ends_with(b"\"data\":") && out.body[2].starts_with(b",\"stats\":"));
+        let v: Value = serde_json::from_slice(&out.body.concat()).unwrap();
+        assert_eq!(v["data"], json!([["east", 1, 1], ["east", 1, 2], ["east", 1, 3]]));
+        // Other pages are one piece.
+        assert_eq!(render(&ctx, ID, &query, &Page::Finished).body.len(), 1);
+    }
+
+    #[test]
     fn final_pages() {
         let (v, _) = rendered(Plan::Rows { pages: 1, rows: 1 }, &Page::Finished);
         assert!(v.get("nextUri").is_none() && v.get("data").is_none());
@@ -454,9 +485,10 @@ mod tests {
             Issued { identifier: "ab".repeat(16), key: "k".to_owned(), expires_unix_ms: 0 }
         };
         let spooling = Spooling { encoding: "json", hint, segment: &segment };
-        let ctx = Context { base: "http://envoy:8080", cluster: "east", now, spooling: Some(&spooling) };
+        let page_rows = PageRows::new("east");
+        let ctx = Context { base: "http://envoy:8080", rows: &page_rows, now, spooling: Some(&spooling) };
         let out = render(&ctx, ID, &query, page);
-        (serde_json::from_slice(&out.body).unwrap(), issued.into_inner())
+        (serde_json::from_slice(&out.body.concat()).unwrap(), issued.into_inner())
     }
 
     #[test]
@@ -485,8 +517,7 @@ mod tests {
         assert_eq!(segment["metadata"]["segmentSize"], rows.len());
         assert_eq!(segment["headers"], json!({"X-Trino-Emulator-Segment-Key": ["k"]}));
         assert_eq!(issued, vec![(1, SegmentData { page: 2, rows: 2 })]);
-        assert_eq!(rows_json("east", 2, 2), rows);
-        assert_eq!(rows_json_len("east", 2, 2), rows.len() as u64);
+        assert_eq!(PageRows::new("east").json(2, 2).get().as_bytes(), rows);
 
         // Big pages spool without a hint; `spooled=0` inlines them; a page without rows has no data.
         let big = crate::spooling::INLINE_MAX_ROWS + 1;

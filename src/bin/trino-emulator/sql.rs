@@ -10,9 +10,10 @@
 //! unknown key or a bad value makes the query fail (so a typo in a test shows). `spooled` matters only to a
 //! client that negotiated the spooling protocol ([`crate::spooling`]): 1 spools every data page, 0 none.
 
-/// The most pages / rows per page a hint may ask for (keeps one page's JSON in the megabytes).
+/// The most pages / rows per page a hint may ask for (keeps one page's JSON in the tens of megabytes; a
+/// row is about 20 bytes for a short `--name`, so a 5 MB page takes some 250,000 rows).
 pub const MAX_PAGES: u32 = 1_000_000;
-pub const MAX_ROWS_PER_PAGE: u32 = 100_000;
+pub const MAX_ROWS_PER_PAGE: u32 = 1_000_000;
 
 /// The text that makes a statement fail.
 pub const FAIL_MARKER: &str = "emulator_fail";
@@ -291,8 +292,8 @@ mod tests {
             ("SELECT 1 /* emulator: page=2 */", Err("unknown emulator hint \"page\"")),
             ("SELECT 1 /* emulator: pages */", Err("emulator hint \"pages\" is not key=value")),
             (
-                "SELECT 1 /* emulator: rows=100001 */",
-                Err("emulator hints allow at most pages=1000000 rows=100000"),
+                "SELECT 1 /* emulator: rows=1000001 */",
+                Err("emulator hints allow at most pages=1000000 rows=1000000"),
             ),
             ("SELECT 1 /* emulator: pages=2", Ok(hints(1, 1, 0, None))),
             (
