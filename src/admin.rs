@@ -200,7 +200,8 @@ clusters:
             admin.drain(with_token(ClusterRequest { name: "blue".into() }, "t")).await.unwrap().into_inner();
         assert_eq!(
             (blue.operator_state.as_str(), blue.accepts_new_queries, blue.drained),
-            ("draining", false, true)
+            ("draining", false, false),
+            "nothing in flight, but not drained before every client could have been heard from"
         );
         assert_eq!(blue.coordinator_queries, -1);
 

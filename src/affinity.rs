@@ -13,6 +13,7 @@
 //! Cluster *names* are stored rather than indices so that what was learned stays true across reloads.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -28,7 +29,8 @@ pub const MAX_COORDINATOR_IDS: usize = 65_536;
 /// Who a coordinator id belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum SuffixOwner {
-    One(Arc<str>),
+    /// One cluster's coordinator; the number says when it was learned (larger is more recent).
+    One(Arc<str>, u64),
     /// Seen on two clusters: ambiguous.
     Shared,
 }
@@ -50,6 +52,8 @@ pub const TRANSACTION_IDLE_EXPIRY: Duration = Duration::from_secs(15 * 60);
 /// Learned query owners.
 pub struct Affinity {
     suffixes: RwLock<HashMap<Box<str>, SuffixOwner>>,
+    /// Counts changes to `suffixes` (also numbers learned ids, most recent highest).
+    suffix_changes: AtomicU64,
     exact: Cache<QueryId, Arc<str>>,
     /// Transaction id → the cluster that started it (a transaction exists only there).
     transactions: Cache<String, Arc<str>>,
@@ -76,7 +80,13 @@ impl Affinity {
             .eviction_policy(EvictionPolicy::lru())
             .time_to_live(WATCH_WINDOW)
             .build();
-        Affinity { suffixes: RwLock::new(HashMap::new()), exact, transactions, watched }
+        Affinity {
+            suffixes: RwLock::new(HashMap::new()),
+            suffix_changes: AtomicU64::new(0),
+            exact,
+            transactions,
+            watched,
+        }
     }
 
     /// Records that `cluster` started transaction `id`.
@@ -112,12 +122,12 @@ impl Affinity {
         };
         let known = self.read().get(suffix).cloned();
         match known {
-            Some(SuffixOwner::One(owner)) if owner == cluster => Placement::Suffix,
+            Some(SuffixOwner::One(owner, _)) if owner == cluster => Placement::Suffix,
             Some(SuffixOwner::Shared) => {
                 self.exact.insert(query, cluster);
                 Placement::Exact
             }
-            Some(SuffixOwner::One(owner)) => {
+            Some(SuffixOwner::One(owner, _)) => {
                 tracing::warn!(
                     coordinator_id = suffix,
                     first = %owner,
@@ -125,6 +135,7 @@ impl Affinity {
                     "two clusters' coordinators share an id: their queries are placed one by one from now on"
                 );
                 self.write().insert(suffix.into(), SuffixOwner::Shared);
+                self.suffix_changes.fetch_add(1, Ordering::Relaxed);
                 self.exact.insert(query, cluster);
                 Placement::Exact
             }
@@ -135,8 +146,10 @@ impl Affinity {
                     self.exact.insert(query, cluster);
                     return Placement::Exact;
                 }
-                let restarted = suffixes.values().any(|o| *o == SuffixOwner::One(cluster.clone()));
-                suffixes.insert(suffix.into(), SuffixOwner::One(cluster.clone()));
+                let restarted =
+                    suffixes.values().any(|o| matches!(o, SuffixOwner::One(c, _) if *c == cluster));
+                let order = self.suffix_changes.fetch_add(1, Ordering::Relaxed) + 1;
+                suffixes.insert(suffix.into(), SuffixOwner::One(cluster.clone(), order));
                 drop(suffixes);
                 if restarted {
                     tracing::info!(%cluster, coordinator_id = suffix, "cluster has a new coordinator id (restarted?)");
@@ -150,7 +163,7 @@ impl Affinity {
 
     /// The cluster that owns `query`, if known (and not yet forgotten).
     pub fn owner_of(&self, query: &QueryId) -> Option<Arc<str>> {
-        if let Some(SuffixOwner::One(owner)) =
+        if let Some(SuffixOwner::One(owner, _)) =
             query.coordinator_id().and_then(|s| self.read().get(s).cloned())
         {
             return Some(owner);
@@ -174,6 +187,28 @@ impl Affinity {
         self.read().len()
     }
 
+    /// Changes the coordinator-id table has seen: when this did not move, neither did
+    /// [`Affinity::recent_coordinator_ids`].
+    pub fn coordinator_id_changes(&self) -> u64 {
+        self.suffix_changes.load(Ordering::Relaxed)
+    }
+
+    /// The coordinator ids that place `cluster`'s queries (not the ambiguous ones), most recently
+    /// learned first, at most `limit`. A coordinator gets a new id when it restarts, so older ids
+    /// name queries that are gone.
+    pub fn recent_coordinator_ids(&self, cluster: &str, limit: usize) -> Vec<Box<str>> {
+        let mut ids: Vec<(u64, Box<str>)> = self
+            .read()
+            .iter()
+            .filter_map(|(id, owner)| match owner {
+                SuffixOwner::One(c, order) if &**c == cluster => Some((*order, id.clone())),
+                _ => None,
+            })
+            .collect();
+        ids.sort_unstable_by_key(|(order, _)| std::cmp::Reverse(*order));
+        ids.into_iter().take(limit).map(|(_, id)| id).collect()
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Box<str>, SuffixOwner>> {
         self.suffixes.read().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -193,6 +228,26 @@ mod tests {
 
     fn owner(affinity: &Affinity, id: &QueryId) -> Option<String> {
         affinity.owner_of(id).map(|c| c.to_string())
+    }
+
+    #[test]
+    fn recent_coordinator_ids_per_cluster() {
+        let affinity = Affinity::new(&AffinitySettings::default());
+        let changes = affinity.coordinator_id_changes();
+        for (n, suffix, cluster) in
+            [(1, "aaaaa", "a"), (2, "bbbbb", "b"), (3, "ccccc", "a"), (4, "ddddd", "a"), (5, "ccccc", "a")]
+        {
+            affinity.learn(id(n, suffix), cluster.into());
+        }
+        assert_eq!(affinity.coordinator_id_changes(), changes + 4, "a known id changes nothing");
+        assert_eq!(
+            affinity.recent_coordinator_ids("a", 2),
+            ["ddddd".into(), "ccccc".into()] as [Box<str>; 2]
+        );
+        assert_eq!(affinity.recent_coordinator_ids("b", 9), ["bbbbb".into()] as [Box<str>; 1]);
+        affinity.learn(id(6, "bbbbb"), "a".into());
+        assert!(affinity.recent_coordinator_ids("b", 9).is_empty(), "an ambiguous id places nothing");
+        assert_eq!(affinity.recent_coordinator_ids("a", 9).len(), 3);
     }
 
     #[test]

@@ -47,6 +47,10 @@ pub enum Command {
         /// config's `listen`].
         #[arg(long = "router", value_name = "HOST:PORT")]
         routers: Vec<SocketAddr>,
+        /// Write the routes into the bootstrap instead of having the router serve them (RDS): no
+        /// learned follow-up routes, so every request asks the router.
+        #[arg(long)]
+        static_routes: bool,
     },
     /// Dry run: show the facts the rules see for a request, each rule tried, and where a new query goes.
     Explain {

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use moka::sync::Cache;
 
@@ -76,6 +76,18 @@ pub struct ClusterRuntime {
     heard_from: Cache<QueryId, ()>,
     /// Whether the end of the current drain was reported already.
     drain_reported: AtomicBool,
+    /// When the current drain began.
+    draining_since: Mutex<Option<Instant>>,
+    /// When a query's owner here was last learned from an answer (ms since [`EPOCH`]; 0 = never).
+    last_learned_ms: AtomicU64,
+}
+
+/// The origin of the router's millisecond clock for lock-free timestamps.
+static EPOCH: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+
+fn now_ms() -> u64 {
+    // Never 0, which means "never".
+    EPOCH.elapsed().as_millis() as u64 + 1
 }
 
 impl ClusterRuntime {
@@ -89,6 +101,8 @@ impl ClusterRuntime {
             queries_routed: AtomicU64::new(0),
             heard_from: Cache::builder().time_to_idle(IN_FLIGHT_WINDOW).build(),
             drain_reported: AtomicBool::new(false),
+            draining_since: Mutex::new(None),
+            last_learned_ms: AtomicU64::new(0),
         }
     }
 
@@ -103,17 +117,35 @@ impl ClusterRuntime {
     /// Sets the operator's say; returns the previous one.
     pub fn set_operator(&self, operator: Operator) -> Operator {
         self.drain_reported.store(false, Ordering::Relaxed);
-        Operator::from_u8(self.operator.swap(operator.to_u8(), Ordering::Relaxed))
+        let previous = Operator::from_u8(self.operator.swap(operator.to_u8(), Ordering::Relaxed));
+        if operator != previous || operator != Operator::Draining {
+            *self.draining_since.lock().unwrap_or_else(|p| p.into_inner()) =
+                (operator == Operator::Draining).then(Instant::now);
+        }
+        previous
     }
 
-    /// Draining with nothing left in flight: safe to stop.
+    /// Draining with nothing left in flight: safe to stop. Not before a whole [`IN_FLIGHT_WINDOW`] of
+    /// draining: Envoy routes follow-ups of active clusters by itself, so the router hears of a running
+    /// query only once its cluster drains and the query's client next polls.
     pub fn drained(&self) -> bool {
-        self.operator() == Operator::Draining && self.in_flight() == 0
+        self.drained_at(Instant::now())
+    }
+
+    fn drained_at(&self, now: Instant) -> bool {
+        let since = *self.draining_since.lock().unwrap_or_else(|p| p.into_inner());
+        self.operator() == Operator::Draining
+            && since.is_some_and(|t| now.saturating_duration_since(t) >= IN_FLIGHT_WINDOW)
+            && self.in_flight() == 0
     }
 
     /// True once per drain: when the cluster is first seen drained.
     pub fn take_drain_completion(&self) -> bool {
-        self.drained() && !self.drain_reported.swap(true, Ordering::Relaxed)
+        self.take_drain_completion_at(Instant::now())
+    }
+
+    fn take_drain_completion_at(&self, now: Instant) -> bool {
+        self.drained_at(now) && !self.drain_reported.swap(true, Ordering::Relaxed)
     }
 
     /// May this cluster take a new query now?
@@ -174,6 +206,17 @@ impl ClusterRuntime {
 
     pub fn queries_routed(&self) -> u64 {
         self.queries_routed.load(Ordering::Relaxed)
+    }
+
+    /// A query's owner here was learned from an answer (the coordinator's current id is known).
+    pub fn learned_now(&self) {
+        self.last_learned_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Whether a query's owner here was learned within `window`.
+    pub fn learned_within(&self, window: Duration) -> bool {
+        let last = self.last_learned_ms.load(Ordering::Relaxed);
+        last != 0 && now_ms().saturating_sub(last) <= window.as_millis() as u64
     }
 
     /// A client asked about `query` here.
@@ -245,18 +288,31 @@ mod tests {
     }
 
     #[test]
+    fn learned_within() {
+        let c = ClusterRuntime::new(true);
+        assert!(!c.learned_within(Duration::from_secs(3600)), "never learned");
+        c.learned_now();
+        assert!(c.learned_within(Duration::from_secs(1)));
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(!c.learned_within(Duration::from_millis(10)));
+    }
+
+    #[test]
     fn drain_completion_is_reported_once_per_drain() {
         let c = ClusterRuntime::new(true);
-        assert!(!c.take_drain_completion(), "not draining");
+        let later = || Instant::now() + IN_FLIGHT_WINDOW;
+        assert!(!c.take_drain_completion_at(later()), "not draining");
         c.set_operator(Operator::Draining);
         c.coordinator_reported(1);
-        assert!(!c.drained() && !c.take_drain_completion(), "a query in flight");
+        assert!(!c.drained_at(later()) && !c.take_drain_completion_at(later()), "a query in flight");
         c.coordinator_reported(0);
-        assert!(c.drained());
-        assert!(c.take_drain_completion());
-        assert!(!c.take_drain_completion(), "once");
+        assert!(!c.drained(), "the router has not heard from every client yet");
+        assert!(c.drained_at(later()));
+        assert!(c.take_drain_completion_at(later()));
+        assert!(!c.take_drain_completion_at(later()), "once");
         c.set_operator(Operator::Active);
         c.set_operator(Operator::Draining);
-        assert!(c.take_drain_completion(), "a new drain reports again");
+        assert!(!c.drained_at(Instant::now() + IN_FLIGHT_WINDOW / 2), "a new drain waits again");
+        assert!(c.take_drain_completion_at(later()), "a new drain reports again");
     }
 }

@@ -22,6 +22,7 @@ pub mod query_id;
 pub mod refusal;
 pub mod reload;
 pub mod request_facts;
+pub mod route_discovery;
 pub mod routing;
 pub mod rules;
 pub mod server;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use trino_router::cli::{Cli, Command, LogFormat};
 use trino_router::config::Config;
-use trino_router::envoy_bootstrap::{Addresses, bootstrap_yaml};
+use trino_router::envoy_bootstrap::{Addresses, RouteSource, bootstrap_yaml};
 use trino_router::server::{ConfigSource, Server};
 
 fn main() -> ExitCode {
@@ -76,7 +76,7 @@ fn main() -> ExitCode {
             print!("{}", trino_router::explain::explain(&loaded, &request, &sql));
             ExitCode::SUCCESS
         }
-        Command::EnvoyConfig { config, listen, admin, mut routers } => match config.load() {
+        Command::EnvoyConfig { config, listen, admin, mut routers, static_routes } => match config.load() {
             Ok(loaded) => {
                 if routers.is_empty() {
                     routers.push(loaded.listen);
@@ -86,7 +86,8 @@ fn main() -> ExitCode {
                         "the router's gRPC port is 0: pass --router HOST:PORT (or TRINO_ROUTER_LISTEN)",
                     );
                 }
-                print!("{}", bootstrap_yaml(&loaded, &Addresses { listen, admin, routers }));
+                let routes = if static_routes { RouteSource::Static } else { RouteSource::Discovered };
+                print!("{}", bootstrap_yaml(&loaded, &Addresses { listen, admin, routers }, routes));
                 ExitCode::SUCCESS
             }
             Err(e) => fail(e),

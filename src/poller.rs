@@ -63,7 +63,12 @@ impl Poller {
         }
         while let Some(joined) = polls.join_next().await {
             match joined {
-                Ok((index, result)) => apply(&snapshot, index, result),
+                Ok((index, result)) => {
+                    if apply(&snapshot, index, result) {
+                        // Envoy's learned routes leave out clusters that are down.
+                        self.router.routes_changed().notify_one();
+                    }
+                }
                 Err(e) => tracing::error!("a poll task failed: {e}"),
             }
         }
@@ -94,13 +99,15 @@ impl Poller {
     }
 }
 
-fn apply(snapshot: &Snapshot, index: usize, result: PollResult) {
+/// Feeds one poll result to its cluster; returns whether the cluster's health changed.
+fn apply(snapshot: &Snapshot, index: usize, result: PollResult) -> bool {
     let settings = &snapshot.config.health;
     let thresholds =
         Thresholds { healthy: settings.healthy_threshold, unhealthy: settings.unhealthy_threshold };
     let runtime = &snapshot.clusters[index];
     let name = &snapshot.config.clusters[index].name;
-    if let Some(health) = runtime.observe(&result.health, thresholds) {
+    let changed = runtime.observe(&result.health, thresholds);
+    if let Some(health) = changed {
         let why = match &result.health {
             Observation::Answered { starting, state } => format!("starting={starting} state={state}"),
             Observation::Refused => "connection refused".to_owned(),
@@ -115,6 +122,7 @@ fn apply(snapshot: &Snapshot, index: usize, result: PollResult) {
     if runtime.take_drain_completion() {
         tracing::info!(cluster = %name, "cluster drained: no query in flight, safe to stop");
     }
+    changed.is_some()
 }
 
 async fn poll(

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
+use tokio::sync::Notify;
 
 use crate::affinity::Affinity;
 use crate::cluster_state::{ClusterRuntime, Operator};
@@ -57,6 +58,8 @@ pub struct Router {
     runtimes: Mutex<HashMap<Arc<str>, Arc<ClusterRuntime>>>,
     affinity: Affinity,
     discovery: Discovery,
+    /// Something Envoy's learned routes depend on changed (see `route_discovery`).
+    routes_changed: Notify,
     /// Breaks ties between equally loaded clusters (round-robin among equals).
     turn: AtomicUsize,
 }
@@ -71,8 +74,15 @@ impl Router {
             runtimes,
             affinity,
             discovery: Discovery::default(),
+            routes_changed: Notify::new(),
             turn: AtomicUsize::new(0),
         }
+    }
+
+    /// Notified when something Envoy's learned routes depend on changed (a coordinator id learned, an
+    /// operator's say, a reload); health verdicts are picked up by the publisher's tick.
+    pub fn routes_changed(&self) -> &Notify {
+        &self.routes_changed
     }
 
     /// The current config and cluster state.
@@ -157,7 +167,12 @@ impl Router {
         let name = snapshot.config.clusters[cluster].name.clone();
         tracing::debug!(query_id = %query, cluster = %name, "learned query owner");
         snapshot.clusters[cluster].heard_from(&query);
+        snapshot.clusters[cluster].learned_now();
+        let before = self.affinity.coordinator_id_changes();
         self.affinity.learn(query, name);
+        if self.affinity.coordinator_id_changes() != before {
+            self.routes_changed.notify_one();
+        }
     }
 
     /// Asks the clusters who owns `query` and learns the answer; returns whether an owner was found.
@@ -179,6 +194,7 @@ impl Router {
     /// Envoy could not deliver a new query to this cluster: it takes no new queries until polls say so.
     pub fn delivery_failed(&self, snapshot: &Snapshot, cluster: usize, status: &str) {
         if let Some(health) = snapshot.clusters[cluster].delivery_failed() {
+            self.routes_changed.notify_one();
             let name = &snapshot.config.clusters[cluster].name;
             tracing::warn!(cluster = %name, %health, status, "a new query could not be delivered");
         }
@@ -200,6 +216,7 @@ impl Router {
         let previous = snapshot.clusters[index].set_operator(operator);
         if previous != operator {
             tracing::info!(cluster = name, from = %previous, to = %operator, "operator changed cluster state");
+            self.routes_changed.notify_one();
         }
         Some(previous)
     }
@@ -210,6 +227,7 @@ impl Router {
         let previous = self.snapshot();
         let snapshot = Self::snapshot_for(&self.runtimes, config, Some(&previous.config));
         self.current.store(Arc::new(snapshot));
+        self.routes_changed.notify_one();
     }
 
     fn snapshot_for(

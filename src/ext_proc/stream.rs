@@ -54,6 +54,12 @@ pub const WATCH_HEADER: &str = "x-trino-router-watch";
 /// The header Envoy's router filter adds to every answer that came from upstream.
 pub const UPSTREAM_SERVICE_TIME: &str = "x-envoy-upstream-service-time";
 
+/// How often the learn filter reads a new query's first answer on a cluster whose coordinator id is
+/// known: at most one whole answer per cluster per this interval is read (and held by Envoy until read);
+/// the others only have their status looked at. A restarted coordinator's new id is thus learned within
+/// it (or, sooner, by discovery when a follow-up names it).
+pub const LEARN_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How much of a new query's first answer the router reads to find its `id`. Trino's first answer is
 /// about 1 KiB; a larger one is not a Trino first page and is not learned from.
 pub const MAX_LEARN_BODY: usize = 64 * 1024;
@@ -120,6 +126,12 @@ impl Learning {
     fn cluster_name(&self) -> &str {
         &self.snapshot.config.clusters[self.cluster].name
     }
+
+    /// Whether the answer's body is worth reading: the query is watched, or its cluster's coordinator id
+    /// was not confirmed within [`LEARN_REFRESH`].
+    fn reads_body(&self) -> bool {
+        self.watch || !self.snapshot.clusters[self.cluster].learned_within(LEARN_REFRESH)
+    }
 }
 
 /// The part of Trino's `QueryResults` the router reads.
@@ -149,10 +161,16 @@ impl ProcessingStream {
         let (phase, step) = match message.request {
             Some(Request::RequestHeaders(headers)) if observing || self.role == Role::Learn => {
                 let watch = self.observe_request(&headers);
-                // The watch header is the router's own note between its filters: the coordinator must
-                // not see it.
-                let step = (watch && !observing)
-                    .then(|| Step::Reply(Box::new(remove_headers(Phase::RequestHeaders, &[WATCH_HEADER]))));
+                let step = if watch && !observing {
+                    // The watch header is the router's own note between its filters: the coordinator must
+                    // not see it.
+                    Some(Step::Reply(Box::new(remove_headers(Phase::RequestHeaders, &[WATCH_HEADER]))))
+                } else if !observing && self.learning.as_ref().is_some_and(|l| !l.reads_body()) {
+                    // Only the answer's status matters: Envoy need not hold and send its body.
+                    Some(Step::Reply(Box::new(with_response_headers(pass(Phase::RequestHeaders)))))
+                } else {
+                    None
+                };
                 (Phase::RequestHeaders, step)
             }
             Some(Request::RequestHeaders(headers)) => {
@@ -658,6 +676,33 @@ clusters:
         assert_eq!(summary(learn.on_message(body(&first_page(), true, false))), "pass response body");
         let mut s = ProcessingStream::new(router, Role::Decide);
         assert_eq!(summary(s.on_message(follow_up())), "route outbound|1||etl");
+    }
+
+    #[test]
+    fn learn_role_reads_one_body_per_cluster_per_refresh() {
+        let router = router();
+        let body_mode = |step: Step| {
+            let Step::Reply(reply) = step else { panic!("{step:?}") };
+            reply.mode_override.map(|m| m.response_body_mode)
+        };
+        let new_statement = |cluster: &str, extra: &[(&str, &str)]| {
+            let mut headers = vec![("x-trino-cluster", cluster)];
+            headers.extend_from_slice(extra);
+            request("POST", "/v1/statement", &headers, false)
+        };
+        let mut first = ProcessingStream::new(router.clone(), Role::Learn);
+        assert_eq!(body_mode(first.on_message(new_statement("trino-a", &[]))), None, "never learned: read");
+        first.on_message(status("200", false));
+        first.on_message(body(&first_page(), true, false));
+        let none = Some(envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::processing_mode::BodySendMode::None as i32);
+        let mut second = ProcessingStream::new(router.clone(), Role::Learn);
+        assert_eq!(body_mode(second.on_message(new_statement("trino-a", &[]))), none, "learned just now");
+        assert_eq!(summary(second.on_message(status("503", false))), "pass response headers");
+        let mut other = ProcessingStream::new(router.clone(), Role::Learn);
+        assert_eq!(body_mode(other.on_message(new_statement("trino-b", &[]))), None, "another cluster");
+        let mut watched = ProcessingStream::new(router.clone(), Role::Learn);
+        let step = watched.on_message(new_statement("trino-a", &[(WATCH_HEADER, "transaction")]));
+        assert_eq!(body_mode(step), None, "a watched query is always read");
     }
 
     #[test]

@@ -716,6 +716,28 @@ class Router:
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
+    """Call ``predicate`` until it returns something truthy or ``timeout`` passes; return its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+def run_query(stack, user: str, sql: str, **connect_kwargs) -> list:
+    """Run ``sql`` through ``stack``'s Envoy with the real client as ``user``; return every row."""
+    trino = require_trino_client()
+    conn = trino.dbapi.connect(host=stack.host, port=stack.port, user=user, http_scheme="http", **connect_kwargs)
+    try:
+        cur = conn.cursor()
+        cur.execute(sql)
+        return cur.fetchall()
+    finally:
+        conn.close()
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now (bound to port 0, read, closed), for a process that must
     keep its port across a restart. Another process could take it meanwhile: a failed bind shows as the
@@ -799,10 +821,15 @@ def render_envoy_config(
     listen: str = "127.0.0.1:0",
     admin: str = "127.0.0.1:0",
     replicas: Sequence[str] = (),
+    static_routes: bool = False,
 ) -> str:
     """The bootstrap printed by ``trino-router envoy-config`` with its ext_proc target = ``router_grpc_addr``
-    (``TRINO_ROUTER_LISTEN``), or, given ``replicas``, every replica (``--router ADDR`` each)."""
+    (``TRINO_ROUTER_LISTEN``), or, given ``replicas``, every replica (``--router ADDR`` each). By default
+    Envoy gets its routes from the router (RDS); ``static_routes`` writes them into the bootstrap, so every
+    request asks the router."""
     routers = [arg for addr in replicas for arg in ("--router", addr)]
+    if static_routes:
+        routers.append("--static-routes")
     out = run_router_cli(
         "envoy-config", "--config", str(router_config_path), "--listen", listen, "--admin", admin, *routers,
         env={"TRINO_ROUTER_LISTEN": router_grpc_addr},

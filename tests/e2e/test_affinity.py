@@ -52,10 +52,15 @@ class Replicated:
         return coordinator_ids(self.stack)
 
 
-def start_replicated(clusters: list[tuple[str, str]], replicas: int = 1, router_env=None) -> Replicated:
+def start_replicated(
+    clusters: list[tuple[str, str]], replicas: int = 1, router_env=None, static_routes: bool = False
+) -> Replicated:
     """Emulators, ``replicas`` routers on fixed ports with one config (its ``listen`` is the first replica's
     port; the others get theirs from ``TRINO_ROUTER_LISTEN``), and Envoy from
-    ``envoy-config --router A [--router B ...]``. Processes are stopped by the per-test reaper."""
+    ``envoy-config --router A [--router B ...]``. Processes are stopped by the per-test reaper.
+
+    ``static_routes``: every request asks the router (``--static-routes``), as without learned routes —
+    for the tests of what the router does with follow-ups."""
     harness.require_trino_client()
     emulators = {name: harness.start_emulator(name) for name, _ in clusters}
     groups = dict(clusters)
@@ -68,7 +73,7 @@ def start_replicated(clusters: list[tuple[str, str]], replicas: int = 1, router_
                              name=f"router-{i}")
         for i, addr in enumerate(addrs)
     ]
-    bootstrap = harness.render_envoy_config(config_path, addrs[0], replicas=addrs)
+    bootstrap = harness.render_envoy_config(config_path, addrs[0], replicas=addrs, static_routes=static_routes)
     for addr in addrs:
         assert f"port_value: {addr.rsplit(':', 1)[1]}" in bootstrap, f"envoy-config left out replica {addr}"
     envoy = harness.start_envoy(bootstrap)
@@ -169,7 +174,9 @@ def test_router_restart_under_load(down):
       Zero misrouted follow-ups: no coordinator 404, no router 404, every query's rows from one cluster,
       the cluster that issued its id; nothing submitted twice.
     """
-    rep = start_replicated([("a", "adhoc"), ("b", "adhoc"), ("c", "adhoc")])
+    # Every request asks the router, so follow-ups meet the gap (with learned routes they go on without it:
+    # test_learned_routes.py).
+    rep = start_replicated([("a", "adhoc"), ("b", "adhoc"), ("c", "adhoc")], static_routes=True)
     stack, router = rep.stack, rep.replicas[0]
     owners = rep.owners()
     load = Load(stack, "rr", threads=8, sql=SLOW4).start()
@@ -273,7 +280,9 @@ def test_two_replicas_share_every_query_and_survive_one_dying():
     - the surviving replica places every follow-up from then on, also those of the queries whose POST the
       dead replica learned (it knows their coordinator ids).
     """
-    rep = start_replicated([("a", "adhoc"), ("b", "adhoc"), ("c", "adhoc")], replicas=2)
+    # Every request asks a router, so both replicas decide follow-ups (with learned routes, Envoy routes
+    # them itself: test_learned_routes.py).
+    rep = start_replicated([("a", "adhoc"), ("b", "adhoc"), ("c", "adhoc")], replicas=2, static_routes=True)
     stack, (ra, rb) = rep.stack, rep.replicas
     owners = rep.owners()
     addr_a, addr_b = ra.grpc_addr, rb.grpc_addr

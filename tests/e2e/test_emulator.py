@@ -255,13 +255,7 @@ def put_json(emu, path: str, body: str) -> requests.Response:
     return requests.put(emu.url + path, data=body, headers={"Content-Type": "application/json"})
 
 
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
+wait_for = harness.wait_for
 
 
 def ui_login(emu, username: str = "router", password: str = "", redirect_path: str = ""):

@@ -56,13 +56,8 @@ def _headers(query: dict) -> dict[str, str]:
     return {str(k).lower(): (", ".join(v) if isinstance(v, list) else v) for k, v in pairs}
 
 
-def _wait_for(predicate, timeout: float = 10.0, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
+def _wait_for(predicate, timeout: float = 10.0):
+    return harness.wait_for(predicate, timeout, interval=0.1)
 
 
 def _run_query(conn, sql: str) -> tuple[str, list[list]]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import re
-import time
 
 import harness
 
@@ -29,24 +28,7 @@ def _url_stack(make_stack, **kwargs):
 
 
 def _run(stack, user: str, sql: str, encoding="json"):
-    trino = harness.require_trino_client()
-    conn = trino.dbapi.connect(host=stack.host, port=stack.port, user=user, http_scheme="http", encoding=encoding)
-    try:
-        cur = conn.cursor()
-        cur.execute(sql)
-        return cur.fetchall()
-    finally:
-        conn.close()
-
-
-def _wait(predicate, timeout: float = 5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    return predicate()
+    return harness.run_query(stack, user, sql, encoding=encoding)
 
 
 def test_spooled_results_come_from_the_cluster_that_ran_the_query(make_stack):
@@ -67,7 +49,7 @@ def test_spooled_results_come_from_the_cluster_that_ran_the_query(make_stack):
     # asynchronously by the client: wait for them).
     for name, emu in stack.emulators.items():
         mine = sum(1 for c in served.values() if c == name)
-        counters = _wait(lambda: (c := emu.counters())["spooled_acks"] >= 4 * mine and c)
+        counters = harness.wait_for(lambda: (c := emu.counters())["spooled_acks"] >= 4 * mine and c)
         print(f"{name}: {mine} queries, counters: " + ", ".join(f"{k}={counters[k]}" for k in sorted(counters) if k.startswith("spooled")))
         assert counters["spooled_downloads"] == 4 * mine, counters
         assert counters["spooled_acks"] == 4 * mine, counters
