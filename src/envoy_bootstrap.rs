@@ -23,6 +23,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use crate::config::{Cluster, Config};
+use crate::ext_proc::messages::NOTE_NAMESPACE;
 
 /// Name of the Envoy cluster that reaches the router.
 pub const ROUTER_CLUSTER: &str = "trino-router";
@@ -339,6 +340,8 @@ pub fn decide_filter() -> Value {
             "processing_mode": processing_mode("NONE"),
             "allow_mode_override": true,
             "message_timeout": MESSAGE_TIMEOUT,
+            // Its note to the learn filter (see `learn_filter`).
+            "metadata_options": { "receiving_namespaces": { "untyped": [NOTE_NAMESPACE] } },
             // No decision, no request: a 503 tells clients that nothing was submitted, and they retry.
             "failure_mode_allow": false,
             "status_on_error": { "code": 503 },
@@ -354,16 +357,19 @@ pub fn learn_filter() -> Value {
             "grpc_service": router_grpc_service("learn"),
             "stat_prefix": "learn",
             "message_timeout": MESSAGE_TIMEOUT,
-            // The router turns the body off when it need not read it (see `LEARN_REFRESH`).
-            "allow_mode_override": true,
             // The query exists once the coordinator answered: whatever happens to the router now, the
             // client must get that answer.
             "failure_mode_allow": true,
+            // One message per new query: the answer's headers, with the decide filter's note (which
+            // cluster, whether to watch) forwarded as metadata. The router asks for the body (mode
+            // override) only when it reads it (see `LEARN_REFRESH`).
+            "allow_mode_override": true,
+            "metadata_options": { "forwarding_namespaces": { "untyped": [NOTE_NAMESPACE] } },
             "processing_mode": {
-                "request_header_mode": "SEND",
+                "request_header_mode": "SKIP",
                 "response_header_mode": "SEND",
                 "request_body_mode": "NONE",
-                "response_body_mode": "BUFFERED",
+                "response_body_mode": "NONE",
                 "request_trailer_mode": "SKIP",
                 "response_trailer_mode": "SKIP",
             },
@@ -512,7 +518,10 @@ clusters:
         assert_eq!(decide["failure_mode_allow"], false);
         let learn = &hcm["http_filters"][1]["typed_config"];
         assert_eq!(learn["failure_mode_allow"], true);
-        assert_eq!(learn["processing_mode"]["response_body_mode"], "BUFFERED");
+        assert_eq!(learn["processing_mode"]["response_body_mode"], "NONE", "asked for when needed");
+        assert_eq!(learn["processing_mode"]["request_header_mode"], "SKIP", "the note replaces them");
+        assert_eq!(learn["metadata_options"]["forwarding_namespaces"]["untyped"][0], NOTE_NAMESPACE);
+        assert_eq!(decide["metadata_options"]["receiving_namespaces"]["untyped"][0], NOTE_NAMESPACE);
         assert_eq!(decide["grpc_service"]["initial_metadata"][0]["value"], "decide");
         assert_eq!(learn["grpc_service"]["initial_metadata"][0]["value"], "learn");
         let routes = hcm["route_config"]["virtual_hosts"][0]["routes"].as_array().unwrap();

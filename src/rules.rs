@@ -17,7 +17,9 @@ use regex::Regex;
 use serde::Deserialize;
 
 use crate::request_facts::RequestInfo;
-use crate::statement::{Defaults, Limits, StatementFacts, analyze, analyze_execute, execute_name};
+use crate::statement::{
+    Defaults, Limits, StatementFacts, analyze, analyze_execute, execute_name, quick_placement,
+};
 
 /// A rule as written in the config.
 #[derive(Debug, Clone, Deserialize)]
@@ -189,6 +191,18 @@ impl<'a> LazyStatement<'a> {
                 _ => facts,
             }
         })
+    }
+
+    /// What placement needs: whether the statement starts a transaction, and the query ids it names.
+    /// Without a full analysis when the first keywords tell ([`quick_placement`]).
+    pub fn placement(&mut self) -> (bool, Vec<String>) {
+        if !self.analysed()
+            && let Some(starts_transaction) = quick_placement(self.sql, &self.limits)
+        {
+            return (starts_transaction, Vec::new());
+        }
+        let facts = self.facts();
+        (facts.starts_transaction, facts.query_ids.clone())
     }
 
     /// Whether the SQL was analysed (for tests and traces).

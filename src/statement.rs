@@ -221,6 +221,24 @@ fn analyze_in(sql: &str, scope: &Scope, limits: &Limits, nested: bool) -> Statem
     facts.finish(kind)
 }
 
+/// What placement needs of a statement when no rule reads its facts, from its first keywords alone:
+/// whether it starts a transaction. `None` when only [`analyze`] can tell, because the statement may
+/// name queries (`kill_query`) or runs a prepared statement (`EXECUTE`).
+pub fn quick_placement(sql: &str, limits: &Limits) -> Option<bool> {
+    if sql.as_bytes().windows(KILL_QUERY.len()).any(|w| w.eq_ignore_ascii_case(KILL_QUERY)) {
+        return None;
+    }
+    let mut cursor = Cursor::new(floor_boundary(sql, limits.max_bytes));
+    match first_keyword(&mut cursor) {
+        Some("EXECUTE") => None,
+        Some("START") => Some(cursor.eat("TRANSACTION")),
+        _ => Some(false),
+    }
+}
+
+/// The only procedure whose arguments name queries.
+const KILL_QUERY: &[u8] = b"kill_query";
+
 fn floor_boundary(sql: &str, max: usize) -> &str {
     let mut end = max.min(sql.len());
     while !sql.is_char_boundary(end) {
@@ -1840,6 +1858,40 @@ mod tests {
                 "{label}: {} bytes, {analyzed:?} per statement ({parsed:?} sqlparser alone, {scanned:?} prescan)",
                 sql.len()
             );
+        }
+    }
+
+    #[test]
+    fn quick_placement_agrees_with_analysis() {
+        let limits = Limits::default();
+        let cases = [
+            "SELECT 1",
+            "  start   transaction",
+            "START TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            "/* c */ START TRANSACTION",
+            "START",
+            "COMMIT",
+            "SELECT * FROM hive.web.t WHERE x = 'start transaction'",
+            "CALL system.runtime.kill_query(query_id => '20260101_120000_00001_abcde', message => 'x')",
+            "call SYSTEM.RUNTIME.\"KILL_QUERY\"('20260101_120000_00001_abcde')",
+            "EXECUTE stmt USING 1",
+            "INSERT INTO t SELECT * FROM s",
+            "((SELECT 1))",
+            "",
+            "SELEC * FRM ((",
+        ];
+        for sql in cases {
+            let full = analyze(sql, &Defaults::default(), &limits);
+            match quick_placement(sql, &limits) {
+                Some(starts) => {
+                    assert_eq!(starts, full.starts_transaction, "{sql}");
+                    assert!(full.query_ids.is_empty(), "{sql}");
+                }
+                None => assert!(
+                    sql.to_ascii_lowercase().contains("kill_query") || sql.starts_with("EXECUTE"),
+                    "{sql}"
+                ),
+            }
         }
     }
 }

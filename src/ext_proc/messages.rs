@@ -58,6 +58,60 @@ pub fn route(
     })
 }
 
+/// The dynamic-metadata namespace in which the decide filter leaves the learn filter its note.
+pub const NOTE_NAMESPACE: &str = "trino-router";
+
+/// What the decide filter tells the learn filter about a new statement: the Envoy cluster it chose
+/// and whether to watch the query's answers for the transaction it starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LearnNote {
+    pub envoy_cluster: String,
+    pub watch: bool,
+}
+
+/// Adds `note` to a decide reply as dynamic metadata (Envoy forwards it to the learn filter's stream).
+pub fn with_note(mut reply: ProcessingResponse, note: &LearnNote) -> ProcessingResponse {
+    use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+    let fields = [
+        ("cluster".to_owned(), Value { kind: Some(Kind::StringValue(note.envoy_cluster.clone())) }),
+        ("watch".to_owned(), Value { kind: Some(Kind::BoolValue(note.watch)) }),
+    ];
+    let inner = Struct { fields: fields.into_iter().collect() };
+    let outer = [(NOTE_NAMESPACE.to_owned(), Value { kind: Some(Kind::StructValue(inner)) })];
+    reply.dynamic_metadata = Some(Struct { fields: outer.into_iter().collect() });
+    reply
+}
+
+/// The decide filter's note, from the metadata Envoy forwards with a learn stream's message.
+pub fn read_note(metadata: Option<&envoy_types::pb::envoy::config::core::v3::Metadata>) -> Option<LearnNote> {
+    use envoy_types::pb::google::protobuf::value::Kind;
+    let note = metadata?.filter_metadata.get(NOTE_NAMESPACE)?;
+    let envoy_cluster = match note.fields.get("cluster")?.kind.as_ref()? {
+        Kind::StringValue(cluster) => cluster.clone(),
+        _ => return None,
+    };
+    let watch = matches!(note.fields.get("watch").and_then(|v| v.kind.as_ref()), Some(Kind::BoolValue(true)));
+    Some(LearnNote { envoy_cluster, watch })
+}
+
+/// A learn stream's response-headers reply asking Envoy for the response body (buffered): the learn
+/// filter's mode, with the body.
+pub fn with_response_body(mut reply: ProcessingResponse) -> ProcessingResponse {
+    use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::ProcessingMode;
+    use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::processing_mode::{
+        BodySendMode, HeaderSendMode,
+    };
+    reply.mode_override = Some(ProcessingMode {
+        request_header_mode: HeaderSendMode::Skip as i32,
+        response_header_mode: HeaderSendMode::Send as i32,
+        request_body_mode: BodySendMode::None as i32,
+        response_body_mode: BodySendMode::Buffered as i32,
+        request_trailer_mode: HeaderSendMode::Skip as i32,
+        response_trailer_mode: HeaderSendMode::Skip as i32,
+    });
+    reply
+}
+
 /// Adds a processing-mode override to a headers reply: the decide filter's mode without the request body
 /// (the rules need no SQL, so Envoy need not send it).
 pub fn without_request_body(reply: ProcessingResponse) -> ProcessingResponse {

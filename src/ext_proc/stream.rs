@@ -21,8 +21,8 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
 use serde::Deserialize;
 
 use super::messages::{
-    Phase, header, header_pairs, pass, refuse, remove_headers, route, with_response_headers,
-    without_request_body,
+    LearnNote, Phase, header, header_pairs, pass, read_note, refuse, remove_headers, route, with_note,
+    with_response_body, with_response_headers, without_request_body,
 };
 use crate::decision::{Basis, Decision, Pin, RequestFacts, split_prefixed};
 use crate::query_id::QueryId;
@@ -120,6 +120,8 @@ struct Learning {
     body: Vec<u8>,
     /// The query starts a transaction: watch its follow-ups' answers.
     watch: bool,
+    /// Envoy sends the body anyway (the stream's mode asked for it from the start).
+    body_requested: bool,
 }
 
 impl Learning {
@@ -177,9 +179,24 @@ impl ProcessingStream {
                 (Phase::RequestHeaders, Some(self.decide(headers, true)))
             }
             Some(Request::ResponseHeaders(headers)) => {
+                if self.role == Role::Learn && self.learning.is_none() {
+                    // The learn filter's first message: the decide filter's note says what it routed.
+                    self.take_note(read_note(message.metadata_context.as_ref()));
+                }
                 self.on_transaction_answer(&headers);
                 self.on_response_headers(&headers);
-                (Phase::ResponseHeaders, None)
+                // Read the body only when it is worth it (the filter's mode leaves it out).
+                let step = (self.role == Role::Learn && !observing)
+                    .then_some(self.learning.as_ref())
+                    .flatten()
+                    .filter(|l| l.reads_body() && !l.body_requested)
+                    .map(|_| Step::Reply(Box::new(with_response_body(pass(Phase::ResponseHeaders)))));
+                if step.is_some()
+                    && let Some(learning) = self.learning.as_mut()
+                {
+                    learning.body_requested = true;
+                }
+                (Phase::ResponseHeaders, step)
             }
             Some(Request::ResponseBody(body)) => {
                 self.on_response_body(body);
@@ -333,11 +350,10 @@ impl ProcessingStream {
         let mut pinned = transaction_owner.map(|owner| (owner, Pin::Transaction));
         let mut watch = false;
         if phase == Phase::RequestBody && snapshot.config.placement_from_sql {
-            let facts = statement.facts();
-            watch = facts.starts_transaction;
+            let (starts_transaction, query_ids) = statement.placement();
+            watch = starts_transaction;
             if pinned.is_none() {
-                let named: Vec<QueryId> =
-                    facts.query_ids.iter().filter_map(|id| QueryId::parse(id).ok()).collect();
+                let named: Vec<QueryId> = query_ids.iter().filter_map(|id| QueryId::parse(id).ok()).collect();
                 pinned = named
                     .iter()
                     .find_map(|id| self.router.affinity().owner_of(id))
@@ -370,9 +386,6 @@ impl ProcessingStream {
                     Some(rule) if final_decision => rule.set_headers.clone(),
                     _ => Vec::new(),
                 };
-                if watch {
-                    extra.push((WATCH_HEADER.to_owned(), "transaction".to_owned()));
-                }
                 if let Some(cluster_prefix) = snapshot.config.cluster_prefix(cluster) {
                     // The coordinator builds every URI it hands out under this prefix, so every later
                     // request of the query names its cluster (and replaces any prefix the client sent).
@@ -384,18 +397,17 @@ impl ProcessingStream {
                 if let Some(id) = &transaction_rewrite {
                     extra.push((TRANSACTION_HEADER.to_owned(), id.clone()));
                 }
-                let reply = route(
-                    phase,
-                    &snapshot.config.routing_header,
-                    &snapshot.config.clusters[cluster].envoy_cluster,
-                    &extra,
-                );
+                let envoy_cluster = &snapshot.config.clusters[cluster].envoy_cluster;
+                let reply = route(phase, &snapshot.config.routing_header, envoy_cluster, &extra);
+                // The learn filter reads what was decided (and whether to watch) from this note.
+                let reply = with_note(reply, &LearnNote { envoy_cluster: envoy_cluster.to_string(), watch });
                 if final_decision {
                     self.learning = Some(Learning {
                         snapshot: snapshot.clone(),
                         cluster,
                         body: Vec::new(),
                         watch: false,
+                        body_requested: true,
                     });
                 }
                 Step::Reply(Box::new(reply))
@@ -417,7 +429,10 @@ impl ProcessingStream {
         let snapshot = self.router.snapshot();
         let routed_to = header(map, &snapshot.config.routing_header).unwrap_or("");
         match snapshot.cluster_by_header_value(routed_to) {
-            Some(cluster) => self.learning = Some(Learning { snapshot, cluster, body: Vec::new(), watch }),
+            Some(cluster) => {
+                self.learning =
+                    Some(Learning { snapshot, cluster, body: Vec::new(), watch, body_requested: false })
+            }
             None => tracing::warn!(
                 routing_header = routed_to,
                 "a new statement reached the learn filter without a routing header the router set; \
@@ -425,6 +440,29 @@ impl ProcessingStream {
             ),
         }
         watch
+    }
+
+    /// Learn role, no request headers seen: follow the new statement the decide filter's note names.
+    fn take_note(&mut self, note: Option<LearnNote>) {
+        let Some(note) = note else {
+            // The decide filter answered itself (a refusal), or it is not configured to leave notes
+            // (`metadata_options`, as envoy-config writes them).
+            tracing::debug!("a learn stream began without the decide filter's note: nothing to learn");
+            return;
+        };
+        let snapshot = self.router.snapshot();
+        match snapshot.cluster_by_header_value(&note.envoy_cluster) {
+            Some(cluster) => {
+                self.learning = Some(Learning {
+                    snapshot,
+                    cluster,
+                    body: Vec::new(),
+                    watch: note.watch,
+                    body_requested: false,
+                })
+            }
+            None => tracing::warn!(cluster = note.envoy_cluster, "the decide filter's note names no cluster"),
+        }
     }
 
     /// The cluster that owns the transaction a request names, and the id to send the coordinator. Envoy
@@ -878,6 +916,21 @@ clusters:
         let mut decide = ProcessingStream::new(router.clone(), Role::Decide);
         decide.on_message(request("POST", "/v1/statement", headers, false));
         let Step::Reply(reply) = decide.on_message(sql_body(sql)) else { panic!("no body reply") };
+        // What Envoy forwards to the learn filter: the decide reply's dynamic metadata, by namespace.
+        let note = reply.dynamic_metadata.clone().expect("a routed new statement leaves a note");
+        let metadata = envoy_types::pb::envoy::config::core::v3::Metadata {
+            filter_metadata: note
+                .fields
+                .into_iter()
+                .filter_map(|(namespace, value)| match value.kind {
+                    Some(envoy_types::pb::google::protobuf::value::Kind::StructValue(s)) => {
+                        Some((namespace, s))
+                    }
+                    _ => None,
+                })
+                .collect(),
+            ..Default::default()
+        };
         let Some(Response::RequestBody(routed)) = reply.response else { panic!("{reply:?}") };
         let set: Vec<(String, String)> = routed
             .response
@@ -890,19 +943,21 @@ clusters:
             .map(|h| (h.key, String::from_utf8_lossy(&h.raw_value).into_owned()))
             .collect();
         let cluster = set[0].1.clone();
-        let mut forwarded: Vec<(&str, &str)> = headers.to_vec();
-        forwarded.extend(set.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let note = read_note(Some(&metadata)).unwrap();
+        assert_eq!(note.envoy_cluster, cluster);
+        assert_eq!(note.watch, sql.starts_with("START TRANSACTION"), "{sql}");
         let mut learn = ProcessingStream::new(router.clone(), Role::Learn);
-        let first = learn.on_message(request("POST", "/v1/statement", &forwarded, false));
-        let watched = set.iter().any(|(k, _)| k == WATCH_HEADER);
-        assert_eq!(
-            matches!(&first, Step::Reply(r) if format!("{r:?}").contains(WATCH_HEADER)),
-            watched,
-            "the watch header is removed"
-        );
-        learn.on_message(status("200", false));
-        let page = format!(r#"{{"id":"{id}","stats":{{}}}}"#);
-        learn.on_message(body(page.as_bytes(), true, false));
+        let mut answer = status("200", false);
+        answer.metadata_context = Some(metadata);
+        let step = learn.on_message(answer);
+        let wants_body = matches!(&step, Step::Reply(r) if r.mode_override.is_some());
+        if note.watch {
+            assert!(wants_body, "a watched query's answer is read");
+        }
+        if wants_body {
+            let page = format!(r#"{{"id":"{id}","stats":{{}}}}"#);
+            learn.on_message(body(page.as_bytes(), true, false));
+        }
         cluster
     }
 
