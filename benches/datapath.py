@@ -50,6 +50,7 @@ RULES = [
 # (scenario, connections, duration seconds): what the targets are measured on, plus long polls.
 RUNS = [
     ("short", 1), ("short", 32),
+    ("paged", 32),
     ("newquery", 1), ("newquery", 32),
     ("large", 4),
     ("long", 32),
@@ -213,7 +214,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=8.0, help="measured seconds per run")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each run")
-    parser.add_argument("--only", help="run only this scenario (short, newquery, large, long)")
+    parser.add_argument("--only", help="run only this scenario (short, paged, newquery, large, long)")
     parser.add_argument("--no-write", action="store_true", help=f"do not write {RESULTS.relative_to(REPO)}")
     args = parser.parse_args()
 

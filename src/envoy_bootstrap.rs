@@ -224,23 +224,20 @@ pub fn route_config(config: &Config, learned: &[LearnedRoutes]) -> Value {
             // whole body up to the listener's buffer limit, a first part beyond it. When neither needs
             // SQL, the router's headers reply turns this off (mode_override).
             "typed_per_filter_config": {
-                DECIDE_FILTER: {
+                DECIDE_FILTER: enabled(Some(json!({
                     "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
                     "overrides": { "processing_mode": processing_mode("BUFFERED_PARTIAL") },
-                },
+                }))),
+                LEARN_FILTER: enabled(None),
             },
         })
     };
-    let disabled = json!({
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
-        "disabled": true,
-    });
     let through_router = |name: &str, matcher: Value| {
         json!({
             "name": name,
             "match": matcher,
             "route": to_chosen_cluster,
-            "typed_per_filter_config": { LEARN_FILTER: disabled },
+            "typed_per_filter_config": { DECIDE_FILTER: enabled(None) },
         })
     };
     let mut routes = vec![
@@ -271,7 +268,7 @@ pub fn route_config(config: &Config, learned: &[LearnedRoutes]) -> Value {
                     "header": { "key": "x-forwarded-prefix", "value": cluster_prefix },
                     "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
                 }],
-                "typed_per_filter_config": { DECIDE_FILTER: disabled, LEARN_FILTER: disabled },
+                // No typed_per_filter_config: the router's filters stay off (not even created).
             }));
         }
     }
@@ -285,7 +282,6 @@ pub fn route_config(config: &Config, learned: &[LearnedRoutes]) -> Value {
                 ids.join("|")
             ) } },
             "route": { "cluster": &*cluster.envoy_cluster, "timeout": "0s" },
-            "typed_per_filter_config": { DECIDE_FILTER: disabled, LEARN_FILTER: disabled },
         }));
     }
     routes.push(through_router("trino", json!({ "prefix": "/" })));
@@ -307,6 +303,19 @@ pub fn route_config(config: &Config, learned: &[LearnedRoutes]) -> Value {
             }],
         }],
     })
+}
+
+/// Turns one of the router's filters on for a route (both are off unless a route turns them on, so
+/// routes Envoy serves by itself do not even create them), with its per-route config if any.
+fn enabled(per_route: Option<Value>) -> Value {
+    // Envoy refuses a FilterConfig without a config: no overrides is an empty one.
+    let per_route = per_route.unwrap_or_else(|| {
+        json!({
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
+            "overrides": {},
+        })
+    });
+    json!({ "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "config": per_route })
 }
 
 fn router_grpc_service(role: &str) -> Value {
@@ -333,6 +342,8 @@ fn processing_mode(request_body_mode: &str) -> Value {
 pub fn decide_filter() -> Value {
     json!({
         "name": DECIDE_FILTER,
+        // Off unless the route turns it on (see `enabled`).
+        "disabled": true,
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
             "grpc_service": router_grpc_service("decide"),
@@ -352,6 +363,8 @@ pub fn decide_filter() -> Value {
 pub fn learn_filter() -> Value {
     json!({
         "name": LEARN_FILTER,
+        // On only for the new-statement routes.
+        "disabled": true,
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
             "grpc_service": router_grpc_service("learn"),
@@ -531,13 +544,16 @@ clusters:
         }
         assert_eq!(routes[0]["match"]["path"], "/v1/statement");
         let overrides = &routes[0]["typed_per_filter_config"];
-        assert!(overrides.get(LEARN_FILTER).is_none(), "learning stays on for new statements");
+        assert!(overrides[LEARN_FILTER].get("disabled").is_none(), "learning is on for new statements");
+        assert_eq!(overrides[LEARN_FILTER]["config"]["overrides"], json!({}), "Envoy wants a config");
         assert_eq!(
-            overrides[DECIDE_FILTER]["overrides"]["processing_mode"]["request_body_mode"],
+            overrides[DECIDE_FILTER]["config"]["overrides"]["processing_mode"]["request_body_mode"],
             "BUFFERED_PARTIAL"
         );
         assert_eq!(decide["processing_mode"]["request_body_mode"], "NONE");
-        assert_eq!(routes[2]["typed_per_filter_config"][LEARN_FILTER]["disabled"], true);
+        assert_eq!(hcm["http_filters"][0]["disabled"], true, "each route turns the filters on");
+        assert!(routes[2]["typed_per_filter_config"].get(LEARN_FILTER).is_none());
+        assert!(routes[2]["typed_per_filter_config"].get(DECIDE_FILTER).is_some());
         let rewrite = &hcm["route_config"]["virtual_hosts"][0]["response_headers_to_add"][0];
         assert_eq!(rewrite["header"]["key"], "x-trino-started-transaction-id");
         assert_eq!(rewrite["header"]["value"], "%UPSTREAM_CLUSTER%~%RESP(x-trino-started-transaction-id)%");
@@ -581,10 +597,7 @@ clusters:
         assert_eq!(b["match"]["prefix"], "/_trino/trino-b/");
         assert_eq!(b["route"]["cluster"], "outbound|2||b");
         assert_eq!(b["route"]["prefix_rewrite"], "/");
-        assert_eq!(
-            b["typed_per_filter_config"][DECIDE_FILTER]["disabled"], true,
-            "no router on the data path"
-        );
+        assert!(b.get("typed_per_filter_config").is_none(), "no router on the data path");
         let statement =
             regex::Regex::new(routes[2]["match"]["safe_regex"]["regex"].as_str().unwrap()).unwrap();
         assert!(statement.is_match("/_trino/trino-a/v1/statement"));

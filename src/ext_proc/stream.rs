@@ -47,8 +47,9 @@ pub const CLEAR_TRANSACTION_HEADER: &str = "x-trino-clear-transaction-id";
 /// Separates the Envoy cluster from Trino's own id in a transaction id as clients see it.
 pub const TRANSACTION_CLUSTER_SEPARATOR: char = '~';
 
-/// The request header (set by the decide filter, removed by the learn filter) that tells the learn
-/// filter to watch a new query's answers for the transaction it starts.
+/// A request header that tells a learn filter which sees request headers (a hand-written Envoy config)
+/// to watch a new query's answers for the transaction it starts; it is removed there. The decide filter
+/// now says so in its note (`messages::LearnNote`) instead.
 pub const WATCH_HEADER: &str = "x-trino-router-watch";
 
 /// The header Envoy's router filter adds to every answer that came from upstream.

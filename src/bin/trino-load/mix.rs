@@ -15,6 +15,8 @@ pub enum Mix {
     Newquery,
     /// Long polling: 3 data pages, each held 200 ms by the emulator (POST + 5 follow-ups, ~600 ms).
     Long,
+    /// 40 small data pages (one row each): POST + 42 follow-ups, so follow-ups are 98% of requests.
+    Paged,
     /// 20 data pages of 330,000 rows each: 5.0 MB of JSON per page from an emulator with a one-letter
     /// `--name` (as the benchmark's), 7 MB from `trino-a` (a row is `["{name}",page,row]`).
     Large,
@@ -26,6 +28,7 @@ impl Mix {
             Mix::Short => "short",
             Mix::Newquery => "newquery",
             Mix::Long => "long",
+            Mix::Paged => "paged",
             Mix::Large => "large",
         }
     }
@@ -35,6 +38,7 @@ impl Mix {
             Mix::Short => "SELECT 1 /* emulator: pages=1 rows=1 queued_polls=1 */",
             Mix::Newquery => NEW_QUERY,
             Mix::Long => "SELECT 1 /* emulator: pages=3 rows=10 delay_ms=200 queued_polls=1 */",
+            Mix::Paged => "SELECT 1 /* emulator: pages=40 rows=1 queued_polls=1 */",
             Mix::Large => {
                 "SELECT * FROM tpch.sf100.lineitem /* emulator: pages=20 rows=330000 queued_polls=1 */"
             }
