@@ -7,8 +7,9 @@
 Run it with `scripts/bench` (release build). It prints one table per scenario with the figures of each
 set-up and the ratios (c)/(b) and (b)/(a), then the issue-6 targets with pass/miss, and writes the whole
 report, with the machine it ran on, to benches/datapath-results.md (`--no-write` to skip that).
-The load generator is `trino-load` (src/bin/trino-load); each scenario runs every set-up back to back,
-and the set-ups' order rotates between scenarios so that no set-up always runs first on a warm machine.
+The load generator is `trino-load` (src/bin/trino-load); each scenario runs every set-up back to back, in
+several rounds whose order rotates (no set-up always runs first), and reports each set-up's median run:
+the machine is shared and noisy, and one run per set-up swung ratios by a third between runs.
 """
 
 from __future__ import annotations
@@ -136,6 +137,13 @@ class Bench:
             proc.stop()
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median queries/s (its figures kept together); errors summed over all runs."""
+    chosen = dict(sorted(runs, key=lambda r: r["queries_per_s"])[len(runs) // 2])
+    chosen["errors"] = sum(r["errors"] for r in runs)
+    return chosen
+
+
 def fmt(value: float, digits: int = 1) -> str:
     return f"{value:,.{digits}f}"
 
@@ -212,7 +220,9 @@ def machine() -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=8.0, help="measured seconds per run")
+    parser.add_argument("--duration", type=float, default=6.0, help="measured seconds per run")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="runs per set-up and scenario, interleaved; the median run (by queries/s) is reported")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each run")
     parser.add_argument("--only", help="run only this scenario (short, paged, newquery, large, long)")
     parser.add_argument("--no-write", action="store_true", help=f"do not write {RESULTS.relative_to(REPO)}")
@@ -224,15 +234,17 @@ def main() -> int:
     order = ["direct", "envoy", "router"]
     try:
         for i, (scenario, conns) in enumerate(runs):
-            rotated = order[i % 3:] + order[:i % 3]
-            per_setup = {}
-            for setup in rotated:
-                print(f"  {scenario:9} {conns:3} conns  {setup:7} ...", end="", flush=True, file=sys.stderr)
-                per_setup[setup] = bench.run(setup, scenario, conns)
-                r = per_setup[setup]
-                print(f" {r['queries_per_s']:9.1f} q/s {r['requests_per_s']:9.1f} req/s {r['mb_per_s']:8.1f} MB/s"
-                      f"  errors {r['errors']}", file=sys.stderr)
-            results[(scenario, conns)] = per_setup
+            rounds: dict[str, list[dict]] = {setup: [] for setup in order}
+            for n in range(args.rounds):
+                rotated = order[(i + n) % 3:] + order[:(i + n) % 3]
+                for setup in rotated:
+                    print(f"  {scenario:9} {conns:3} conns  {setup:7} round {n + 1} ...", end="", flush=True,
+                          file=sys.stderr)
+                    r = bench.run(setup, scenario, conns)
+                    rounds[setup].append(r)
+                    print(f" {r['queries_per_s']:9.1f} q/s {r['requests_per_s']:9.1f} req/s {r['mb_per_s']:8.1f} MB/s"
+                          f"  errors {r['errors']}", file=sys.stderr)
+            results[(scenario, conns)] = {setup: median_run(runs) for setup, runs in rounds.items()}
         peak = {"router": proc_stat(bench.router.proc.proc.pid)[1],
                 "envoy (with router)": proc_stat(bench.envoy_router.proc.proc.pid)[1],
                 "envoy (static)": proc_stat(bench.envoy_static.proc.proc.pid)[1]}
@@ -244,7 +256,8 @@ def main() -> int:
     report = [
         "# Data-path benchmark", "",
         f"Run {now} on {machine()}.",
-        f"Command: `scripts/bench` ({args.duration:g} s measured after {args.warmup:g} s warm-up per run; "
+        f"Command: `scripts/bench` ({args.rounds} interleaved rounds per set-up, the median reported; "
+        f"{args.duration:g} s measured after {args.warmup:g} s warm-up per run; "
         f"2 emulated clusters; the router config has {len(RULES)} statement rules). "
         "Ratios compare set-ups measured in the same run; the machine is shared and noisy.", "",
     ]

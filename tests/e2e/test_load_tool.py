@@ -1,0 +1,29 @@
+"""The benchmark's load generator, briefly, through the default stack (Envoy + router + strict emulators).
+
+Not a benchmark: it checks that `trino-load` runs every mix's whole query lifecycle through the set-up the
+benchmark measures without a single error (a misrouted follow-up would be one), so `scripts/bench` cannot
+rot unnoticed. Figures come from `scripts/bench` only.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+import harness
+
+
+@pytest.mark.parametrize("mix", ["short", "newquery", "paged"])
+def test_every_mix_runs_clean_through_envoy_and_the_router(stack, mix):
+    load = harness.require_binary("trino-load")
+    argv = [str(load), "--url", stack.envoy.url, "--mix", mix, "--connections", "4",
+            "--duration", "1s", "--warmup", "200ms", "--json"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    print(f"{mix}: {report['queries']} queries, {report['requests']} requests, errors {report['errors']}")
+    assert report["errors"] == 0, report["error_samples"]
+    assert report["queries"] > 0 and report["followups"] >= 2 * report["queries"], report
+    assert report["latency_ms"]["followup"]["count"] == report["followups"], report
