@@ -1,7 +1,8 @@
 //! Start-up and shutdown of the router: binds the gRPC listener (so callers learn the real port before
 //! serving, as tests with port 0 need), then serves ext_proc, RDS, the admin API (with reflection) and
 //! `grpc.health.v1`, runs the health poller, the route publisher and the config watcher, until told to
-//! stop. On stop, RDS streams end at once (Envoy keeps its routes); decisions in progress finish.
+//! stop. On stop: NOT_SERVING at once while still serving for [`SHUTDOWN_DRAIN`], then no new
+//! connections, RDS streams end (Envoy keeps its routes), open decisions get [`SHUTDOWN_GRACE`] to finish.
 //!
 //! Readiness: `grpc.health.v1` reports NOT_SERVING until the first poll round has finished, so a
 //! readiness probe holds traffic back until the router knows which clusters are up.
@@ -10,6 +11,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessorServer;
 use envoy_types::pb::envoy::service::route::v3::route_discovery_service_server::RouteDiscoveryServiceServer;
@@ -23,6 +25,26 @@ use crate::ext_proc::service::ExtProcService;
 use crate::poller::Poller;
 use crate::route_discovery::{RouteDiscovery, RouteTable, initial_table, publish};
 use crate::routing::Router;
+
+/// After a shutdown signal, how long the router keeps serving while reporting NOT_SERVING, so that
+/// Envoy's health checks (every second, as envoy-config writes them) send new streams elsewhere.
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_millis(1500);
+
+/// Then, how long open streams may take to finish before the router exits anyway. Decisions take
+/// milliseconds (a discovery lookup at most `affinity.discovery_timeout`); Envoy's per-message timeout is
+/// 0.5 s.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Reports the router ready (SERVING) or not, for every service name callers check.
+async fn set_health(reporter: &tonic_health::server::HealthReporter, ready: bool) {
+    if ready {
+        reporter.set_serving::<ExternalProcessorServer<ExtProcService>>().await;
+        reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    } else {
+        reporter.set_not_serving::<ExternalProcessorServer<ExtProcService>>().await;
+        reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+    }
+}
 
 /// Where the config came from, for live reload.
 pub struct ConfigSource {
@@ -57,25 +79,32 @@ impl Server {
         &self.router
     }
 
-    /// Serves until `shutdown` completes, then lets open streams finish.
+    /// Serves until `shutdown` completes, then stops as [`SHUTDOWN_DRAIN`] and [`SHUTDOWN_GRACE`] say.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), tonic::transport::Error> {
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        health_reporter.set_not_serving::<ExternalProcessorServer<ExtProcService>>().await;
-        health_reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+        set_health(&health_reporter, false).await;
 
         let mut poller = Poller::new(self.router.clone());
+        let reporter = health_reporter.clone();
         let background = tokio::spawn(async move {
             poller.round().await;
-            health_reporter.set_serving::<ExternalProcessorServer<ExtProcService>>().await;
-            health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+            set_health(&reporter, true).await;
             tracing::info!("first health round done: ready");
             poller.run().await;
         });
         let (tables, tables_rx) = tokio::sync::watch::channel(Arc::new(self.routes));
         let publisher = tokio::spawn(publish(self.router.clone(), tables));
         let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
+        let mut stopped = stopping_rx.clone();
         let shutdown = async move {
             shutdown.await;
+            // Not ready from now on: Envoy's health checks (and Kubernetes' readiness probe) take this
+            // replica out while it still answers, so no new stream is refused.
+            background.abort();
+            set_health(&health_reporter, false).await;
+            tracing::info!(drain = ?SHUTDOWN_DRAIN, "not ready; still serving while callers move away");
+            tokio::time::sleep(SHUTDOWN_DRAIN).await;
+            tracing::info!(grace = ?SHUTDOWN_GRACE, "no new connections; open streams finish");
             let _ = stopping.send(true);
         };
         let watcher = self.source.map(|source| {
@@ -87,16 +116,25 @@ impl Server {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .expect("the compiled descriptor sets are valid");
-        let result = tonic::transport::Server::builder()
+        let serve = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .add_service(health_service)
             .add_service(reflection)
             .add_service(AdminServer::new(AdminService::new(self.router.clone())))
             .add_service(ExternalProcessorServer::new(ExtProcService::new(self.router.clone())))
             .add_service(RouteDiscoveryServiceServer::new(RouteDiscovery::new(tables_rx, stopping_rx)))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
-            .await;
-        background.abort();
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown);
+        let deadline = async {
+            let _ = stopped.wait_for(|stop| *stop).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        let result = tokio::select! {
+            result = serve => result,
+            () = deadline => {
+                tracing::warn!(grace = ?SHUTDOWN_GRACE, "streams still open after the grace period: stopping anyway");
+                Ok(())
+            }
+        };
         publisher.abort();
         if let Some(watcher) = watcher {
             watcher.abort();

@@ -356,6 +356,47 @@ def test_two_replicas_share_every_query_and_survive_one_dying():
     stack.envoy.proc.assert_alive()
 
 
+@pytest.mark.parametrize("routes", ["static", "rds"])
+def test_sigterm_of_one_replica_under_load_fails_nothing(routes):
+    """A rolling restart's first step: SIGTERM one of two replicas while 8 client threads run 4-page queries.
+
+    The replica reports NOT_SERVING at once and keeps answering for ``SHUTDOWN_DRAIN`` (1.5 s) while Envoy's
+    health checks move new streams to the other one, then stops taking connections, lets open decisions
+    finish and exits 0 within the grace period (5 s). Zero failed queries, nothing misrouted. With
+    ``static`` routes every request of every query asks a router; with RDS only new statements do.
+    """
+    import signal
+
+    rep = start_replicated([("a", "adhoc"), ("b", "adhoc")], replicas=2, static_routes=routes == "static")
+    stack, (ra, rb) = rep.stack, rep.replicas
+    owners = rep.owners()
+    load = Load(stack, f"term-{routes}", threads=8, sql=SLOW4).start()
+    try:
+        wait_until(lambda: all(len(e.queries()) >= 4 for e in stack.emulators.values()), 20,
+                   "both clusters to serve queries")
+        t_term = time.monotonic()
+        rb.proc.proc.send_signal(signal.SIGTERM)
+        code = rb.proc.proc.wait(timeout=15)
+        exited = time.monotonic() - t_term
+        sleep_until(t_term + max(exited, 1.0) + 2.0)
+    finally:
+        outcomes = load.stop()
+    log = rb.log()
+    print(f"  replica B exited {code} {exited:.2f} s after SIGTERM; {len(outcomes)} queries; log tail: "
+          + " | ".join(line[28:] for line in log.splitlines()[-4:]))
+    failed = [o.describe() for o in outcomes if not o.ok]
+    assert not failed, "queries failed while a replica stopped:\n" + "\n".join(failed)
+    assert code == 0, log[-2000:]
+    assert 1.4 <= exited <= 1.5 + 5.0 + 1.0, f"exited {exited:.2f} s after SIGTERM"
+    assert "not ready; still serving" in log and "stopped" in log, log[-2000:]
+    assert "grace period" not in log, "open streams had to be cut"
+    assert set(misroute_counters(stack).values()) == {0}
+    check_owners(outcomes, owners)
+    assert len([o for o in outcomes if o.submitted > t_term + exited]) >= 8, "the load went on after the exit"
+    ra.proc.assert_alive()
+    stack.envoy.proc.assert_alive()
+
+
 # --------------------------------------------------------------------------------------------------
 # 3. a coordinator restarts with a new coordinator id
 
