@@ -96,6 +96,8 @@ pub struct Config {
     /// builds every URI it hands out (nextUri, infoUri, spooled segments) under it; requests under that
     /// prefix go to the named cluster with the prefix stripped — no lookup at all.
     pub url_prefix: Option<String>,
+    /// Where `GET /metrics` (Prometheus text) is served; none when unset.
+    pub metrics_listen: Option<SocketAddr>,
     /// Read every new statement's SQL to place what it names: `CALL system.runtime.kill_query(...)`
     /// goes to the query's cluster, and `START TRANSACTION` is followed so that the transaction's later
     /// statements go to its cluster. Costs one more round trip per new query.
@@ -351,6 +353,8 @@ struct RawConfig {
     placement_from_sql: bool,
     #[serde(default)]
     url_prefix: Option<String>,
+    #[serde(default)]
+    metrics_listen: Option<String>,
 }
 
 fn default_max_sql_bytes() -> usize {
@@ -622,6 +626,15 @@ impl RawConfig {
         if self.max_sql_bytes == 0 {
             return Err(("max_sql_bytes".to_owned(), "must be at least 1".to_owned()));
         }
+        let metrics_listen = match self.metrics_listen {
+            None => None,
+            Some(text) => Some(text.parse::<SocketAddr>().map_err(|_| {
+                (
+                    "metrics_listen".to_owned(),
+                    format!("`{text}` is not an address of the form HOST:PORT with an IP host"),
+                )
+            })?),
+        };
 
         Ok(Config {
             listen,
@@ -639,6 +652,7 @@ impl RawConfig {
             jwt_user_claim: self.jwt_user_claim,
             placement_from_sql: self.placement_from_sql,
             url_prefix,
+            metrics_listen,
         })
     }
 }

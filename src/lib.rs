@@ -17,6 +17,7 @@ pub mod envoy_bootstrap;
 pub mod explain;
 pub mod ext_proc;
 pub mod health;
+pub mod metrics;
 pub mod poller;
 pub mod query_id;
 pub mod refusal;

@@ -131,6 +131,9 @@ async fn serve(config: Config, source: ConfigSource) -> Result<(), Box<dyn std::
     let server =
         Server::bind(config, Some(source)).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let addr = server.local_addr()?;
+    if let Some(metrics) = server.metrics_addr() {
+        println!("metrics on {metrics}");
+    }
     // The one line on stdout: scripts and tests wait for it to learn the real port.
     println!("listening on {addr}");
     tracing::info!(%addr, clusters, "serving ext_proc, admin and grpc.health.v1");

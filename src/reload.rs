@@ -62,10 +62,12 @@ pub fn reload(router: &Router, path: &std::path::Path, overrides: &Overrides, wh
             let groups = config.groups.len();
             router.apply(config);
             tracing::info!(why, clusters, groups, "config reloaded");
+            crate::metrics::METRICS.reloaded(true);
             true
         }
         Err(e) => {
             tracing::error!(why, "config reload rejected, the previous config stays in force: {e}");
+            crate::metrics::METRICS.reloaded(false);
             false
         }
     }

@@ -180,7 +180,9 @@ impl Router {
         let snapshot = self.snapshot();
         let by_suffix = query.coordinator_id().is_some_and(|s| !self.affinity.is_shared_suffix(s));
         let timeout = snapshot.config.affinity.discovery_timeout;
+        let started = std::time::Instant::now();
         let found = self.discovery.locate(snapshot.clone(), query, by_suffix, timeout).await;
+        crate::metrics::METRICS.looked_up(found.is_some(), started.elapsed());
         match found.and_then(|name| snapshot.cluster_by_name(&name)) {
             Some(cluster) => {
                 tracing::info!(query_id = %query, cluster = %snapshot.config.clusters[cluster].name, "discovered query owner");

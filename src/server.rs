@@ -59,6 +59,8 @@ pub struct Server {
     source: Option<ConfigSource>,
     /// The first routes served over RDS.
     routes: RouteTable,
+    /// The metrics endpoint, when configured.
+    metrics: Option<TcpListener>,
 }
 
 impl Server {
@@ -66,13 +68,22 @@ impl Server {
     pub async fn bind(config: Config, source: Option<ConfigSource>) -> std::io::Result<Server> {
         let listener = TcpListener::bind(config.listen).await?;
         let router = Arc::new(Router::new(config));
+        let metrics = match router.snapshot().config.metrics_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
         let routes = initial_table(&router).map_err(std::io::Error::other)?;
-        Ok(Server { listener, router, source, routes })
+        Ok(Server { listener, router, source, routes, metrics })
     }
 
     /// The address actually bound (the real port when the config asked for port 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Where `GET /metrics` is served (the real port), when configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn router(&self) -> &Arc<Router> {
@@ -94,6 +105,8 @@ impl Server {
         });
         let (tables, tables_rx) = tokio::sync::watch::channel(Arc::new(self.routes));
         let publisher = tokio::spawn(publish(self.router.clone(), tables));
+        let metrics =
+            self.metrics.map(|listener| tokio::spawn(crate::metrics::serve(listener, self.router.clone())));
         let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
         let mut stopped = stopping_rx.clone();
         let shutdown = async move {
@@ -136,6 +149,9 @@ impl Server {
             }
         };
         publisher.abort();
+        if let Some(metrics) = metrics {
+            metrics.abort();
+        }
         if let Some(watcher) = watcher {
             watcher.abort();
         }

@@ -172,6 +172,7 @@ pub fn header_pairs(headers: Option<&HeaderMap>) -> impl Iterator<Item = (&str, 
 
 /// An answer Envoy sends to the client in the router's name; nothing goes upstream.
 pub fn refuse(local: &LocalReply) -> ProcessingResponse {
+    crate::metrics::METRICS.refused(local.details.strip_prefix("trino_router_").unwrap_or(local.details));
     let mut set_headers = vec![set_header("content-type", local.content_type)];
     if let Some(seconds) = local.retry_after {
         set_headers.push(set_header("retry-after", &seconds.to_string()));

@@ -39,8 +39,11 @@ impl ExternalProcessor for ExtProcService {
         request: Request<Streaming<ProcessingRequest>>,
     ) -> Result<Response<Replies>, Status> {
         let role = request.metadata().get(ROLE_METADATA).and_then(|v| v.to_str().ok());
-        let machine = ProcessingStream::new(self.router.clone(), Role::from_metadata(role));
+        let role = Role::from_metadata(role);
+        crate::metrics::METRICS.stream_opened(role.as_str());
+        let machine = ProcessingStream::new(self.router.clone(), role);
         Ok(Response::new(Replies {
+            role,
             inbound: request.into_inner(),
             machine,
             router: self.router.clone(),
@@ -52,6 +55,7 @@ impl ExternalProcessor for ExtProcService {
 
 /// The replies of one stream, produced as Envoy's messages arrive.
 pub struct Replies {
+    role: Role,
     inbound: Streaming<ProcessingRequest>,
     machine: ProcessingStream,
     router: Arc<Router>,
@@ -106,6 +110,7 @@ impl Stream for Replies {
                 Some(Err(status)) => {
                     // Envoy reset the stream (client gone, timeout): nothing left to answer.
                     tracing::debug!(%status, "ext_proc stream ended with an error");
+                    crate::metrics::METRICS.stream_failed(this.role.as_str());
                     this.done = true;
                 }
                 None => this.done = true,

@@ -13,6 +13,7 @@
 //! no replies at all.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use envoy_types::pb::envoy::service::ext_proc::v3::processing_request::Request;
 use envoy_types::pb::envoy::service::ext_proc::v3::{
@@ -25,6 +26,7 @@ use super::messages::{
     with_response_body, with_response_headers, without_request_body,
 };
 use crate::decision::{Basis, Decision, Pin, RequestFacts, split_prefixed};
+use crate::metrics::METRICS;
 use crate::query_id::QueryId;
 use crate::refusal::Refusal;
 use crate::request_facts::RequestInfo;
@@ -87,6 +89,13 @@ pub enum Role {
 }
 
 impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Decide => "decide",
+            Role::Learn => "learn",
+        }
+    }
+
     /// From the value of the role metadata; anything but `learn` decides.
     pub fn from_metadata(value: Option<&str>) -> Role {
         match value {
@@ -245,6 +254,7 @@ impl ProcessingStream {
     }
 
     fn decide(&mut self, headers: HttpHeaders, may_look_up: bool) -> Step {
+        let started = Instant::now();
         let snapshot = self.router.snapshot();
         let map = headers.headers.as_ref();
         let (method, path) = (header(map, ":method").unwrap_or(""), header(map, ":path").unwrap_or(""));
@@ -279,24 +289,36 @@ impl ProcessingStream {
         if let Some(prefixed) = &prefixed {
             // The URL names the cluster: send it there, on the path without the prefix.
             return match self.router.decide_prefixed(&snapshot, prefixed, &facts) {
-                Decision::Route { cluster, .. } => Step::Reply(Box::new(route(
-                    Phase::RequestHeaders,
-                    &snapshot.config.routing_header,
-                    &snapshot.config.clusters[cluster].envoy_cluster,
-                    &[
-                        (":path".to_owned(), prefixed.rest.to_owned()),
-                        // The coordinator builds its next URIs from this request: keep them prefixed.
-                        (
-                            FORWARDED_PREFIX_HEADER.to_owned(),
-                            snapshot.config.cluster_prefix(cluster).unwrap_or_default(),
-                        ),
-                    ],
-                ))),
+                Decision::Route { cluster, .. } => {
+                    METRICS.placed("url", started.elapsed());
+                    Step::Reply(Box::new(route(
+                        Phase::RequestHeaders,
+                        &snapshot.config.routing_header,
+                        &snapshot.config.clusters[cluster].envoy_cluster,
+                        &[
+                            (":path".to_owned(), prefixed.rest.to_owned()),
+                            // The coordinator builds its next URIs from this request: keep them prefixed.
+                            (
+                                FORWARDED_PREFIX_HEADER.to_owned(),
+                                snapshot.config.cluster_prefix(cluster).unwrap_or_default(),
+                            ),
+                        ],
+                    )))
+                }
                 Decision::Refuse(refusal) => Step::Reply(Box::new(refuse(&refusal.reply()))),
             };
         }
         let decision = self.router.decide(&snapshot, &facts);
         tracing::debug!(method = facts.method, path = facts.path, ?decision, "decided");
+        match &decision {
+            Decision::Route { basis: Basis::QueryOwner(_), .. } => {
+                METRICS.placed("learned", started.elapsed())
+            }
+            Decision::Refuse(Refusal::QueryNotFound(_)) if !may_look_up => {
+                METRICS.placement_misses.inc();
+            }
+            _ => {}
+        }
         match decision {
             Decision::Route { cluster, basis } => {
                 // Clients send their transaction header on every request: the coordinator gets its own id.
@@ -339,6 +361,7 @@ impl ProcessingStream {
         final_decision: bool,
         may_look_up: bool,
     ) -> Step {
+        let started = Instant::now();
         let limits = Limits { max_bytes: snapshot.config.max_sql_bytes };
         let mut statement = LazyStatement::new(sql, info, limits);
         let rule = self
@@ -381,6 +404,11 @@ impl ProcessingStream {
         tracing::debug!(user = %info.user, rule = rule.map(|r| r.name.as_str()), ?decision, final_decision, "new statement");
         match decision {
             Decision::Route { cluster, .. } => {
+                if final_decision {
+                    let chosen = &snapshot.config.clusters[cluster];
+                    let rule = rule.map(|r| r.name.as_str());
+                    METRICS.new_query(&chosen.group, &chosen.name, rule, started.elapsed());
+                }
                 // A rule's headers go only with the final decision: a tentative reply's headers would
                 // stay on the request even when the statement's SQL leads elsewhere.
                 let mut extra = match rule {

@@ -688,6 +688,14 @@ class Router:
         """What ``trino-router admin --server`` takes: the router's gRPC address as a URL."""
         return f"http://{self.grpc_addr}"
 
+    @property
+    def metrics_url(self) -> str:
+        """``http://ADDR/metrics`` from the router's ``metrics on ADDR`` line (config ``metrics_listen``)."""
+        match = re.search(r"^metrics on (\S+)$", self.proc.stdout_tail(50), re.MULTILINE)
+        if not match:
+            raise AssertionError(f"{self.proc.name} printed no `metrics on` line: is metrics_listen set?")
+        return f"http://{match.group(1)}/metrics"
+
     def log(self) -> str:
         """The router's stderr log so far, without ANSI colour codes."""
         try:
