@@ -109,6 +109,8 @@ impl Role {
 pub struct ProcessingStream {
     router: Arc<Router>,
     role: Role,
+    /// No message has arrived yet.
+    first_message: bool,
     learning: Option<Learning>,
     /// Request headers waiting for a discovery lookup.
     waiting: Option<HttpHeaders>,
@@ -158,6 +160,7 @@ impl ProcessingStream {
         ProcessingStream {
             router,
             role,
+            first_message: true,
             learning: None,
             waiting: None,
             statement: None,
@@ -170,6 +173,7 @@ impl ProcessingStream {
     /// Feeds one message from Envoy.
     pub fn on_message(&mut self, message: ProcessingRequest) -> Step {
         let observing = message.observability_mode;
+        let first_message = std::mem::replace(&mut self.first_message, false);
         let (phase, step) = match message.request {
             Some(Request::RequestHeaders(headers)) if observing || self.role == Role::Learn => {
                 let watch = self.observe_request(&headers);
@@ -189,6 +193,11 @@ impl ProcessingStream {
                 (Phase::RequestHeaders, Some(self.decide(headers, true)))
             }
             Some(Request::ResponseHeaders(headers)) => {
+                if first_message {
+                    // A stream that begins with an answer is a learn stream, whatever its metadata said
+                    // (Envoy Gateway's extProc cannot set the role metadata).
+                    self.role = Role::Learn;
+                }
                 if self.role == Role::Learn && self.learning.is_none() {
                     // The learn filter's first message: the decide filter's note says what it routed.
                     self.take_note(read_note(message.metadata_context.as_ref()));
@@ -770,6 +779,33 @@ clusters:
         let mut watched = ProcessingStream::new(router.clone(), Role::Learn);
         let step = watched.on_message(new_statement("trino-a", &[(WATCH_HEADER, "transaction")]));
         assert_eq!(body_mode(step), None, "a watched query is always read");
+    }
+
+    #[test]
+    fn a_stream_that_begins_with_an_answer_learns() {
+        let router = router();
+        let (mut decide, mut learn) = (
+            ProcessingStream::new(router.clone(), Role::Decide),
+            ProcessingStream::new(router.clone(), Role::Decide),
+        );
+        decide.on_message(request("POST", "/v1/statement", &[], false));
+        let Step::Reply(reply) = decide.on_message(sql_body("SELECT 1")) else { panic!() };
+        let note = reply.dynamic_metadata.unwrap();
+        let envoy_types::pb::google::protobuf::value::Kind::StructValue(inner) =
+            note.fields["trino-router"].kind.clone().unwrap()
+        else {
+            panic!()
+        };
+        let mut answer = status("200", false);
+        answer.metadata_context = Some(envoy_types::pb::envoy::config::core::v3::Metadata {
+            filter_metadata: [("trino-router".to_owned(), inner)].into_iter().collect(),
+            ..Default::default()
+        });
+        // No role metadata (Envoy Gateway): still a learn stream, which asks for the first answer's body.
+        let Step::Reply(asked) = learn.on_message(answer) else { panic!() };
+        assert!(asked.mode_override.is_some(), "{asked:?}");
+        learn.on_message(body(&first_page(), true, false));
+        assert_eq!(router.affinity().coordinator_ids(), 1, "learned");
     }
 
     #[test]
