@@ -78,6 +78,7 @@ pub struct Config {
     /// `clusters`.
     pub groups: Vec<Group>,
     pub affinity: AffinitySettings,
+    pub query_log: QueryLog,
     pub health: HealthSettings,
     /// The token admin calls must carry; `None` refuses every admin call.
     pub admin_token: Option<String>,
@@ -240,6 +241,19 @@ pub struct Group {
     pub fallback: Vec<usize>,
 }
 
+/// What the router logs of each new query (one info line, target `trino_router::queries`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryLog {
+    /// Log each new query's id: the learn filter then reads every first answer (one more message per
+    /// new query), and the line is written once the id is known.
+    #[serde(default)]
+    pub query_ids: bool,
+    /// Include the SQL text (off by default: statements may carry secrets).
+    #[serde(default)]
+    pub sql: bool,
+}
+
 /// How much query-id → cluster memory the router keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -333,6 +347,8 @@ struct RawConfig {
     clusters: Vec<RawCluster>,
     #[serde(default)]
     affinity: AffinitySettings,
+    #[serde(default)]
+    query_log: QueryLog,
     #[serde(default)]
     groups: Vec<RawGroup>,
     #[serde(default)]
@@ -643,6 +659,7 @@ impl RawConfig {
             clusters,
             groups,
             affinity: self.affinity,
+            query_log: self.query_log,
             health,
             admin_token,
             coordinator_auth,

@@ -67,15 +67,91 @@ pub const NOTE_NAMESPACE: &str = "trino-router";
 pub struct LearnNote {
     pub envoy_cluster: String,
     pub watch: bool,
+    /// The new query's log line, for the learn filter to write with the query id (`query_log.query_ids`).
+    pub log: Option<QueryLine>,
+}
+
+/// One new query's log line: who, where, why, how fast.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueryLine {
+    pub user: String,
+    pub source: String,
+    pub group: String,
+    pub cluster: String,
+    /// The rule that chose the group; empty when none did.
+    pub rule: String,
+    pub decision_us: u64,
+    /// Only with `query_log.sql`.
+    pub sql: Option<String>,
+}
+
+impl QueryLine {
+    /// Writes the line (`query_id` empty when not known).
+    pub fn log(&self, query_id: &str) {
+        tracing::info!(
+            target: "trino_router::queries",
+            query_id,
+            user = self.user,
+            source = self.source,
+            group = self.group,
+            cluster = self.cluster,
+            rule = self.rule,
+            decision_us = self.decision_us,
+            sql = self.sql.as_deref(),
+            "new query"
+        );
+    }
+
+    fn to_struct(&self) -> envoy_types::pb::google::protobuf::Struct {
+        use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+        let text = |s: &str| Value { kind: Some(Kind::StringValue(s.to_owned())) };
+        let mut fields: Vec<(String, Value)> = vec![
+            ("user".into(), text(&self.user)),
+            ("source".into(), text(&self.source)),
+            ("group".into(), text(&self.group)),
+            ("cluster".into(), text(&self.cluster)),
+            ("rule".into(), text(&self.rule)),
+            ("decision_us".into(), Value { kind: Some(Kind::NumberValue(self.decision_us as f64)) }),
+        ];
+        if let Some(sql) = &self.sql {
+            fields.push(("sql".into(), text(sql)));
+        }
+        Struct { fields: fields.into_iter().collect() }
+    }
+
+    fn from_struct(s: &envoy_types::pb::google::protobuf::Struct) -> QueryLine {
+        use envoy_types::pb::google::protobuf::value::Kind;
+        let text = |k: &str| match s.fields.get(k).and_then(|v| v.kind.as_ref()) {
+            Some(Kind::StringValue(v)) => v.clone(),
+            _ => String::new(),
+        };
+        let decision_us = match s.fields.get("decision_us").and_then(|v| v.kind.as_ref()) {
+            Some(Kind::NumberValue(n)) => *n as u64,
+            _ => 0,
+        };
+        let sql = s.fields.contains_key("sql").then(|| text("sql"));
+        QueryLine {
+            user: text("user"),
+            source: text("source"),
+            group: text("group"),
+            cluster: text("cluster"),
+            rule: text("rule"),
+            decision_us,
+            sql,
+        }
+    }
 }
 
 /// Adds `note` to a decide reply as dynamic metadata (Envoy forwards it to the learn filter's stream).
 pub fn with_note(mut reply: ProcessingResponse, note: &LearnNote) -> ProcessingResponse {
     use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
-    let fields = [
+    let mut fields = vec![
         ("cluster".to_owned(), Value { kind: Some(Kind::StringValue(note.envoy_cluster.clone())) }),
         ("watch".to_owned(), Value { kind: Some(Kind::BoolValue(note.watch)) }),
     ];
+    if let Some(line) = &note.log {
+        fields.push(("log".to_owned(), Value { kind: Some(Kind::StructValue(line.to_struct())) }));
+    }
     let inner = Struct { fields: fields.into_iter().collect() };
     let outer = [(NOTE_NAMESPACE.to_owned(), Value { kind: Some(Kind::StructValue(inner)) })];
     reply.dynamic_metadata = Some(Struct { fields: outer.into_iter().collect() });
@@ -91,7 +167,11 @@ pub fn read_note(metadata: Option<&envoy_types::pb::envoy::config::core::v3::Met
         _ => return None,
     };
     let watch = matches!(note.fields.get("watch").and_then(|v| v.kind.as_ref()), Some(Kind::BoolValue(true)));
-    Some(LearnNote { envoy_cluster, watch })
+    let log = match note.fields.get("log").and_then(|v| v.kind.as_ref()) {
+        Some(Kind::StructValue(line)) => Some(QueryLine::from_struct(line)),
+        _ => None,
+    };
+    Some(LearnNote { envoy_cluster, watch, log })
 }
 
 /// A learn stream's response-headers reply asking Envoy for the response body (buffered): the learn

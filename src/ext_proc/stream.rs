@@ -22,8 +22,8 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
 use serde::Deserialize;
 
 use super::messages::{
-    LearnNote, Phase, header, header_pairs, pass, read_note, refuse, remove_headers, route, with_note,
-    with_response_body, with_response_headers, without_request_body,
+    LearnNote, Phase, QueryLine, header, header_pairs, pass, read_note, refuse, remove_headers, route,
+    with_note, with_response_body, with_response_headers, without_request_body,
 };
 use crate::decision::{Basis, Decision, Pin, RequestFacts, split_prefixed};
 use crate::metrics::METRICS;
@@ -134,6 +134,8 @@ struct Learning {
     watch: bool,
     /// Envoy sends the body anyway (the stream's mode asked for it from the start).
     body_requested: bool,
+    /// The decide filter's log line for this query, to write with its id.
+    log: Option<QueryLine>,
 }
 
 impl Learning {
@@ -144,7 +146,9 @@ impl Learning {
     /// Whether the answer's body is worth reading: the query is watched, or its cluster's coordinator id
     /// was not confirmed within [`LEARN_REFRESH`].
     fn reads_body(&self) -> bool {
-        self.watch || !self.snapshot.clusters[self.cluster].learned_within(LEARN_REFRESH)
+        self.watch
+            || self.log.is_some()
+            || !self.snapshot.clusters[self.cluster].learned_within(LEARN_REFRESH)
     }
 }
 
@@ -413,10 +417,26 @@ impl ProcessingStream {
         tracing::debug!(user = %info.user, rule = rule.map(|r| r.name.as_str()), ?decision, final_decision, "new statement");
         match decision {
             Decision::Route { cluster, .. } => {
+                let mut log = None;
                 if final_decision {
                     let chosen = &snapshot.config.clusters[cluster];
-                    let rule = rule.map(|r| r.name.as_str());
-                    METRICS.new_query(&chosen.group, &chosen.name, rule, started.elapsed());
+                    let took = started.elapsed();
+                    METRICS.new_query(&chosen.group, &chosen.name, rule.map(|r| r.name.as_str()), took);
+                    let query_log = snapshot.config.query_log;
+                    let line = QueryLine {
+                        user: info.user.clone(),
+                        source: info.source.clone(),
+                        group: chosen.group.to_string(),
+                        cluster: chosen.name.to_string(),
+                        rule: rule.map(|r| r.name.clone()).unwrap_or_default(),
+                        decision_us: took.as_micros() as u64,
+                        sql: query_log.sql.then(|| sql.to_owned()),
+                    };
+                    if query_log.query_ids {
+                        log = Some(line); // written by the learn filter, with the query id
+                    } else {
+                        line.log("");
+                    }
                 }
                 // A rule's headers go only with the final decision: a tentative reply's headers would
                 // stay on the request even when the statement's SQL leads elsewhere.
@@ -438,7 +458,8 @@ impl ProcessingStream {
                 let envoy_cluster = &snapshot.config.clusters[cluster].envoy_cluster;
                 let reply = route(phase, &snapshot.config.routing_header, envoy_cluster, &extra);
                 // The learn filter reads what was decided (and whether to watch) from this note.
-                let reply = with_note(reply, &LearnNote { envoy_cluster: envoy_cluster.to_string(), watch });
+                let note = LearnNote { envoy_cluster: envoy_cluster.to_string(), watch, log };
+                let reply = with_note(reply, &note);
                 if final_decision {
                     self.learning = Some(Learning {
                         snapshot: snapshot.clone(),
@@ -446,6 +467,7 @@ impl ProcessingStream {
                         body: Vec::new(),
                         watch: false,
                         body_requested: true,
+                        log: None,
                     });
                 }
                 Step::Reply(Box::new(reply))
@@ -468,8 +490,14 @@ impl ProcessingStream {
         let routed_to = header(map, &snapshot.config.routing_header).unwrap_or("");
         match snapshot.cluster_by_header_value(routed_to) {
             Some(cluster) => {
-                self.learning =
-                    Some(Learning { snapshot, cluster, body: Vec::new(), watch, body_requested: false })
+                self.learning = Some(Learning {
+                    snapshot,
+                    cluster,
+                    body: Vec::new(),
+                    watch,
+                    body_requested: false,
+                    log: None,
+                })
             }
             None => tracing::warn!(
                 routing_header = routed_to,
@@ -497,6 +525,7 @@ impl ProcessingStream {
                     body: Vec::new(),
                     watch: note.watch,
                     body_requested: false,
+                    log: note.log,
                 })
             }
             None => tracing::warn!(cluster = note.envoy_cluster, "the decide filter's note names no cluster"),
@@ -579,6 +608,9 @@ impl ProcessingStream {
     fn learn_from(&self, learning: Learning) {
         match serde_json::from_slice::<FirstPage<'_>>(&learning.body).map(|p| QueryId::parse(p.id)) {
             Ok(Ok(id)) => {
+                if let Some(line) = &learning.log {
+                    line.log(id.as_str());
+                }
                 if learning.watch {
                     self.router.affinity().watch(id.clone());
                 }

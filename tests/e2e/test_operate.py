@@ -77,3 +77,22 @@ def test_metrics_count_what_was_sent(make_stack):
     time.sleep(0.1)
     stack.config_path.write_text(good + "\n# touched\n")
     assert harness.wait_for(lambda: total(scrape(stack.router), "trino_router_config_reloads_total", outcome="ok") == 1, 10)
+
+
+def test_one_log_line_per_new_query_with_its_id_and_no_sql(make_stack):
+    stack = make_stack(clusters=[("a", "adhoc"), ("etl", "etl")],
+                       extra_config={"rules": RULES, "query_log": {"query_ids": True}},
+                       router_env={"TRINO_ROUTER_LOG_FORMAT": "json"})
+    harness.run_query(stack, "alice", "SELECT 42 /* emulator: pages=2 */")
+    harness.run_query(stack, "bob", "INSERT INTO hive.s.t SELECT 'secret-literal'")
+    import json
+    lines = [json.loads(line) for line in stack.router.log().splitlines() if '"new query"' in line]
+    print("\n".join(json.dumps(line["fields"]) for line in lines))
+    assert len(lines) == 2, lines
+    ids = {name: {q["id"] for q in emu.queries()} for name, emu in stack.emulators.items()}
+    alice, bob = (next(line["fields"] for line in lines if line["fields"]["user"] == u) for u in ("alice", "bob"))
+    assert alice["query_id"] in ids["a"] and alice["cluster"] == "a" and alice["group"] == "adhoc"
+    assert alice["rule"] == ""
+    assert bob["query_id"] in ids["etl"] and bob["cluster"] == "etl" and bob["rule"] == "etl-writes"
+    assert all(line["fields"]["decision_us"] >= 0 for line in lines)
+    assert "secret-literal" not in stack.router.log(), "no SQL text unless query_log.sql"
