@@ -126,6 +126,20 @@ impl Metrics {
             m.decision_seconds.clone(),
         );
         m.registry.register("config_reloads", "Config reloads, by outcome (ok, failed)", m.reloads.clone());
+        // Known label values start at 0, so that they are exported (and rate() works) before they happen.
+        for outcome in ["ok", "failed"] {
+            drop(m.reloads.get_or_create(&OutcomeLabels { outcome: outcome.to_owned() }));
+        }
+        for outcome in ["found", "not_found"] {
+            drop(m.discovery_lookups.get_or_create(&OutcomeLabels { outcome: outcome.to_owned() }));
+        }
+        for role in ["decide", "learn"] {
+            drop(m.streams.get_or_create(&RoleLabels { role: role.to_owned() }));
+            drop(m.stream_errors.get_or_create(&RoleLabels { role: role.to_owned() }));
+        }
+        for method in ["learned", "url"] {
+            drop(m.placements.get_or_create(&PlacementLabels { method: method.to_owned() }));
+        }
         m.registry.register("cluster_healthy", "1 when the cluster is healthy", m.cluster_healthy.clone());
         m.registry.register(
             "cluster_accepts_new_queries",

@@ -96,3 +96,24 @@ def test_one_log_line_per_new_query_with_its_id_and_no_sql(make_stack):
     assert bob["query_id"] in ids["etl"] and bob["cluster"] == "etl" and bob["rule"] == "etl-writes"
     assert all(line["fields"]["decision_us"] >= 0 for line in lines)
     assert "secret-literal" not in stack.router.log(), "no SQL text unless query_log.sql"
+
+
+def test_grafana_dashboard_queries_metrics_the_router_exports(make_stack):
+    """Every metric the dashboard's queries name exists in a live router's /metrics (after some traffic)."""
+    import json
+    dashboard = json.loads((harness.REPO_ROOT / "envoy" / "grafana" / "trino-router-dashboard.json").read_text())
+    stack = make_stack(clusters=[("a", "adhoc")], extra_config={"metrics_listen": "127.0.0.1:0"})
+    harness.run_query(stack, "u", "SELECT 1")
+    harness.http_request("GET", f"{stack.envoy.url}/v1/query/20260101_000000_00000_zzzzz")
+    exported = {name for name, _ in scrape(stack.router)}
+    # Families declared but without a sample yet (nothing refused, say) appear in their # TYPE lines.
+    text = harness.http_request("GET", stack.router.metrics_url).text
+    for name, kind in re.findall(r"^# TYPE (trino_router_\w+) (\w+)$", text, re.MULTILINE):
+        exported |= {name, name + "_total"} if kind == "counter" else {name, name + "_bucket"}
+    named = set()
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            named |= set(re.findall(r"trino_router_\w+", target["expr"]))
+    missing = {n for n in named if n not in exported and re.sub(r"_bucket$", "", n) not in exported}
+    print(f"dashboard names {len(named)} metrics")
+    assert named and not missing, f"the dashboard queries metrics the router does not export: {missing}"
