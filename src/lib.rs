@@ -28,6 +28,7 @@ pub mod routing;
 pub mod rules;
 pub mod server;
 pub mod statement;
+pub mod status;
 pub mod target;
 
 /// The router's own gRPC API, compiled from `proto/` by `build.rs`.

@@ -1,5 +1,6 @@
 //! The router's Prometheus metrics: what it counts ([`METRICS`], one registry per process) and the HTTP
-//! endpoint that serves them as Prometheus text (`GET /metrics` on `metrics_listen`).
+//! endpoint that serves them as Prometheus text (`GET /metrics` on `metrics_listen`; `GET /` there is the
+//! status page, [`crate::status`]).
 //!
 //! Counters are bumped where things happen (decisions in `ext_proc::stream`, lookups in `routing`,
 //! reloads in `reload`); the per-cluster gauges are read from the live snapshot at each scrape. Names
@@ -220,18 +221,27 @@ impl Metrics {
 /// Serves `GET /metrics` on `listener` until the task is dropped.
 pub async fn serve(listener: tokio::net::TcpListener, router: Arc<Router>) {
     use axum::routing::get;
-    let app = axum::Router::new().route(
-        "/metrics",
-        get(move || {
-            let router = router.clone();
-            async move {
-                (
-                    [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-                    METRICS.render(&router),
-                )
-            }
-        }),
-    );
+    let page_router = router.clone();
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let router = router.clone();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+                        METRICS.render(&router),
+                    )
+                }
+            }),
+        )
+        .route(
+            "/",
+            get(move || {
+                let router = page_router.clone();
+                async move { axum::response::Html(crate::status::render(&router)) }
+            }),
+        );
     if let Err(error) = axum::serve(listener, app).await {
         tracing::error!(%error, "the metrics endpoint stopped");
     }
@@ -245,18 +255,10 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, Overrides};
-    use std::path::Path;
 
     #[test]
     fn prometheus_names_and_cluster_gauges() {
-        let text = "
-listen: 127.0.0.1:1
-default_group: adhoc
-clusters:
-  - {name: a, url: 'http://127.0.0.1:1', group: adhoc}
-";
-        let router = Router::new(Config::from_yaml(Path::new("t"), text, &Overrides::default()).unwrap());
+        let router = crate::routing::one_cluster_router();
         METRICS.new_query("adhoc", "a", Some("r"), Duration::from_micros(50));
         METRICS.reloaded(false);
         let rendered = METRICS.render(&router);

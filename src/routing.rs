@@ -263,6 +263,15 @@ impl Router {
     }
 }
 
+/// A router over one cluster `a` (group `adhoc`) on an unused loopback port, for tests.
+#[cfg(test)]
+pub(crate) fn one_cluster_router() -> Router {
+    let text = "listen: 127.0.0.1:1\ndefault_group: adhoc\nclusters:\n  - {name: a, url: 'http://127.0.0.1:1', group: adhoc}\n";
+    Router::new(
+        Config::from_yaml(std::path::Path::new("t"), text, &crate::config::Overrides::default()).unwrap(),
+    )
+}
+
 /// Logs a cluster's health change: one line per change.
 pub fn log_health_change(cluster: &str, health: Health, why: &str) {
     match health {

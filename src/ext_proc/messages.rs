@@ -88,6 +88,7 @@ pub struct QueryLine {
 impl QueryLine {
     /// Writes the line (`query_id` empty when not known).
     pub fn log(&self, query_id: &str) {
+        crate::status::record(self, query_id);
         tracing::info!(
             target: "trino_router::queries",
             query_id,

@@ -117,3 +117,31 @@ def test_grafana_dashboard_queries_metrics_the_router_exports(make_stack):
     missing = {n for n in named if n not in exported and re.sub(r"_bucket$", "", n) not in exported}
     print(f"dashboard names {len(named)} metrics")
     assert named and not missing, f"the dashboard queries metrics the router does not export: {missing}"
+
+
+def test_status_page_in_a_real_browser(make_stack, tmp_path):
+    """The status page on the metrics port, loaded by headless Chromium (Debian's package): its DOM lists
+    every cluster and the recent queries, and a screenshot is taken (kept with the test logs)."""
+    import shutil
+    import subprocess
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        harness._missing("chromium is not installed: run scripts/setup as root (Debian package chromium)")
+    stack = make_stack(clusters=[("a", "adhoc"), ("etl", "etl")],
+                       extra_config={"metrics_listen": "127.0.0.1:0", "rules": RULES})
+    harness.run_query(stack, "page-reader", "SELECT 1")
+    harness.run_query(stack, "page-writer", "INSERT INTO hive.s.t SELECT 1")
+    url = stack.router.metrics_url.removesuffix("metrics")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,800"]
+    dom = subprocess.run([chromium, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=60)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    for expected in ('id="clusters"', "<td>a</td><td>adhoc</td>", "<td>etl</td><td>etl</td>", "page-reader",
+                     "page-writer", "etl-writes"):
+        assert expected in dom.stdout, f"{expected!r} missing from the page:\n{dom.stdout[:3000]}"
+    shot = harness.scratch_dir("status-page") / "status-page.png"
+    taken = subprocess.run([chromium, *flags, f"--screenshot={shot}", url], capture_output=True, text=True,
+                           timeout=60)
+    assert taken.returncode == 0 and shot.is_file(), taken.stderr[-2000:]
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000, shot
+    print(f"screenshot: {shot} ({shot.stat().st_size} bytes)")
