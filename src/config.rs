@@ -239,6 +239,35 @@ pub struct Group {
     /// Indices into [`Config::groups`]: where its new queries go, in order, when none of its own
     /// clusters can take them.
     pub fallback: Vec<usize>,
+    /// Who may ask for this group by `X-Trino-Routing-Group`; `None`: anyone. Rules are the operator's
+    /// and may send queries here regardless.
+    pub allow: Option<GroupAccess>,
+}
+
+/// The users and sources that may ask for a restricted group.
+#[derive(Debug, Clone)]
+pub struct GroupAccess {
+    pub users: Vec<String>,
+    pub sources: Vec<regex::Regex>,
+}
+
+/// Equal when they admit the same users and the same source patterns.
+impl PartialEq for GroupAccess {
+    fn eq(&self, other: &GroupAccess) -> bool {
+        self.users == other.users
+            && self
+                .sources
+                .iter()
+                .map(regex::Regex::as_str)
+                .eq(other.sources.iter().map(regex::Regex::as_str))
+    }
+}
+
+impl GroupAccess {
+    /// Whether a client with this user and source may ask for the group.
+    pub fn admits(&self, user: &str, source: &str) -> bool {
+        self.users.iter().any(|u| u == user) || self.sources.iter().any(|s| s.is_match(source))
+    }
 }
 
 /// What the router logs of each new query (one info line, target `trino_router::queries`).
@@ -387,6 +416,18 @@ struct RawGroup {
     name: String,
     #[serde(default)]
     fallback: Vec<String>,
+    #[serde(default)]
+    allow: Option<RawAllow>,
+}
+
+/// Who may ask for a group by `X-Trino-Routing-Group`: users by name, sources by regex.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAllow {
+    #[serde(default)]
+    users: Vec<String>,
+    #[serde(default)]
+    sources: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -460,7 +501,12 @@ impl RawConfig {
                     format!("group `{}` is declared twice", declared.name),
                 ));
             }
-            groups.push(Group { name: declared.name.as_str().into(), members: vec![], fallback: vec![] });
+            groups.push(Group {
+                name: declared.name.as_str().into(),
+                members: vec![],
+                fallback: vec![],
+                allow: None,
+            });
         }
         let mut names = HashSet::new();
         let mut header_values = HashSet::new();
@@ -491,7 +537,12 @@ impl RawConfig {
             let group: Arc<str> = raw.group.into();
             match groups.iter_mut().find(|g| g.name == group) {
                 Some(g) => g.members.push(i),
-                None => groups.push(Group { name: group.clone(), members: vec![i], fallback: vec![] }),
+                None => groups.push(Group {
+                    name: group.clone(),
+                    members: vec![i],
+                    fallback: vec![],
+                    allow: None,
+                }),
             }
             clusters.push(Cluster {
                 name: raw.name.into(),
@@ -520,6 +571,16 @@ impl RawConfig {
                 fallback.push(target);
             }
             groups[i].fallback = fallback;
+            if let Some(allow) = &declared.allow {
+                let mut sources = Vec::with_capacity(allow.sources.len());
+                for (j, source) in allow.sources.iter().enumerate() {
+                    let regex = regex::Regex::new(source).map_err(|e| {
+                        (format!("groups[{i}].allow.sources[{j}]"), format!("not a regex: {e}"))
+                    })?;
+                    sources.push(regex);
+                }
+                groups[i].allow = Some(GroupAccess { users: allow.users.clone(), sources });
+            }
         }
 
         let default_group = groups.iter().position(|g| *g.name == *self.default_group).ok_or_else(|| {
@@ -828,6 +889,7 @@ clusters:
             ("clusters:\n", "groups: [{name: adhoc, fallback: [etl, etl]}]\nclusters:\n", "groups[0].fallback[1]: `etl` is listed twice"),
             ("clusters:\n", "groups: [{name: adhoc}, {name: adhoc}]\nclusters:\n", "groups[1].name: group `adhoc` is declared twice"),
             ("clusters:\n", "groups: [{name: adhoc, fallbacks: [etl]}]\nclusters:\n", "groups[0].fallbacks: unknown field"),
+            ("clusters:\n", "groups: [{name: etl, allow: {sources: ['(']}}]\nclusters:\n", "groups[0].allow.sources[0]: not a regex"),
             ("clusters:\n", "health: {interval: 10ms}\nclusters:\n", "health.interval: must be at least 100ms"),
             ("clusters:\n", "affinity: {discovery_timeout: 2s}\nclusters:\n", "affinity.discovery_timeout: must be between 10ms and 400ms"),
             ("clusters:\n", "url_prefix: _trino\nclusters:\n", "url_prefix: `_trino` is not a path prefix"),

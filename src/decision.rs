@@ -176,6 +176,22 @@ pub fn requested_group(config: &Config, rule_group: Option<usize>, routing_group
     rule_group.unwrap_or_else(|| group_for(config, routing_group))
 }
 
+/// The routing group a client asked for (`X-Trino-Routing-Group`), if it may have it: a group with
+/// `allow` admits only its users and sources; anyone else's request counts as naming no group (a rule or
+/// the default group decides). Rules are the operator's and are not restricted.
+pub fn permitted_routing_group<'a>(
+    config: &Config,
+    requested: Option<&'a str>,
+    user: &str,
+    source: &str,
+) -> Option<&'a str> {
+    let name = requested?;
+    match config.group_named(name.trim()).and_then(|g| config.groups[g].allow.as_ref()) {
+        Some(access) if !access.admits(user, source) => None,
+        _ => Some(name),
+    }
+}
+
 /// The group a new query belongs to: the one the client names when it exists, else the default group.
 pub fn group_for(config: &Config, requested: Option<&str>) -> usize {
     requested.map(str::trim).and_then(|name| config.group_named(name)).unwrap_or(config.default_group)
@@ -532,5 +548,37 @@ clusters:
         };
         let decision = decide(&config, &facts, |_| unreachable!(), |_| unreachable!(), 0);
         assert_eq!(decision, Decision::Refuse(Refusal::BadQueryId(QueryIdError::BadCharacter)));
+    }
+
+    #[test]
+    fn restricted_groups_admit_only_their_users_and_sources() {
+        let text = "
+listen: 127.0.0.1:1
+default_group: adhoc
+groups:
+  - {name: etl, allow: {users: [etl_bot], sources: ['^airflow']}}
+clusters:
+  - {name: a, url: 'http://127.0.0.1:1', group: adhoc}
+  - {name: e, url: 'http://127.0.0.1:2', group: etl}
+";
+        let config =
+            Config::from_yaml(std::path::Path::new("t"), text, &crate::config::Overrides::default()).unwrap();
+        let rows: [(Option<&str>, &str, &str, Option<&str>); 8] = [
+            (Some("etl"), "etl_bot", "", Some("etl")),
+            (Some("etl"), "alice", "airflow-dag-1", Some("etl")),
+            (Some("etl"), "alice", "trino-cli", None),
+            (Some("etl"), "etl_bot2", "", None),
+            (Some(" etl "), "mallory", "x-airflow", None),
+            (Some("adhoc"), "mallory", "", Some("adhoc")),
+            (Some("nope"), "mallory", "", Some("nope")),
+            (None, "etl_bot", "airflow", None),
+        ];
+        for (asked, user, source, want) in rows {
+            assert_eq!(
+                permitted_routing_group(&config, asked, user, source),
+                want,
+                "{asked:?} {user} {source}"
+            );
+        }
     }
 }

@@ -23,7 +23,9 @@ fn evaluate(config: &Config, request: &RequestInfo, sql: &str) -> (Verdict, Vec<
     let mut statement = LazyStatement::new(sql, request, limits);
     let evaluation = config.rules.evaluate(request, &mut statement, true);
     let rule = evaluation.matched.map(|i| &config.rules.rules()[i]);
-    let group = requested_group(config, rule.map(|r| r.group), Some(request.routing_group.as_str()));
+    let asked = Some(request.routing_group.as_str()).filter(|g| !g.is_empty());
+    let permitted = crate::decision::permitted_routing_group(config, asked, &request.user, &request.source);
+    let group = requested_group(config, rule.map(|r| r.group), permitted);
     let verdict =
         Verdict { rule: rule.map(|r| r.name.clone()), group: config.groups[group].name.to_string() };
     (verdict, evaluation.trace, group)
@@ -85,7 +87,14 @@ pub fn explain(config: &Config, request: &RequestInfo, sql: &str) -> String {
     let why = match &verdict.rule {
         Some(rule) => format!("rule {rule}"),
         None if config.group_named(request.routing_group.trim()).is_some() => {
-            "X-Trino-Routing-Group".to_owned()
+            let asked = Some(request.routing_group.as_str());
+            match crate::decision::permitted_routing_group(config, asked, &request.user, &request.source) {
+                Some(_) => "X-Trino-Routing-Group".to_owned(),
+                None => {
+                    "default_group (the X-Trino-Routing-Group it names does not admit this user or source)"
+                        .to_owned()
+                }
+            }
         }
         None => "default_group".to_owned(),
     };

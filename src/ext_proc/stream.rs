@@ -25,7 +25,7 @@ use super::messages::{
     LearnNote, Phase, QueryLine, header, header_pairs, pass, read_note, refuse, remove_headers, route,
     with_note, with_response_body, with_response_headers, without_request_body,
 };
-use crate::decision::{Basis, Decision, Pin, RequestFacts, split_prefixed};
+use crate::decision::{Basis, Decision, Pin, RequestFacts, permitted_routing_group, split_prefixed};
 use crate::metrics::METRICS;
 use crate::query_id::QueryId;
 use crate::refusal::Refusal;
@@ -150,6 +150,23 @@ impl Learning {
             || self.log.is_some()
             || !self.snapshot.clusters[self.cluster].learned_within(LEARN_REFRESH)
     }
+}
+
+/// The routing group the client asked for, when it may have it; a refusal is logged (and counted) with
+/// the final decision.
+fn permitted_group<'i>(snapshot: &Snapshot, info: &'i RequestInfo, final_decision: bool) -> Option<&'i str> {
+    let requested = Some(info.routing_group.as_str()).filter(|g| !g.is_empty());
+    let permitted = permitted_routing_group(&snapshot.config, requested, &info.user, &info.source);
+    if let (Some(group), None, true) = (requested, permitted, final_decision) {
+        tracing::warn!(
+            group,
+            user = info.user,
+            source = info.source,
+            "routing group refused: the group does not admit this user or source"
+        );
+        METRICS.refused("routing_group_not_allowed");
+    }
+    permitted
 }
 
 /// The part of Trino's `QueryResults` the router reads.
@@ -405,7 +422,7 @@ impl ProcessingStream {
         let facts = RequestFacts {
             method: &info.method,
             path: &info.path,
-            routing_group: Some(info.routing_group.as_str()).filter(|g| !g.is_empty()),
+            routing_group: permitted_group(&snapshot, info, final_decision),
             rule_group: rule.map(|r| r.group),
             pinned,
         };

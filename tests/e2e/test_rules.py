@@ -400,3 +400,20 @@ def test_statement_over_envoys_default_buffer_limit_reaches_the_coordinator(make
     got = {q["id"]: len(q["sql"]) for q in stack.emulators["trino-a"].queries()}
     assert all(got.get(query_id) == len(OVER_BUFFER) for query_id in query_ids), (
         "the coordinator must get every statement whole")
+
+
+def test_a_client_cannot_ask_its_way_into_a_restricted_group(make_stack):
+    """`etl` admits only user etl_bot and sources matching ^airflow: anyone else naming it in
+    X-Trino-Routing-Group lands in the default group, and the router logs the refusal."""
+    stack = make_stack(clusters=[("a", "adhoc"), ("etl", "etl")],
+                       extra_config={"groups": [{"name": "etl", "allow": {"users": ["etl_bot"],
+                                                                         "sources": ["^airflow"]}}]})
+    cases = [("etl_bot", "cli", "etl"), ("alice", "airflow-dag-3", "etl"), ("mallory", "cli", "a"),
+             ("mallory", "x-airflow", "a")]
+    for user, source, want in cases:
+        rows = harness.run_query(stack, user, "SELECT 1", source=source,
+                                 http_headers={"X-Trino-Routing-Group": "etl"})
+        print(f"{user} ({source}) asked for etl: served by {rows[0][0]}")
+        assert rows[0][0] == want, (user, source, rows)
+    refusals = [line for line in stack.router.log().splitlines() if "routing group refused" in line]
+    assert len(refusals) == 2 and all("mallory" in line for line in refusals), refusals
