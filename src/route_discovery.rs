@@ -54,7 +54,6 @@ static ENVOY_ROUTE_API: LazyLock<DescriptorPool> = LazyLock::new(|| {
 pub struct RouteTable {
     /// Counts publications in this process (Envoy only compares versions for equality).
     pub version: u64,
-    pub learned: Vec<LearnedRoutes>,
     pub resource: Any,
 }
 
@@ -84,7 +83,7 @@ pub fn learned_routes(router: &Router, snapshot: &Snapshot) -> Vec<LearnedRoutes
         .collect()
 }
 
-/// Keeps `tables` up to date until the router is dropped by everyone else.
+/// Keeps `tables` up to date (forever: the server aborts this task when it stops).
 pub async fn publish(router: Arc<Router>, tables: watch::Sender<Arc<RouteTable>>) {
     let mut last_inputs = None;
     loop {
@@ -100,20 +99,13 @@ pub async fn publish(router: Arc<Router>, tables: watch::Sender<Arc<RouteTable>>
                         learned = ?inputs.1.iter().map(|l| (&*l.cluster, l.coordinator_ids.len())).collect::<Vec<_>>(),
                         "publishing routes"
                     );
-                    tables.send_replace(Arc::new(RouteTable {
-                        version,
-                        learned: inputs.1.clone(),
-                        resource,
-                    }));
+                    tables.send_replace(Arc::new(RouteTable { version, resource }));
                 }
                 Err(error) => {
                     tracing::error!(%error, "could not encode the routes; Envoy keeps the previous ones")
                 }
             }
             last_inputs = Some(inputs);
-        }
-        if tables.is_closed() && Arc::strong_count(&router) == 1 {
-            return;
         }
         tokio::select! {
             _ = router.routes_changed().notified() => {}
@@ -125,9 +117,8 @@ pub async fn publish(router: Arc<Router>, tables: watch::Sender<Arc<RouteTable>>
 /// The first table, published before the server takes streams.
 pub fn initial_table(router: &Router) -> Result<RouteTable, String> {
     let snapshot = router.snapshot();
-    let learned = learned_routes(router, &snapshot);
-    let resource = encode_route_config(&route_config(&snapshot.config, &learned))?;
-    Ok(RouteTable { version: 0, learned, resource })
+    let resource = encode_route_config(&route_config(&snapshot.config, &learned_routes(router, &snapshot)))?;
+    Ok(RouteTable { version: 0, resource })
 }
 
 /// One RDS stream's protocol: what to send Envoy after each of its requests and each new table.
@@ -337,7 +328,7 @@ clusters:
     }
 
     fn table(version: u64) -> RouteTable {
-        RouteTable { version, learned: vec![], resource: Any::default() }
+        RouteTable { version, resource: Any::default() }
     }
 
     fn request(nonce: &str, rejected: bool) -> DiscoveryRequest {
