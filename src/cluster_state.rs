@@ -118,7 +118,8 @@ impl ClusterRuntime {
     pub fn set_operator(&self, operator: Operator) -> Operator {
         self.drain_reported.store(false, Ordering::Relaxed);
         let previous = Operator::from_u8(self.operator.swap(operator.to_u8(), Ordering::Relaxed));
-        if operator != previous || operator != Operator::Draining {
+        // Draining again keeps the drain's start; any other change starts or ends a drain.
+        if !(previous == Operator::Draining && operator == Operator::Draining) {
             *self.draining_since.lock().unwrap_or_else(|p| p.into_inner()) =
                 (operator == Operator::Draining).then(Instant::now);
         }

@@ -224,11 +224,8 @@ pub fn route_config(config: &Config, learned: &[LearnedRoutes]) -> Value {
             // whole body up to the listener's buffer limit, a first part beyond it. When neither needs
             // SQL, the router's headers reply turns this off (mode_override).
             "typed_per_filter_config": {
-                DECIDE_FILTER: enabled(Some(json!({
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
-                    "overrides": { "processing_mode": processing_mode("BUFFERED_PARTIAL") },
-                }))),
-                LEARN_FILTER: enabled(None),
+                DECIDE_FILTER: enabled(json!({ "processing_mode": processing_mode("BUFFERED_PARTIAL") })),
+                LEARN_FILTER: enabled(json!({})),
             },
         })
     };
@@ -237,7 +234,7 @@ pub fn route_config(config: &Config, learned: &[LearnedRoutes]) -> Value {
             "name": name,
             "match": matcher,
             "route": to_chosen_cluster,
-            "typed_per_filter_config": { DECIDE_FILTER: enabled(None) },
+            "typed_per_filter_config": { DECIDE_FILTER: enabled(json!({})) },
         })
     };
     let mut routes = vec![
@@ -306,16 +303,16 @@ pub fn route_config(config: &Config, learned: &[LearnedRoutes]) -> Value {
 }
 
 /// Turns one of the router's filters on for a route (both are off unless a route turns them on, so
-/// routes Envoy serves by itself do not even create them), with its per-route config if any.
-fn enabled(per_route: Option<Value>) -> Value {
-    // Envoy refuses a FilterConfig without a config: no overrides is an empty one.
-    let per_route = per_route.unwrap_or_else(|| {
-        json!({
+/// routes Envoy serves by itself do not even create them), with these `ExtProcPerRoute` overrides.
+/// Envoy refuses a FilterConfig without a config: no overrides is an empty one.
+fn enabled(overrides: Value) -> Value {
+    json!({
+        "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+        "config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
-            "overrides": {},
-        })
-    });
-    json!({ "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "config": per_route })
+            "overrides": overrides,
+        },
+    })
 }
 
 fn router_grpc_service(role: &str) -> Value {

@@ -30,7 +30,8 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::cluster_state::Operator;
+use crate::cluster_state::{ClusterRuntime, Operator};
+use crate::config::Config;
 use crate::envoy_bootstrap::{LearnedRoutes, ROUTE_CONFIG_NAME, route_config};
 use crate::routing::{Router, Snapshot};
 
@@ -66,6 +67,12 @@ pub fn encode_route_config(json: &Value) -> Result<Any, String> {
     Ok(Any { type_url: ROUTE_TYPE_URL.to_owned(), value: prost::Message::encode_to_vec(&message) })
 }
 
+/// Whether a cluster gets a learned route: active and not down (otherwise its follow-ups must come back
+/// through the router).
+fn takes_learned_route(runtime: &ClusterRuntime) -> bool {
+    runtime.operator() == Operator::Active && !runtime.health().is_down()
+}
+
 /// The learned routes for `snapshot`: per cluster that is active and not down, its recent coordinator ids.
 pub fn learned_routes(router: &Router, snapshot: &Snapshot) -> Vec<LearnedRoutes> {
     snapshot
@@ -73,7 +80,7 @@ pub fn learned_routes(router: &Router, snapshot: &Snapshot) -> Vec<LearnedRoutes
         .clusters
         .iter()
         .zip(&snapshot.clusters)
-        .filter(|(_, runtime)| runtime.operator() == Operator::Active && !runtime.health().is_down())
+        .filter(|(_, runtime)| takes_learned_route(runtime))
         .map(|(cluster, _)| LearnedRoutes {
             cluster: cluster.name.clone(),
             envoy_cluster: cluster.envoy_cluster.clone(),
@@ -83,29 +90,66 @@ pub fn learned_routes(router: &Router, snapshot: &Snapshot) -> Vec<LearnedRoutes
         .collect()
 }
 
-/// Keeps `tables` up to date (forever: the server aborts this task when it stops).
+/// What the routes are made from, cheap to read and compare: the config in force (held, so that a new
+/// config can never be mistaken for a freed one at the same address), the coordinator-id table's change
+/// count, and which clusters take learned routes. Read before the routes are built, so a change that
+/// lands meanwhile shows at the next look.
+struct Inputs {
+    config: Arc<Config>,
+    coordinator_id_changes: u64,
+    takes_learned_route: Vec<bool>,
+}
+
+impl Inputs {
+    fn read(router: &Router, snapshot: &Snapshot) -> Inputs {
+        Inputs {
+            config: snapshot.config.clone(),
+            coordinator_id_changes: router.affinity().coordinator_id_changes(),
+            takes_learned_route: snapshot
+                .clusters
+                .iter()
+                .map(|runtime| takes_learned_route(runtime))
+                .collect(),
+        }
+    }
+
+    fn same_as(&self, other: &Inputs) -> bool {
+        Arc::ptr_eq(&self.config, &other.config)
+            && self.coordinator_id_changes == other.coordinator_id_changes
+            && self.takes_learned_route == other.takes_learned_route
+    }
+}
+
+/// The routes for `snapshot` as table `version`.
+fn build_table(router: &Router, snapshot: &Snapshot, version: u64) -> Result<RouteTable, String> {
+    let learned = learned_routes(router, snapshot);
+    let resource = encode_route_config(&route_config(&snapshot.config, &learned))?;
+    tracing::info!(
+        version,
+        learned = ?learned.iter().map(|l| (&*l.cluster, l.coordinator_ids.len())).collect::<Vec<_>>(),
+        "publishing routes"
+    );
+    Ok(RouteTable { version, resource })
+}
+
+/// Keeps `tables` up to date (forever: the server aborts this task when it stops). The routes are built
+/// again only when their inputs changed.
 pub async fn publish(router: Arc<Router>, tables: watch::Sender<Arc<RouteTable>>) {
-    let mut last_inputs = None;
+    let mut last: Option<Inputs> = None;
     loop {
         let snapshot = router.snapshot();
-        let learned = learned_routes(&router, &snapshot);
-        let inputs = (Arc::as_ptr(&snapshot.config) as usize, learned);
-        if last_inputs.as_ref() != Some(&inputs) {
+        let inputs = Inputs::read(&router, &snapshot);
+        if !last.as_ref().is_some_and(|last| last.same_as(&inputs)) {
             let version = tables.borrow().version + 1;
-            match encode_route_config(&route_config(&snapshot.config, &inputs.1)) {
-                Ok(resource) => {
-                    tracing::info!(
-                        version,
-                        learned = ?inputs.1.iter().map(|l| (&*l.cluster, l.coordinator_ids.len())).collect::<Vec<_>>(),
-                        "publishing routes"
-                    );
-                    tables.send_replace(Arc::new(RouteTable { version, resource }));
+            match build_table(&router, &snapshot, version) {
+                Ok(table) => {
+                    tables.send_replace(Arc::new(table));
                 }
                 Err(error) => {
                     tracing::error!(%error, "could not encode the routes; Envoy keeps the previous ones")
                 }
             }
-            last_inputs = Some(inputs);
+            last = Some(inputs);
         }
         tokio::select! {
             _ = router.routes_changed().notified() => {}
@@ -116,9 +160,7 @@ pub async fn publish(router: Arc<Router>, tables: watch::Sender<Arc<RouteTable>>
 
 /// The first table, published before the server takes streams.
 pub fn initial_table(router: &Router) -> Result<RouteTable, String> {
-    let snapshot = router.snapshot();
-    let resource = encode_route_config(&route_config(&snapshot.config, &learned_routes(router, &snapshot)))?;
-    Ok(RouteTable { version: 0, resource })
+    build_table(router, &router.snapshot(), 0)
 }
 
 /// One RDS stream's protocol: what to send Envoy after each of its requests and each new table.

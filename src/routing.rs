@@ -80,7 +80,7 @@ impl Router {
     }
 
     /// Notified when something Envoy's learned routes depend on changed (a coordinator id learned, an
-    /// operator's say, a reload); health verdicts are picked up by the publisher's tick.
+    /// operator's say, a health change, a reload); the publisher's tick is the backstop.
     pub fn routes_changed(&self) -> &Notify {
         &self.routes_changed
     }

@@ -86,7 +86,7 @@ pub struct QueryLine {
 }
 
 impl QueryLine {
-    /// Writes the line (`query_id` empty when not known).
+    /// Writes the line (`query_id` empty when not known) and shows it on the status page.
     pub fn log(&self, query_id: &str) {
         crate::status::record(self, query_id);
         tracing::info!(
@@ -222,21 +222,6 @@ fn with_mode(mut reply: ProcessingResponse, response_headers: bool) -> Processin
         response_trailer_mode: HeaderSendMode::Skip as i32,
     });
     reply
-}
-
-/// A headers reply that removes `names` and changes nothing else.
-pub fn remove_headers(phase: Phase, names: &[&str]) -> ProcessingResponse {
-    let common = CommonResponse {
-        header_mutation: Some(HeaderMutation {
-            set_headers: vec![],
-            remove_headers: names.iter().map(|n| (*n).to_owned()).collect(),
-        }),
-        ..Default::default()
-    };
-    reply(match phase {
-        Phase::ResponseHeaders => Response::ResponseHeaders(HeadersResponse { response: Some(common) }),
-        _ => Response::RequestHeaders(HeadersResponse { response: Some(common) }),
-    })
 }
 
 /// Every header with a UTF-8 value, as `(name, value)`.

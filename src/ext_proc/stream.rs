@@ -22,8 +22,8 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
 use serde::Deserialize;
 
 use super::messages::{
-    LearnNote, Phase, QueryLine, header, header_pairs, pass, read_note, refuse, remove_headers, route,
-    with_note, with_response_body, with_response_headers, without_request_body,
+    LearnNote, Phase, QueryLine, header, header_pairs, pass, read_note, refuse, route, with_note,
+    with_response_body, with_response_headers, without_request_body,
 };
 use crate::decision::{Basis, Decision, Pin, RequestFacts, permitted_routing_group, split_prefixed};
 use crate::metrics::METRICS;
@@ -48,11 +48,6 @@ pub const CLEAR_TRANSACTION_HEADER: &str = "x-trino-clear-transaction-id";
 
 /// Separates the Envoy cluster from Trino's own id in a transaction id as clients see it.
 pub const TRANSACTION_CLUSTER_SEPARATOR: char = '~';
-
-/// A request header that tells a learn filter which sees request headers (a hand-written Envoy config)
-/// to watch a new query's answers for the transaction it starts; it is removed there. The decide filter
-/// now says so in its note (`messages::LearnNote`) instead.
-pub const WATCH_HEADER: &str = "x-trino-router-watch";
 
 /// The header Envoy's router filter adds to every answer that came from upstream.
 pub const UPSTREAM_SERVICE_TIME: &str = "x-envoy-upstream-service-time";
@@ -139,6 +134,11 @@ struct Learning {
 }
 
 impl Learning {
+    /// Following a new query on `snapshot.config.clusters[cluster]`; its body not asked for yet.
+    fn new(snapshot: Arc<Snapshot>, cluster: usize, watch: bool, log: Option<QueryLine>) -> Learning {
+        Learning { snapshot, cluster, body: Vec::new(), watch, body_requested: false, log }
+    }
+
     fn cluster_name(&self) -> &str {
         &self.snapshot.config.clusters[self.cluster].name
     }
@@ -197,17 +197,10 @@ impl ProcessingStream {
         let first_message = std::mem::replace(&mut self.first_message, false);
         let (phase, step) = match message.request {
             Some(Request::RequestHeaders(headers)) if observing || self.role == Role::Learn => {
-                let watch = self.observe_request(&headers);
-                let step = if watch && !observing {
-                    // The watch header is the router's own note between its filters: the coordinator must
-                    // not see it.
-                    Some(Step::Reply(Box::new(remove_headers(Phase::RequestHeaders, &[WATCH_HEADER]))))
-                } else if !observing && self.learning.as_ref().is_some_and(|l| !l.reads_body()) {
-                    // Only the answer's status matters: Envoy need not hold and send its body.
-                    Some(Step::Reply(Box::new(with_response_headers(pass(Phase::RequestHeaders)))))
-                } else {
-                    None
-                };
+                self.observe_request(&headers);
+                // Only the answer's status matters: Envoy need not hold and send its body.
+                let step = (!observing && self.learning.as_ref().is_some_and(|l| !l.reads_body()))
+                    .then(|| Step::Reply(Box::new(with_response_headers(pass(Phase::RequestHeaders)))));
                 (Phase::RequestHeaders, step)
             }
             Some(Request::RequestHeaders(headers)) => {
@@ -226,16 +219,18 @@ impl ProcessingStream {
                 self.on_transaction_answer(&headers);
                 self.on_response_headers(&headers);
                 // Read the body only when it is worth it (the filter's mode leaves it out).
-                let step = (self.role == Role::Learn && !observing)
-                    .then_some(self.learning.as_ref())
-                    .flatten()
-                    .filter(|l| l.reads_body() && !l.body_requested)
-                    .map(|_| Step::Reply(Box::new(with_response_body(pass(Phase::ResponseHeaders)))));
-                if step.is_some()
-                    && let Some(learning) = self.learning.as_mut()
-                {
-                    learning.body_requested = true;
-                }
+                let step = match self.learning.as_mut() {
+                    Some(learning)
+                        if self.role == Role::Learn
+                            && !observing
+                            && !learning.body_requested
+                            && learning.reads_body() =>
+                    {
+                        learning.body_requested = true;
+                        Some(Step::Reply(Box::new(with_response_body(pass(Phase::ResponseHeaders)))))
+                    }
+                    _ => None,
+                };
                 (Phase::ResponseHeaders, step)
             }
             Some(Request::ResponseBody(body)) => {
@@ -478,14 +473,8 @@ impl ProcessingStream {
                 let note = LearnNote { envoy_cluster: envoy_cluster.to_string(), watch, log };
                 let reply = with_note(reply, &note);
                 if final_decision {
-                    self.learning = Some(Learning {
-                        snapshot: snapshot.clone(),
-                        cluster,
-                        body: Vec::new(),
-                        watch: false,
-                        body_requested: true,
-                        log: None,
-                    });
+                    // A decide stream sees the answer only in observability mode, where Envoy sends it all.
+                    self.learning = Some(Learning::new(snapshot.clone(), cluster, false, None));
                 }
                 Step::Reply(Box::new(reply))
             }
@@ -493,36 +482,25 @@ impl ProcessingStream {
         }
     }
 
-    /// Learn role: a new statement, already routed by the decide filter, is worth following. Returns
-    /// whether the decide filter asked to watch it (the watch header must then be removed).
-    fn observe_request(&mut self, headers: &HttpHeaders) -> bool {
+    /// Learn role, with request headers (a learn filter configured to send them, or observability
+    /// mode): a new statement, already routed by the decide filter, is worth following.
+    fn observe_request(&mut self, headers: &HttpHeaders) {
         let map = headers.headers.as_ref();
         let method = header(map, ":method").unwrap_or("");
         let path = header(map, ":path").unwrap_or("");
-        let watch = header(map, WATCH_HEADER).is_some();
         if classify(method, path) != Target::NewStatement {
-            return watch;
+            return;
         }
         let snapshot = self.router.snapshot();
         let routed_to = header(map, &snapshot.config.routing_header).unwrap_or("");
         match snapshot.cluster_by_header_value(routed_to) {
-            Some(cluster) => {
-                self.learning = Some(Learning {
-                    snapshot,
-                    cluster,
-                    body: Vec::new(),
-                    watch,
-                    body_requested: false,
-                    log: None,
-                })
-            }
+            Some(cluster) => self.learning = Some(Learning::new(snapshot, cluster, false, None)),
             None => tracing::warn!(
                 routing_header = routed_to,
                 "a new statement reached the learn filter without a routing header the router set; \
                  is the decide filter placed before it?"
             ),
         }
-        watch
     }
 
     /// Learn role, no request headers seen: follow the new statement the decide filter's note names.
@@ -535,16 +513,7 @@ impl ProcessingStream {
         };
         let snapshot = self.router.snapshot();
         match snapshot.cluster_by_header_value(&note.envoy_cluster) {
-            Some(cluster) => {
-                self.learning = Some(Learning {
-                    snapshot,
-                    cluster,
-                    body: Vec::new(),
-                    watch: note.watch,
-                    body_requested: false,
-                    log: note.log,
-                })
-            }
+            Some(cluster) => self.learning = Some(Learning::new(snapshot, cluster, note.watch, note.log)),
             None => tracing::warn!(cluster = note.envoy_cluster, "the decide filter's note names no cluster"),
         }
     }
@@ -728,6 +697,28 @@ clusters:
         }
     }
 
+    /// What Envoy forwards to the learn filter from a decide reply: its dynamic metadata, by namespace.
+    fn forwarded(reply: &ProcessingResponse) -> envoy_types::pb::envoy::config::core::v3::Metadata {
+        use envoy_types::pb::google::protobuf::value::Kind;
+        let note = reply.dynamic_metadata.clone().expect("a routed new statement leaves a note");
+        let filter_metadata = note
+            .fields
+            .into_iter()
+            .filter_map(|(namespace, value)| match value.kind {
+                Some(Kind::StructValue(s)) => Some((namespace, s)),
+                _ => None,
+            })
+            .collect();
+        envoy_types::pb::envoy::config::core::v3::Metadata { filter_metadata, ..Default::default() }
+    }
+
+    /// A learn stream's first message: the answer's status, with the note `reply` left.
+    fn answer_with_note(reply: &ProcessingResponse) -> ProcessingRequest {
+        let mut answer = status("200", false);
+        answer.metadata_context = Some(forwarded(reply));
+        answer
+    }
+
     fn first_page() -> Vec<u8> {
         format!(r#"{{"id":"{ID}","infoUri":"http://x/ui/query.html?{ID}","nextUri":"http://x/v1/statement/queued/{ID}/y/1","stats":{{"state":"QUEUED"}}}}"#).into_bytes()
     }
@@ -826,8 +817,13 @@ clusters:
         let mut other = ProcessingStream::new(router.clone(), Role::Learn);
         assert_eq!(body_mode(other.on_message(new_statement("trino-b", &[]))), None, "another cluster");
         let mut watched = ProcessingStream::new(router.clone(), Role::Learn);
-        let step = watched.on_message(new_statement("trino-a", &[(WATCH_HEADER, "transaction")]));
-        assert_eq!(body_mode(step), None, "a watched query is always read");
+        let note = LearnNote { envoy_cluster: "trino-a".into(), watch: true, log: None };
+        let step = watched.on_message(answer_with_note(&with_note(pass(Phase::RequestBody), &note)));
+        assert_eq!(
+            body_mode(step),
+            Some(envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::processing_mode::BodySendMode::Buffered as i32),
+            "a watched query is always read"
+        );
     }
 
     #[test]
@@ -839,19 +835,8 @@ clusters:
         );
         decide.on_message(request("POST", "/v1/statement", &[], false));
         let Step::Reply(reply) = decide.on_message(sql_body("SELECT 1")) else { panic!() };
-        let note = reply.dynamic_metadata.unwrap();
-        let envoy_types::pb::google::protobuf::value::Kind::StructValue(inner) =
-            note.fields["trino-router"].kind.clone().unwrap()
-        else {
-            panic!()
-        };
-        let mut answer = status("200", false);
-        answer.metadata_context = Some(envoy_types::pb::envoy::config::core::v3::Metadata {
-            filter_metadata: [("trino-router".to_owned(), inner)].into_iter().collect(),
-            ..Default::default()
-        });
         // No role metadata (Envoy Gateway): still a learn stream, which asks for the first answer's body.
-        let Step::Reply(asked) = learn.on_message(answer) else { panic!() };
+        let Step::Reply(asked) = learn.on_message(answer_with_note(&reply)) else { panic!() };
         assert!(asked.mode_override.is_some(), "{asked:?}");
         learn.on_message(body(&first_page(), true, false));
         assert_eq!(router.affinity().coordinator_ids(), 1, "learned");
@@ -1030,21 +1015,7 @@ clusters:
         let mut decide = ProcessingStream::new(router.clone(), Role::Decide);
         decide.on_message(request("POST", "/v1/statement", headers, false));
         let Step::Reply(reply) = decide.on_message(sql_body(sql)) else { panic!("no body reply") };
-        // What Envoy forwards to the learn filter: the decide reply's dynamic metadata, by namespace.
-        let note = reply.dynamic_metadata.clone().expect("a routed new statement leaves a note");
-        let metadata = envoy_types::pb::envoy::config::core::v3::Metadata {
-            filter_metadata: note
-                .fields
-                .into_iter()
-                .filter_map(|(namespace, value)| match value.kind {
-                    Some(envoy_types::pb::google::protobuf::value::Kind::StructValue(s)) => {
-                        Some((namespace, s))
-                    }
-                    _ => None,
-                })
-                .collect(),
-            ..Default::default()
-        };
+        let metadata = forwarded(&reply);
         let Some(Response::RequestBody(routed)) = reply.response else { panic!("{reply:?}") };
         let set: Vec<(String, String)> = routed
             .response
