@@ -536,6 +536,15 @@ class Emulator:
         if resp.status not in (200, 204):
             raise AssertionError(f"PUT {self.url}/v1/emulator/starting -> {resp.status}: {resp.text[:300]}")
 
+    def set_fault(self, mode: str, scope: str = "new_queries", delay_ms: int = 0) -> dict:
+        """``PUT /v1/emulator/fault``: from now on the emulator hangs, answers garbage or is slow
+        (``mode`` ``none`` ends it) for new queries only or for every request (``scope="all"``)."""
+        body = json.dumps({"mode": mode, "scope": scope, "delay_ms": delay_ms})
+        resp = http_request("PUT", f"{self.url}/v1/emulator/fault", body, {"Content-Type": "application/json"})
+        if resp.status != 200:
+            raise AssertionError(f"PUT {self.url}/v1/emulator/fault {body} -> {resp.status}: {resp.text[:300]}")
+        return resp.json()
+
     def kill(self) -> int | None:
         """SIGKILL the emulator (a crashed coordinator: no graceful anything)."""
         return self.proc.kill()

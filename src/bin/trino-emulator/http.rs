@@ -31,7 +31,8 @@
 //!   `GET /v1/emulator/counters` (requests by kind), `GET /v1/emulator/info` (name, coordinator id,
 //!   queries and spooled segments held, address, node state, starting), `PUT /v1/emulator/state` (body:
 //!   a JSON string naming a node state, e.g. `"SHUTTING_DOWN"`; 200 `{"state", "previous"}`, 400
-//!   otherwise), `PUT /v1/emulator/starting` (body `true` or `false`; 200 `{"starting"}`, 400 otherwise).
+//!   otherwise), `PUT /v1/emulator/starting` (body `true` or `false`; 200 `{"starting"}`, 400 otherwise),
+//!   `GET|PUT /v1/emulator/fault` (a coordinator that hangs, answers garbage or is slow: [`crate::fault`]).
 //! - Anything else: 404 `Not found`.
 //!
 //! URIs handed out start with `http://{Host}`; with `--process-forwarded`, `X-Forwarded-Proto`, `-Host`,
@@ -50,6 +51,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use serde_json::{Value, json};
 
+use crate::fault::{self, Faults};
 use crate::node::{self, NodeControl, NodeState};
 use crate::queries::{Page, Query, Reject, Step};
 use crate::query_id::CoordinatorId;
@@ -60,6 +62,10 @@ use crate::session::{claimed_transaction, parse_session_header};
 use crate::slug::SlugContext;
 use crate::spooling::{ENCODING_HEADER, KEY_HEADER, Refusal, SegmentData, Segments};
 use crate::ui::{self, LoginForm, Sessions};
+
+/// The largest request body read (axum's default is 2 MB). Trino's HTTP server sets no limit of its own;
+/// statements are limited by `query.max-length`, which the emulator does not apply (as when it is raised).
+const MAX_REQUEST_BODY: usize = 64 * 1024 * 1024;
 
 /// Trino caps `maxWait` at one second (`MAX_WAIT_TIME`), and waits that long by default.
 const MAX_WAIT: Duration = Duration::from_secs(1);
@@ -151,6 +157,10 @@ pub struct App {
 }
 
 pub fn router(app: Arc<App>) -> Router {
+    let faults = Arc::new(Faults::default());
+    let fault_control = Router::new()
+        .route("/v1/emulator/fault", get(fault::get_fault).put(fault::put_fault))
+        .with_state(faults.clone());
     Router::new()
         .route("/v1/statement", post(post_statement))
         .route("/v1/statement/queued/{id}/{slug}/{token}", get(get_queued).delete(delete_queued))
@@ -181,6 +191,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/ui/api/stats", get(ui_stats))
         .fallback(unrouted)
         .with_state(app)
+        .merge(fault_control)
+        .layer(axum::middleware::from_fn_with_state(faults, fault::apply))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BODY))
 }
 
 fn bump(counter: &AtomicU64) {

@@ -24,8 +24,9 @@
 //! [`results`] QueryResults JSON, [`rows`] the rows of data pages (rendered once per shape),
 //! [`spooling`] the spooling protocol and its segments, [`registry`] the shared query map, [`node`]
 //! health documents, node state and load statistics, [`ui`] web UI login sessions, [`http`] the axum
-//! handlers.
+//! handlers, [`fault`] faults switched on at run time (hang, garbage, slow).
 
+mod fault;
 mod http;
 mod node;
 mod plan;
