@@ -3,10 +3,13 @@
 //!
 //! - A poll that shows `starting: true` → `Starting`; state `SHUTTING_DOWN` (or another non-`ACTIVE`
 //!   node state) → `ShuttingDown`; `ACTIVE` → counts toward `Healthy`.
-//! - A refused or reset connection is definitive: `Unhealthy` at once. Timeouts and bad answers count
-//!   toward `Unhealthy` (`unhealthy_threshold` in a row).
+//! - A refused or reset connection is definitive: `Unreachable` at once — nothing listens, the queries
+//!   it ran are gone. Timeouts and bad answers count toward `Unhealthy` (`unhealthy_threshold` in a row):
+//!   a coordinator that is hung, slow or cut off from the router may still finish what it runs.
 //! - A passive failure (Envoy could not deliver a new query to the cluster) makes it `Unhealthy` at once;
 //!   only polls bring it back (`healthy_threshold` good polls in a row).
+//! - Only `Unreachable` is down: the router fails its queries' follow-ups with a clear error. Every other
+//!   state sends follow-ups on to the coordinator that owns them (it takes no new queries).
 
 use std::fmt;
 
@@ -18,8 +21,11 @@ pub enum Health {
     Healthy,
     /// The coordinator is up but still starting (`/v1/info` says `starting: true`).
     Starting,
-    /// Unreachable or answering nonsense.
+    /// Not answering in time, answering nonsense, or a new query could not be delivered: takes no new
+    /// queries, but its running queries' follow-ups still go there.
     Unhealthy,
+    /// Nothing listens: the connection was refused or reset. Its queries are gone.
+    Unreachable,
     /// In graceful shutdown (`/v1/info/state` is `SHUTTING_DOWN` or another non-active state).
     ShuttingDown,
 }
@@ -33,7 +39,7 @@ impl Health {
 
     /// Is the coordinator known to be gone (its queries cannot progress)?
     pub fn is_down(self) -> bool {
-        self == Health::Unhealthy
+        self == Health::Unreachable
     }
 
     pub fn as_str(self) -> &'static str {
@@ -42,6 +48,7 @@ impl Health {
             Health::Healthy => "healthy",
             Health::Starting => "starting",
             Health::Unhealthy => "unhealthy",
+            Health::Unreachable => "unreachable",
             Health::ShuttingDown => "shutting_down",
         }
     }
@@ -113,7 +120,7 @@ impl Tracker {
             }
             Observation::Refused => {
                 self.reset_streaks();
-                Health::Unhealthy
+                Health::Unreachable
             }
             Observation::Failed(_) => {
                 self.good_streak = 0;
@@ -128,11 +135,15 @@ impl Tracker {
         self.set(next)
     }
 
-    /// A new query could not be delivered (nothing answered): stop sending new queries until polls say
-    /// otherwise.
+    /// A new query could not be delivered (refused, reset or timed out: Envoy does not say which):
+    /// stop sending new queries until polls say otherwise. Its running queries are not given up on; a
+    /// poll tells whether it is unreachable.
     pub fn passive_failure(&mut self) -> Option<Health> {
         self.reset_streaks();
-        self.set(Health::Unhealthy)
+        match self.health {
+            Health::Unreachable => None,
+            _ => self.set(Health::Unhealthy),
+        }
     }
 
     /// The coordinator itself refused a new query (it answered 502/503/504): it takes no new queries
@@ -140,7 +151,7 @@ impl Tracker {
     /// coordinator already known to be down or starting.
     pub fn refused_new_query(&mut self) -> Option<Health> {
         match self.health {
-            Health::Unhealthy | Health::Starting | Health::ShuttingDown => None,
+            Health::Unhealthy | Health::Unreachable | Health::Starting | Health::ShuttingDown => None,
             Health::Healthy | Health::Unknown => {
                 self.reset_streaks();
                 self.set(Health::ShuttingDown)
@@ -202,11 +213,14 @@ mod tests {
         let cases: Vec<(Vec<Option<Observation>>, Vec<Health>)> = vec![
             (vec![Some(ok())], vec![Healthy]),
             (vec![Some(starting()), Some(ok()), Some(ok())], vec![Starting, Starting, Healthy]),
-            (vec![Some(ok()), Some(Observation::Refused)], vec![Healthy, Unhealthy]),
+            (vec![Some(ok()), Some(Observation::Refused)], vec![Healthy, Unreachable]),
+            (vec![Some(ok()), passive.clone(), Some(Observation::Refused)], vec![Healthy, Unhealthy, Unreachable]),
+            (vec![Some(Observation::Refused), passive.clone()], vec![Unreachable, Unreachable]),
+            (vec![Some(Observation::Refused), Some(timeout()), Some(timeout()), Some(timeout())], vec![Unreachable, Unreachable, Unreachable, Unhealthy]),
             (vec![Some(ok()), Some(timeout()), Some(timeout()), Some(timeout())], vec![Healthy, Healthy, Healthy, Unhealthy]),
             (vec![Some(ok()), Some(timeout()), Some(ok()), Some(timeout()), Some(timeout())], vec![Healthy, Healthy, Healthy, Healthy, Healthy]),
             (vec![Some(timeout())], vec![Unhealthy]),
-            (vec![Some(Observation::Refused), Some(ok()), Some(ok())], vec![Unhealthy, Unhealthy, Healthy]),
+            (vec![Some(Observation::Refused), Some(ok()), Some(ok())], vec![Unreachable, Unreachable, Healthy]),
             (vec![Some(ok()), Some(state("SHUTTING_DOWN"))], vec![Healthy, ShuttingDown]),
             (vec![Some(ok()), Some(state("DRAINING")), Some(ok()), Some(ok())], vec![Healthy, ShuttingDown, ShuttingDown, Healthy]),
             (vec![Some(state("active"))], vec![Healthy]),
@@ -249,8 +263,8 @@ mod tests {
 
     #[test]
     fn who_takes_new_queries() {
-        let takes: Vec<bool> =
-            [Unknown, Healthy, Starting, Unhealthy, ShuttingDown].map(Health::takes_new_queries).to_vec();
-        assert_eq!(takes, [true, true, false, false, false]);
+        let all = [Unknown, Healthy, Starting, Unhealthy, Unreachable, ShuttingDown];
+        assert_eq!(all.map(Health::takes_new_queries), [true, true, false, false, false, false]);
+        assert_eq!(all.map(Health::is_down), [false, false, false, false, true, false]);
     }
 }

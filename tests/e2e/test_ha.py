@@ -336,8 +336,9 @@ def phase_table(title: str, outcomes: list[Outcome], edges: list[tuple[str, floa
 def test_cluster_death_under_load(make_stack, interval):
     """kill -9 one of three coordinators under 16 client threads; restart it on the same port.
 
-    - The router marks the dead cluster unhealthy within one poll interval of the kill (a refused poll, or
-      sooner: a new query's failed delivery), as its log shows.
+    - The router marks the dead cluster unreachable within one poll interval of the kill (a refused poll),
+      as its log shows; a new query's failed delivery may stop new queries going there sooner (unhealthy).
+      Only unreachable gives its queries up: an unhealthy cluster's follow-ups still go to it.
     - Queries in flight on the dead cluster fail within 2 s of the kill. Once the router knows, their next
       poll gets the router's clear error: a FAILED page, errorName CLUSTER_UNAVAILABLE, naming the cluster
       and the query (the client raises TrinoExternalError). A poll whose three attempts (the client's
@@ -390,10 +391,10 @@ def test_cluster_death_under_load(make_stack, interval):
     failed = [o for o in outcomes if not o.ok]
     kinds = Counter(o.error_kind() for o in failed)
     latencies = sorted(o.ended - t_kill for o in failed)
-    detected = router_events(stack.router, r'cluster="?a"? health=unhealthy', since_wall=kill_wall - 0.05)
-    assert detected, f"the router never logged a as unhealthy:\n{stack.router.proc.stderr_tail()}"
+    detected = router_events(stack.router, r'cluster="?a"? health=unreachable', since_wall=kill_wall - 0.05)
+    assert detected, f"the router never logged a as unreachable:\n{stack.router.proc.stderr_tail()}"
     detect_wall, detect_line = detected[0]
-    print(f"  router marked a unhealthy {detect_wall - kill_wall:.3f}s after the kill: {detect_line[28:]}")
+    print(f"  router marked a unreachable {detect_wall - kill_wall:.3f}s after the kill: {detect_line[28:]}")
     print(f"  in-flight failures on a: {len(failed)}; errors: {dict(kinds)}")
     for out in failed:
         answers = ", ".join(f"{m} {st} at {at - kill_wall:+.3f}s" for (at, m, _, st, _) in out.exchanges[-4:])
@@ -425,12 +426,12 @@ def test_cluster_death_under_load(make_stack, interval):
                 for (_, _, _, st, body) in last3), f"not three 503s from Envoy: {last3}"
             late = [round(at - detect_wall, 3) for (at, *_) in last3 if at > detect_wall + 0.05]
             assert not late, (
-                f"Envoy's 503 for a query on a came {late}s after the router marked a unhealthy: the router "
+                f"Envoy's 503 for a query on a came {late}s after the router marked a unreachable: the router "
                 f"should have answered CLUSTER_UNAVAILABLE: {out.describe()}")
     assert failed, "no query was in flight on the killed cluster: the test did not exercise the failure"
     detect_limit = {"250ms": 0.25, "default": 1.0}[interval] + 0.25  # one poll interval, plus scheduling slack
     assert detect_wall - kill_wall <= detect_limit, (
-        f"the router took {detect_wall - kill_wall:.2f}s to mark the dead cluster unhealthy (interval {interval})")
+        f"the router took {detect_wall - kill_wall:.2f}s to mark the dead cluster unreachable (interval {interval})")
     assert table["kill+2s .. restart"]["failed"] == 0 and table["after restart"]["failed"] == 0
     assert table["kill+2s .. restart"]["submitted"] >= 16, table
 
@@ -736,7 +737,7 @@ def test_fallback_group_and_no_capacity(make_stack):
     # adhoc's only cluster dies: adhoc queries fall back to etl.
     t_kill = time.monotonic()
     ad1.kill()
-    noticed = wait_health(router, "ad1", "unhealthy", timeout=3.0)
+    noticed = wait_health(router, "ad1", "unreachable", timeout=3.0)
     fell_back = _run_batch(stack, "fb-fallback", 6)
     etl_tags = tags_on(etl1)
     assert all(o.ok and o.cluster == "etl1" for o in fell_back), [o.describe() for o in fell_back]
@@ -984,12 +985,12 @@ def test_admin_cli_and_reflection(make_stack):
     # drain a while its query runs; kill b.
     drained = admin_ok(router, "drain", "a")
     stack.emulators["b"].kill()
-    wait_health(router, "b", "unhealthy", timeout=3)
+    wait_health(router, "b", "unreachable", timeout=3)
     during = admin_clusters(router)
     print(f"a drained with its query running, b killed:\n{admin_ok(router, 'clusters')}")
     assert (during["a"]["OPERATOR"], during["a"]["NEW"]) == ("draining", "no"), during
     assert int(during["a"]["IN_FLIGHT"]) >= 1, during
-    assert (during["b"]["HEALTH"], during["b"]["NEW"]) == ("unhealthy", "no"), during
+    assert (during["b"]["HEALTH"], during["b"]["NEW"]) == ("unreachable", "no"), during
     assert during["b"]["OPERATOR"] == "active", during
     assert (during["etl"]["HEALTH"], during["etl"]["NEW"]) == ("healthy", "yes"), during
     assert "a: draining" in drained
