@@ -192,6 +192,17 @@ pub fn permitted_routing_group<'a>(
     }
 }
 
+/// Whether a statement pinned to `cluster` (by its transaction, or by the query it names) may go there:
+/// a pin is something the client sends, so it may not lead into a group that does not admit the user or
+/// source. A cluster the config does not have is left to [`decide`] (which refuses it as down).
+pub fn pin_permitted(config: &Config, cluster: &str, user: &str, source: &str) -> bool {
+    let Some(found) = config.clusters.iter().find(|c| &*c.name == cluster) else { return true };
+    match config.group_named(&found.group).and_then(|g| config.groups[g].allow.as_ref()) {
+        Some(access) => access.admits(user, source),
+        None => true,
+    }
+}
+
 /// The group a new query belongs to: the one the client names when it exists, else the default group.
 pub fn group_for(config: &Config, requested: Option<&str>) -> usize {
     requested.map(str::trim).and_then(|name| config.group_named(name)).unwrap_or(config.default_group)
@@ -456,6 +467,29 @@ clusters:
         assert_eq!(pinned("trino-etl", Pin::NamedQuery), "trino-etl Pinned(NamedQuery)");
         assert_eq!(pinned("trino-b", Pin::Transaction), "refuse 502", "its cluster is down");
         assert_eq!(pinned("trino-gone", Pin::Transaction), "refuse 502", "its cluster was removed");
+    }
+
+    #[test]
+    fn pins_into_restricted_groups() {
+        let mut config = config();
+        let etl = config.group_named("etl").unwrap();
+        config.groups[etl].allow = Some(crate::config::GroupAccess {
+            users: vec!["etl_bot".into()],
+            sources: vec![regex::Regex::new("^airflow").unwrap()],
+        });
+        #[rustfmt::skip]
+        let cases = [
+            ("trino-etl", "etl_bot", "cli", true),
+            ("trino-etl", "alice", "airflow-7", true),
+            ("trino-etl", "mallory", "cli", false),
+            ("trino-etl", "mallory", "x-airflow", false),
+            ("trino-etl", "", "", false),
+            ("trino-a", "mallory", "cli", true),
+            ("trino-gone", "mallory", "cli", true),
+        ];
+        for (cluster, user, source, permitted) in cases {
+            assert_eq!(pin_permitted(&config, cluster, user, source), permitted, "{cluster} {user} {source}");
+        }
     }
 
     #[test]

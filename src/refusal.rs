@@ -28,6 +28,9 @@ pub enum Refusal {
     /// A new statement must run on a cluster (its transaction's, or the one running the query it names)
     /// that is down or no longer configured.
     PinnedClusterDown { cluster: Arc<str>, pin: crate::decision::Pin },
+    /// A new statement is pinned (by its transaction, or by the query it names) to a cluster whose group
+    /// does not admit the client.
+    PinnedGroupNotAllowed { cluster: Arc<str>, group: Arc<str>, pin: crate::decision::Pin },
     /// A URL-placed path names a cluster the config does not have.
     UnknownClusterInPath(Arc<str>),
     /// A spooled segment whose cluster the router does not know.
@@ -103,6 +106,18 @@ impl Refusal {
                         )
                     }
                 },
+            ),
+            Refusal::PinnedGroupNotAllowed { cluster, group, pin } => (
+                403,
+                "PERMISSION_DENIED",
+                "trino_router_pinned_group_not_allowed",
+                format!(
+                    "{} cluster {cluster} of routing group {group}, which does not admit this user or source",
+                    match pin {
+                        crate::decision::Pin::Transaction => "The transaction of this statement is on",
+                        crate::decision::Pin::NamedQuery => "The query this statement names runs on",
+                    }
+                ),
             ),
             Refusal::UnknownClusterInPath(cluster) => (
                 404,
@@ -193,6 +208,7 @@ mod tests {
             (Refusal::OwnerRemoved { query_id: id(), cluster: "old".into() }, 404, "QUERY_NOT_FOUND"),
             (Refusal::SpooledSegmentUnplaced, 404, "SPOOLED_SEGMENT_NOT_FOUND"),
             (Refusal::UnknownClusterInPath("x".into()), 404, "CLUSTER_NOT_FOUND"),
+            (Refusal::PinnedGroupNotAllowed { cluster: "e".into(), group: "etl".into(), pin: crate::decision::Pin::Transaction }, 403, "PERMISSION_DENIED"),
             (Refusal::PinnedClusterDown { cluster: "a".into(), pin: crate::decision::Pin::Transaction }, 502, "CLUSTER_UNAVAILABLE"),
             (Refusal::OwnerDown { query_id: id(), cluster: "a".into(), as_query_failure: true }, 200, "CLUSTER_UNAVAILABLE"),
             (Refusal::OwnerDown { query_id: id(), cluster: "a".into(), as_query_failure: false }, 502, "CLUSTER_UNAVAILABLE"),

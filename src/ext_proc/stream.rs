@@ -25,7 +25,9 @@ use super::messages::{
     LearnNote, Phase, QueryLine, header, header_pairs, pass, read_note, refuse, route, with_note,
     with_response_body, with_response_headers, without_request_body,
 };
-use crate::decision::{Basis, Decision, Pin, RequestFacts, permitted_routing_group, split_prefixed};
+use crate::decision::{
+    Basis, Decision, Pin, RequestFacts, permitted_routing_group, pin_permitted, split_prefixed,
+};
 use crate::metrics::METRICS;
 use crate::query_id::QueryId;
 use crate::refusal::Refusal;
@@ -413,6 +415,20 @@ impl ProcessingStream {
                     return Step::Locate(id.clone());
                 }
             }
+        }
+        let refused_pin = pinned
+            .as_ref()
+            .filter(|(cluster, _)| !pin_permitted(&snapshot.config, cluster, &info.user, &info.source));
+        if let Some((cluster, pin)) = refused_pin {
+            let group = snapshot.config.clusters.iter().find(|c| c.name == *cluster).map(|c| c.group.clone());
+            let group = group.unwrap_or_default();
+            tracing::warn!(
+                %cluster, %group, ?pin, user = info.user, source = info.source,
+                "pinned statement refused: its cluster's group does not admit this user or source"
+            );
+            METRICS.refused("pinned_group_not_allowed");
+            let refusal = Refusal::PinnedGroupNotAllowed { cluster: cluster.clone(), group, pin: *pin };
+            return Step::Reply(Box::new(refuse(&refusal.reply())));
         }
         let facts = RequestFacts {
             method: &info.method,
