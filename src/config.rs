@@ -103,6 +103,10 @@ pub struct Config {
     /// goes to the query's cluster, and `START TRANSACTION` is followed so that the transaction's later
     /// statements go to its cluster. Costs one more round trip per new query.
     pub placement_from_sql: bool,
+    /// How long Envoy waits for a coordinator's answer to a new query (`POST /v1/statement`) before it
+    /// answers 504 itself; zero waits forever. Trino answers a POST at once (the query runs later), so
+    /// only a hung coordinator hits it: its client's retry then goes to another cluster.
+    pub new_query_timeout: Duration,
 }
 
 /// An example request and the group the rules must give it.
@@ -400,6 +404,12 @@ struct RawConfig {
     url_prefix: Option<String>,
     #[serde(default)]
     metrics_listen: Option<String>,
+    #[serde(default = "default_new_query_timeout", deserialize_with = "duration")]
+    new_query_timeout: Duration,
+}
+
+fn default_new_query_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 fn default_max_sql_bytes() -> usize {
@@ -731,6 +741,7 @@ impl RawConfig {
             placement_from_sql: self.placement_from_sql,
             url_prefix,
             metrics_listen,
+            new_query_timeout: self.new_query_timeout,
         })
     }
 }

@@ -215,11 +215,17 @@ pub fn route_config(config: &Config, learned: &[LearnedRoutes]) -> Value {
         // large: no overall deadline; Envoy's stream idle timeout still ends dead streams.
         "timeout": "0s",
     });
+    // A coordinator answers a new query at once (the query runs later): past this, it hangs, and Envoy's
+    // 504 lets the client retry elsewhere (the learn filter takes the cluster out of rotation).
+    let new_query_route = json!({
+        "cluster_header": config.routing_header,
+        "timeout": format!("{}s", config.new_query_timeout.as_secs_f64()),
+    });
     let new_statement = |name: &str, path: &str| {
         json!({
             "name": name,
             "match": { "path": path, "headers": [{ "name": ":method", "string_match": { "exact": "POST" } }] },
-            "route": to_chosen_cluster,
+            "route": new_query_route,
             // The decide filter reads the SQL here (rules and placement may test statement facts): the
             // whole body up to the listener's buffer limit, a first part beyond it. When neither needs
             // SQL, the router's headers reply turns this off (mode_override).
@@ -288,6 +294,7 @@ pub fn route_config(config: &Config, learned: &[LearnedRoutes]) -> Value {
             "name": LISTENER,
             "domains": ["*"],
             "routes": routes,
+            "retry_policy": retry_policy(),
             // A transaction exists only on the cluster that started it: its id as clients see it names
             // that cluster, so any router replica places the transaction's statements (and strips the
             // prefix for the coordinator).
@@ -447,6 +454,18 @@ fn router_cluster(routers: &[SocketAddr]) -> Value {
             "cluster_name": ROUTER_CLUSTER,
             "endpoints": [{ "lb_endpoints": endpoints }],
         },
+    })
+}
+
+/// Envoy retries a request to the same coordinator only when the request never reached it (the
+/// connection failed, or was reset before the request went out): safe for every request, a new query's
+/// POST included, and it carries a follow-up over a network blip shorter than about a second. Anything
+/// the coordinator may have received is left to the client.
+fn retry_policy() -> Value {
+    json!({
+        "retry_on": "connect-failure,refused-stream,reset-before-request",
+        "num_retries": 3,
+        "retry_back_off": { "base_interval": "0.1s", "max_interval": "0.4s" },
     })
 }
 
