@@ -171,7 +171,11 @@ class Relay:
 
     def __init__(self, target_port: int):
         self.target = ("127.0.0.1", target_port)
-        self.port = harness.free_port()
+        # Holds the port while the listener is closed (both SO_REUSEPORT), so that no outgoing connection
+        # takes it as its own port meanwhile; not listening, it refuses connections.
+        self._placeholder = self._socket()
+        self._placeholder.bind(("127.0.0.1", 0))
+        self.port = self._placeholder.getsockname()[1]
         self._lock = threading.Lock()
         self._conns: list[socket.socket] = []
         self._listener: socket.socket | None = None
@@ -179,9 +183,15 @@ class Relay:
         self.connections = 0
         self._listen()
 
+    @staticmethod
+    def _socket() -> socket.socket:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        return sock
+
     def _listen(self) -> None:
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener = self._socket()
         listener.bind(("127.0.0.1", self.port))
         listener.listen(128)
         self._listener = listener
@@ -243,6 +253,7 @@ class Relay:
         self._closed = True
         if self._listener:
             self._listener.close()
+        self._placeholder.close()
         self._drop_all()
 
 
