@@ -144,6 +144,10 @@ def test_istio_fragments_validate_in_envoy_and_are_envoy_configs_own():
     # The VirtualService as Envoy routes, with the route and virtual-host patches merged in.
     router_config = yaml.safe_load(open(config))
     envoy_clusters = {c["envoy_cluster"] for c in router_config["clusters"]}
+    ours_routes = _hcm(_envoy_config(config, "--static-routes"))["route_config"]["virtual_hosts"][0]
+    ours_retry_on = ours_routes["retry_policy"]["retry_on"]
+    ours_new_query_timeout = next(r["route"]["timeout"] for r in ours_routes["routes"]
+                                  if r["match"].get("path") == "/v1/statement")
     routes = []
     for http in docs["VirtualService"]["spec"]["http"]:
         match = {"prefix": "/"}
@@ -161,7 +165,14 @@ def test_istio_fragments_validate_in_envoy_and_are_envoy_configs_own():
             route["direct_response"] = {"status": http["directResponse"]["status"]}
         else:
             dest = http["route"][0]["destination"]
-            route["route"] = {"cluster": f"outbound|{dest['port']['number']}||{dest['host']}", "timeout": "0s"}
+            route["route"] = {"cluster": f"outbound|{dest['port']['number']}||{dest['host']}",
+                              "timeout": http.get("timeout", "0s"),
+                              "retry_policy": {"retry_on": http["retries"]["retryOn"],
+                                               "num_retries": http["retries"]["attempts"]}}
+            # The same new-query timeout and retries as envoy-config's own routes.
+            assert http["retries"]["retryOn"] == ours_retry_on, http["name"]
+            if match.get("path") == "/v1/statement":
+                assert http.get("timeout") == ours_new_query_timeout, http["name"]
         route.update(copy.deepcopy(route_patches.pop(http["name"], {})))
         routes.append(route)
     assert not route_patches, f"route patches name routes the VirtualService lacks: {list(route_patches)}"
