@@ -180,13 +180,33 @@ fn route_discovery() -> Value {
     })
 }
 
-/// Envoy's own answers when it cannot reach a coordinator (connection refused or reset, no upstream):
-/// the status stays (503 tells clients nothing was submitted, and they retry), the body becomes a
-/// Trino-shaped error that names the cluster, so a client that gives up says which cluster failed.
+/// Envoy's own answers, Trino-shaped (the status stays):
+/// - when it cannot reach a coordinator (connection refused or reset, no upstream): 503 tells clients
+///   nothing was submitted, and they retry; the error names the cluster, so a client that gives up says
+///   which cluster failed;
+/// - when the request itself is not HTTP Envoy accepts (NUL bytes, oversized or too many headers): the
+///   client hears why.
 pub fn local_reply_config() -> Value {
     let message = "Trino cluster %UPSTREAM_CLUSTER% could not be reached (%RESPONSE_CODE_DETAILS%)";
     json!({
         "mappers": [{
+            // Refused by Envoy's codec before the request had headers (no filter, router included, ran).
+            "filter": { "header_filter": { "header": { "name": ":method", "present_match": true, "invert_match": true } } },
+            "body_format_override": {
+                "json_format": {
+                    "id": "",
+                    "infoUri": "",
+                    "stats": { "state": "FAILED" },
+                    "error": {
+                        "message": "Invalid HTTP request (%RESPONSE_CODE_DETAILS%)",
+                        "errorCode": crate::refusal::ROUTER_ERROR_CODE,
+                        "errorName": "INVALID_HTTP_REQUEST",
+                        "errorType": "USER_ERROR",
+                    },
+                },
+                "content_type": "application/json",
+            },
+        }, {
             "filter": { "response_flag_filter": { "flags": ["UF", "UH", "URX", "UC", "UR", "UO", "UT", "NC"] } },
             "body_format_override": {
                 "json_format": {
@@ -577,7 +597,7 @@ clusters:
             rewrite["append_action"], "OVERWRITE_IF_EXISTS",
             "added only where the coordinator sent one"
         );
-        let mapper = &hcm["local_reply_config"]["mappers"][0];
+        let mapper = &hcm["local_reply_config"]["mappers"][1];
         assert!(mapper["filter"]["response_flag_filter"]["flags"].as_array().unwrap().contains(&json!("UF")));
         assert_eq!(
             mapper["body_format_override"]["json_format"]["error"]["errorName"],

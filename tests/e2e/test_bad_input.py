@@ -7,8 +7,8 @@ panicked, and a normal query by the real ``trino`` client must still work. Each 
 every case, what came back, and how many cases ran and passed.
 
 The outcomes, in short:
-- Envoy refuses what HTTP/1.1 forbids (NUL bytes, oversized or too many headers) before the router
-  sees it; the router never has to.
+- Envoy refuses what HTTP/1.1 forbids (NUL bytes, oversized or too many headers) before any filter
+  runs; envoy-config's local-reply mapper makes that answer Trino-shaped (``INVALID_HTTP_REQUEST``).
 - What names a query is placed only by what the router knows; anything else gets the router's own
   Trino-shaped error (``INVALID_QUERY_ID``, ``QUERY_NOT_FOUND``) and reaches no coordinator, or reaches the
   one its coordinator id names, whose strict emulator refuses it (a forged id is never sent elsewhere).
@@ -97,11 +97,12 @@ def trino_error(*statuses: int, names: tuple[str, ...] = ()):
     return check
 
 
-def plain_refusal(status: int):
+def refused_by_envoy(status: int):
     def check(ctx: Context, answer: Answer) -> None:
-        assert answer.status == status, f"want HTTP {status}, got {answer.brief()}: {answer.body[:300]!r}"
+        trino_error(status, names=("INVALID_HTTP_REQUEST",))(ctx, answer)
+        assert "x-envoy-upstream-service-time" not in answer.headers
 
-    check.__doc__ = f"HTTP {status} from Envoy's codec (the request is not HTTP/1.1 Envoy accepts)"
+    check.__doc__ = f"HTTP {status} INVALID_HTTP_REQUEST from Envoy itself (not HTTP it accepts)"
     return check
 
 
@@ -178,9 +179,9 @@ CASES = [
          placed_in(*ADHOC)),
     Case("empty-post-body", post(b""), refused_by_coordinator(400), may_reach=None),
     Case("header-of-100KiB", post(b"SELECT 1", [(b"X-Trino-Session", b"a=" + b"x" * 100_000)]),
-         plain_refusal(431), may_reach=NO_CLUSTER),
+         refused_by_envoy(431), may_reach=NO_CLUSTER),
     Case("200-headers", post(b"SELECT 1", [(f"X-Trino-Extra-{i}".encode(), b"v") for i in range(200)]),
-         plain_refusal(431), may_reach=NO_CLUSTER),
+         refused_by_envoy(431), may_reach=NO_CLUSTER),
     Case("routing-group-of-8KiB", post(b"SELECT 1", [(b"X-Trino-Routing-Group", b"g" * 8192)]), placed_in(*ADHOC)),
     # encodings
     Case("binary-post-body", post(bytes(range(256)) * 8), answered_by(*ADHOC)),
@@ -189,8 +190,8 @@ CASES = [
     Case("invalid-utf8-user", post(b"SELECT 1", user=b"\xff\xfe\xc3("), placed_in(*ADHOC)),
     Case("invalid-utf8-routing-group", post(b"SELECT 1", [(b"X-Trino-Routing-Group", b"\xc3\x28\xa0\xa1")]),
          placed_in(*ADHOC)),
-    Case("nul-in-path", get(lambda ctx: b"/v1/query/2026\x00"), plain_refusal(400), may_reach=NO_CLUSTER),
-    Case("nul-in-header", post(b"SELECT 1", [(b"X-Trino-Source", b"a\x00b")]), plain_refusal(400),
+    Case("nul-in-path", get(lambda ctx: b"/v1/query/2026\x00"), refused_by_envoy(400), may_reach=NO_CLUSTER),
+    Case("nul-in-header", post(b"SELECT 1", [(b"X-Trino-Source", b"a\x00b")]), refused_by_envoy(400),
          may_reach=NO_CLUSTER),
     # query-id positions
     Case("over-long-query-id", get(lambda ctx: "/v1/statement/executing/20260101_000000_00001_" + "a" * 4000 + "/y/1"),
