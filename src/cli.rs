@@ -90,6 +90,20 @@ pub struct AdminConnection {
     /// The admin token.
     #[arg(long, env = "TRINO_ROUTER_ADMIN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// With an https:// address: the CA (PEM) that signed the router's certificate [default: the system
+    /// roots].
+    #[arg(long, value_name = "FILE", env = "TRINO_ROUTER_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// With an https:// address: this client's certificate (PEM), for a router that requires one
+    /// (`listen_tls.client_ca_file`).
+    #[arg(long, value_name = "FILE", env = "TRINO_ROUTER_CERT_FILE", requires = "key_file")]
+    pub cert_file: Option<PathBuf>,
+    /// The private key (PEM) of --cert-file.
+    #[arg(long, value_name = "FILE", env = "TRINO_ROUTER_KEY_FILE", requires = "cert_file")]
+    pub key_file: Option<PathBuf>,
+    /// The name the router's certificate must carry [default: the host of the address].
+    #[arg(long, value_name = "NAME", env = "TRINO_ROUTER_TLS_SERVER_NAME")]
+    pub tls_server_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Subcommand)]

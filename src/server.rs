@@ -187,6 +187,7 @@ mod tests {
         let served = pki.issue("router", &["127.0.0.1"]);
         let text = format!(
             "listen: 127.0.0.1:0\ndefault_group: a\nclusters: [{{name: a, url: 'http://127.0.0.1:9', group: a}}]\n\
+             admin: {{token: t}}\n\
              listen_tls: {{cert_file: '{}', key_file: '{}', client_ca_file: '{}'}}\n",
             served.cert.display(),
             served.key.display(),
@@ -246,6 +247,26 @@ mod tests {
             .await
             .expect_err("a client that does not trust the router");
         assert!(e.contains("UnknownIssuer") || e.contains("certificate"), "{e}");
+
+        // `trino-router admin` over TLS: with the CA and a client certificate, and without.
+        let connection = |cert: Option<&crate::tls::testing::Issued>| crate::cli::AdminConnection {
+            server: format!("https://{addr}"),
+            token: Some("t".into()),
+            ca_file: Some(pki.ca.clone()),
+            cert_file: cert.map(|c| c.cert.clone()),
+            key_file: cert.map(|c| c.key.clone()),
+            tls_server_name: None,
+        };
+        let listed =
+            crate::admin_client::run(&connection(Some(&envoy)), &crate::cli::AdminAction::Clusters).await;
+        assert!(listed.as_ref().is_ok_and(|table| table.starts_with("CLUSTER")), "{listed:?}");
+        let refused = crate::admin_client::run(&connection(None), &crate::cli::AdminAction::Clusters).await;
+        let e = refused.expect_err("no client certificate");
+        assert!(e.contains("CertificateRequired"), "the error says why: {e}");
+        let plain =
+            crate::cli::AdminConnection { server: format!("http://{addr}"), ..connection(Some(&envoy)) };
+        let e = crate::admin_client::run(&plain, &crate::cli::AdminAction::Clusters).await.unwrap_err();
+        assert!(e.contains("must be https://"), "{e}");
         let _ = stop.send(());
     }
 }
