@@ -25,11 +25,20 @@ pub async fn run(connection: &AdminConnection, action: &AdminAction) -> Result<S
     let mut client = AdminClient::new(channel);
     let token = connection.token.clone().unwrap_or_default();
     let cluster = |name: &str| with_token(ClusterRequest { name: name.to_owned() }, &token);
+    // A router that requires client certificates closes the connection of a client without one; the
+    // alert that says so does not always arrive before the close.
+    let hint = if connection.server.starts_with("https://") && connection.cert_file.is_none() {
+        " (if the router requires client certificates: --cert-file and --key-file)"
+    } else {
+        ""
+    };
     let status = |e: tonic::Status| {
+        let transport = std::error::Error::source(&e).is_some();
         format!(
-            "{}: {}",
+            "{}: {}{}",
             code_name(e.code()),
-            with_causes(e.message().to_owned(), std::error::Error::source(&e))
+            with_causes(e.message().to_owned(), std::error::Error::source(&e)),
+            if transport { hint } else { "" }
         )
     };
     match action {
