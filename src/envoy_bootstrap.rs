@@ -744,16 +744,21 @@ clusters:
         );
     }
 
-    #[test]
-    fn tls_to_the_router_and_to_coordinators() {
-        let tls = EnvoyTls {
+    /// Every TLS option of `envoy-config`.
+    fn full_tls() -> EnvoyTls {
+        EnvoyTls {
             router: Some(RouterTls {
                 ca: "/etc/envoy/router-ca.pem".into(),
                 server_name: Some("trino-router.trino-router.svc".into()),
                 client_cert: Some(("/etc/envoy/envoy.pem".into(), "/etc/envoy/envoy-key.pem".into())),
             }),
             coordinator_ca: Some("/etc/envoy/trino-ca.pem".into()),
-        };
+        }
+    }
+
+    #[test]
+    fn tls_to_the_router_and_to_coordinators() {
+        let tls = full_tls();
         let b = bootstrap(&config(), &addresses(), RouteSource::Discovered, &tls);
         let clusters = b["static_resources"]["clusters"].as_array().unwrap();
         let router = &clusters[3]["transport_socket"]["typed_config"];
@@ -835,6 +840,48 @@ clusters:
                 .contains("--router-client-cert")
         );
         assert!(check_tls(&listen_tls(true), &with(Some(&mutual))).is_ok());
+    }
+
+    /// Fails the test unless `bootstrap` is an Envoy bootstrap by Envoy's schema, typed configs included
+    /// (what `envoy --mode validate` checks first; build.rs compiles the descriptors).
+    fn assert_envoy_schema(bootstrap: &Value, what: &str) {
+        use prost_reflect::{DescriptorPool, DynamicMessage};
+        static SCHEMA: std::sync::LazyLock<DescriptorPool> = std::sync::LazyLock::new(|| {
+            let bytes = include_bytes!(concat!(env!("OUT_DIR"), "/envoy_bootstrap_descriptor.bin"));
+            DescriptorPool::decode(&bytes[..]).expect("build.rs wrote a valid descriptor set")
+        });
+        let message = SCHEMA.get_message_by_name("envoy.config.bootstrap.v3.Bootstrap").unwrap();
+        if let Err(e) = DynamicMessage::deserialize(message, bootstrap) {
+            panic!("{what}: not an Envoy bootstrap: {e}");
+        }
+    }
+
+    #[test]
+    fn every_rendering_follows_envoys_schema() {
+        let server_tls = EnvoyTls {
+            router: Some(RouterTls { ca: "/ca.pem".into(), server_name: None, client_cert: None }),
+            coordinator_ca: None,
+        };
+        let prefixed = Config::from_yaml(
+            Path::new("t"),
+            "listen: 127.0.0.1:1\ndefault_group: a\nurl_prefix: /_trino\n\
+             clusters: [{name: a, url: 'https://[::1]:8443', group: a}]\n",
+            &Overrides::default(),
+        )
+        .unwrap();
+        for config in [config(), prefixed] {
+            for routes in [RouteSource::Discovered, RouteSource::Static] {
+                for tls in [EnvoyTls::default(), server_tls.clone(), full_tls()] {
+                    let b = bootstrap(&config, &addresses(), routes, &tls);
+                    assert_envoy_schema(&b, &format!("{routes:?} {tls:?}"));
+                }
+            }
+        }
+        let mut broken = bootstrap(&config(), &addresses(), RouteSource::Static, &full_tls());
+        broken["static_resources"]["clusters"][3]["transport_socket"]["typed_config"]["common_tls_context"]
+            ["alpn"] = json!(["h2"]);
+        let caught = std::panic::catch_unwind(|| assert_envoy_schema(&broken, "broken"));
+        assert!(caught.is_err(), "the check catches a misspelt field");
     }
 
     #[test]
