@@ -3,7 +3,9 @@
 //!
 //! Also writes a descriptor set of the Envoy route API (from the `.proto` files the `envoy-types` crate
 //! ships), so the router can turn the route configuration it renders as JSON — the same JSON
-//! `envoy-config` prints — into the protobuf it serves Envoy over RDS (see `src/route_discovery.rs`).
+//! `envoy-config` prints — into the protobuf it serves Envoy over RDS (see `src/route_discovery.rs`), and
+//! one of the whole bootstrap (with every typed config it holds), against which the unit tests check each
+//! bootstrap `envoy-config` can print (it is not compiled into the router).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,6 +13,17 @@ use std::process::Command;
 /// The Envoy API files whose messages appear in the served route configuration.
 const ENVOY_ROUTE_PROTOS: &[&str] =
     &["envoy/config/route/v3/route.proto", "envoy/extensions/filters/http/ext_proc/v3/ext_proc.proto"];
+
+/// The Envoy API files of the messages in the bootstrap `envoy-config` prints, typed configs included.
+const ENVOY_BOOTSTRAP_PROTOS: &[&str] = &[
+    "envoy/config/bootstrap/v3/bootstrap.proto",
+    "envoy/config/route/v3/route.proto",
+    "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto",
+    "envoy/extensions/filters/http/router/v3/router.proto",
+    "envoy/extensions/filters/http/ext_proc/v3/ext_proc.proto",
+    "envoy/extensions/transport_sockets/tls/v3/tls.proto",
+    "envoy/extensions/upstreams/http/v3/http_protocol_options.proto",
+];
 
 /// Where `protoc` finds the imports of the Envoy API, below the crate's `proto/` directory.
 const ENVOY_INCLUDE_DIRS: &[&str] =
@@ -27,18 +40,38 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
 
     let envoy_protos = envoy_types_proto_dir()?;
-    let mut command = Command::new(&protoc);
-    command
-        .arg("--include_imports")
-        .arg(format!("--descriptor_set_out={}", out_dir.join("envoy_route_descriptor.bin").display()));
+    envoy_descriptor_set(
+        &protoc,
+        &envoy_protos,
+        ENVOY_ROUTE_PROTOS,
+        &out_dir.join("envoy_route_descriptor.bin"),
+    )?;
+    envoy_descriptor_set(
+        &protoc,
+        &envoy_protos,
+        ENVOY_BOOTSTRAP_PROTOS,
+        &out_dir.join("envoy_bootstrap_descriptor.bin"),
+    )?;
+    Ok(())
+}
+
+/// Writes the descriptor set of `protos` (imports included) from the Envoy API in `envoy_protos` to `out`.
+fn envoy_descriptor_set(
+    protoc: &Path,
+    envoy_protos: &Path,
+    protos: &[&str],
+    out: &Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut command = Command::new(protoc);
+    command.arg("--include_imports").arg(format!("--descriptor_set_out={}", out.display()));
     for dir in ENVOY_INCLUDE_DIRS {
         command.arg("-I").arg(envoy_protos.join(dir));
     }
     command.arg("-I").arg(protoc_bin_vendored::include_path()?);
-    command.args(ENVOY_ROUTE_PROTOS);
+    command.args(protos);
     let status = command.status()?;
     if !status.success() {
-        return Err(format!("protoc failed on the Envoy route API in {}", envoy_protos.display()).into());
+        return Err(format!("protoc failed on {protos:?} in {}", envoy_protos.display()).into());
     }
     Ok(())
 }

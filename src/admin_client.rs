@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use tonic::Request;
 use tonic::metadata::MetadataValue;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use crate::api::admin_client::AdminClient;
 use crate::api::{Cluster, ClusterRequest, ListClustersRequest, LocateQueryRequest};
@@ -12,16 +12,35 @@ use crate::cli::{AdminAction, AdminConnection};
 
 /// Runs one admin command; returns what to print.
 pub async fn run(connection: &AdminConnection, action: &AdminAction) -> Result<String, String> {
-    let channel = Channel::from_shared(connection.server.clone())
+    let mut endpoint = Channel::from_shared(connection.server.clone())
         .map_err(|e| format!("`{}` is not a URL: {e}", connection.server))?
-        .connect_timeout(Duration::from_secs(5))
+        .connect_timeout(Duration::from_secs(5));
+    if let Some(tls) = client_tls(connection)? {
+        endpoint = endpoint.tls_config(tls).map_err(|e| format!("TLS settings: {}", causes(&e)))?;
+    }
+    let channel = endpoint
         .connect()
         .await
-        .map_err(|e| format!("cannot reach the router at {}: {e}", connection.server))?;
+        .map_err(|e| format!("cannot reach the router at {}: {}", connection.server, causes(&e)))?;
     let mut client = AdminClient::new(channel);
     let token = connection.token.clone().unwrap_or_default();
     let cluster = |name: &str| with_token(ClusterRequest { name: name.to_owned() }, &token);
-    let status = |e: tonic::Status| format!("{}: {}", code_name(e.code()), e.message());
+    // A router that requires client certificates closes the connection of a client without one; the
+    // alert that says so does not always arrive before the close.
+    let hint = if connection.server.starts_with("https://") && connection.cert_file.is_none() {
+        " (if the router requires client certificates: --cert-file and --key-file)"
+    } else {
+        ""
+    };
+    let status = |e: tonic::Status| {
+        let transport = std::error::Error::source(&e).is_some();
+        format!(
+            "{}: {}{}",
+            code_name(e.code()),
+            with_causes(e.message().to_owned(), std::error::Error::source(&e)),
+            if transport { hint } else { "" }
+        )
+    };
     match action {
         AdminAction::Clusters => {
             let list =
@@ -77,6 +96,55 @@ pub async fn run(connection: &AdminConnection, action: &AdminAction) -> Result<S
             }
         }
     }
+}
+
+/// The TLS settings for an `https://` address; none for `http://`.
+fn client_tls(connection: &AdminConnection) -> Result<Option<ClientTlsConfig>, String> {
+    if !connection.server.starts_with("https://") {
+        if connection.ca_file.is_some() || connection.cert_file.is_some() {
+            return Err(format!(
+                "--ca-file and --cert-file are for TLS: the address must be https:// (not {})",
+                connection.server
+            ));
+        }
+        return Ok(None);
+    }
+    crate::tls::install_crypto_provider();
+    let mut tls = match &connection.ca_file {
+        Some(path) => {
+            let ca = crate::tls::read_ca(path).map_err(|e| format!("--ca-file: {e}"))?;
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&*ca.pem))
+        }
+        None => ClientTlsConfig::new().with_native_roots(),
+    };
+    if let (Some(cert), Some(key)) = (&connection.cert_file, &connection.key_file) {
+        let cert = crate::tls::read_certificates(cert).map_err(|e| format!("--cert-file: {e}"))?;
+        let key = crate::tls::read_private_key(key).map_err(|e| format!("--key-file: {e}"))?;
+        crate::tls::check_key_matches(&cert, &key).map_err(|e| format!("--key-file: {e}"))?;
+        tls = tls.identity(Identity::from_pem(&*cert.pem, &*key.pem));
+    }
+    if let Some(name) = &connection.tls_server_name {
+        tls = tls.domain_name(name.clone());
+    }
+    Ok(Some(tls))
+}
+
+/// An error with what caused it (tonic's transport errors say little on their own).
+fn causes(error: &(dyn std::error::Error + 'static)) -> String {
+    with_causes(error.to_string(), error.source())
+}
+
+/// `text`, then each cause in turn that it does not say already.
+fn with_causes(mut text: String, mut next: Option<&(dyn std::error::Error + 'static)>) -> String {
+    while let Some(cause) = next {
+        let line = cause.to_string();
+        if !text.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        next = cause.source();
+    }
+    text
 }
 
 fn with_token<T>(message: T, token: &str) -> Result<Request<T>, String> {

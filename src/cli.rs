@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{Config, ConfigError, Overrides};
+use crate::envoy_bootstrap::{EnvoyTls, RouterTls};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -51,6 +52,8 @@ pub enum Command {
         /// learned follow-up routes, so every request asks the router.
         #[arg(long)]
         static_routes: bool,
+        #[command(flatten)]
+        tls: EnvoyTlsArgs,
     },
     /// Dry run: show the facts the rules see for a request, each rule tried, and where a new query goes.
     Explain {
@@ -90,6 +93,20 @@ pub struct AdminConnection {
     /// The admin token.
     #[arg(long, env = "TRINO_ROUTER_ADMIN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// With an https:// address: the CA (PEM) that signed the router's certificate [default: the system
+    /// roots].
+    #[arg(long, value_name = "FILE", env = "TRINO_ROUTER_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// With an https:// address: this client's certificate (PEM), for a router that requires one
+    /// (`listen_tls.client_ca_file`).
+    #[arg(long, value_name = "FILE", env = "TRINO_ROUTER_CERT_FILE", requires = "key_file")]
+    pub cert_file: Option<PathBuf>,
+    /// The private key (PEM) of --cert-file.
+    #[arg(long, value_name = "FILE", env = "TRINO_ROUTER_KEY_FILE", requires = "cert_file")]
+    pub key_file: Option<PathBuf>,
+    /// The name the router's certificate must carry [default: the host of the address].
+    #[arg(long, value_name = "NAME", env = "TRINO_ROUTER_TLS_SERVER_NAME")]
+    pub tls_server_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -114,6 +131,42 @@ pub enum AdminAction {
     Enable { name: String },
     /// Which cluster runs a query.
     Locate { query_id: String },
+}
+
+/// How Envoy speaks TLS to the router and checks `https://` coordinators. Paths are as Envoy sees them.
+#[derive(Debug, Args)]
+pub struct EnvoyTlsArgs {
+    /// The CA (PEM) that signed the router's certificate: Envoy dials the router over TLS (needed when
+    /// the config has `listen_tls`).
+    #[arg(long, value_name = "FILE")]
+    pub router_ca: Option<PathBuf>,
+    /// The name the router's certificate must carry, also sent as SNI [default: any name the CA signed].
+    #[arg(long, value_name = "NAME", requires = "router_ca")]
+    pub router_server_name: Option<String>,
+    /// Envoy's certificate (PEM) for a router that requires client certificates
+    /// (`listen_tls.client_ca_file`).
+    #[arg(long, value_name = "FILE", requires_all = ["router_ca", "router_client_key"])]
+    pub router_client_cert: Option<PathBuf>,
+    /// The private key (PEM) of --router-client-cert.
+    #[arg(long, value_name = "FILE", requires = "router_client_cert")]
+    pub router_client_key: Option<PathBuf>,
+    /// The CA (PEM) Envoy checks `https://` coordinators against [default: the config's
+    /// `coordinator_tls.ca_file`, made absolute].
+    #[arg(long, value_name = "FILE")]
+    pub coordinator_ca: Option<PathBuf>,
+}
+
+impl EnvoyTlsArgs {
+    pub fn envoy_tls(&self) -> EnvoyTls {
+        EnvoyTls {
+            router: self.router_ca.as_ref().map(|ca| RouterTls {
+                ca: ca.clone(),
+                server_name: self.router_server_name.clone(),
+                client_cert: self.router_client_cert.clone().zip(self.router_client_key.clone()),
+            }),
+            coordinator_ca: self.coordinator_ca.clone(),
+        }
+    }
 }
 
 /// Where the config comes from.
@@ -173,5 +226,39 @@ mod tests {
             panic!()
         };
         assert_eq!(routers.len(), 2);
+    }
+
+    #[test]
+    fn envoy_config_tls_options() {
+        let parse = |extra: &[&str]| {
+            let args = ["trino-router", "envoy-config", "--config", "r"].iter().chain(extra).copied();
+            Cli::try_parse_from(args).map(|cli| match cli.command {
+                Command::EnvoyConfig { tls, .. } => tls.envoy_tls(),
+                _ => panic!(),
+            })
+        };
+        assert_eq!(parse(&[]).unwrap(), EnvoyTls::default());
+        let tls = parse(&[
+            "--router-ca",
+            "/ca.pem",
+            "--router-client-cert",
+            "/envoy.pem",
+            "--router-client-key",
+            "/envoy-key.pem",
+            "--router-server-name",
+            "router.example.com",
+        ])
+        .unwrap();
+        let router = tls.router.unwrap();
+        assert_eq!(router.client_cert, Some(("/envoy.pem".into(), "/envoy-key.pem".into())));
+        assert_eq!(router.server_name.as_deref(), Some("router.example.com"));
+        assert!(
+            parse(&["--router-client-cert", "/e.pem", "--router-client-key", "/k.pem"]).is_err(),
+            "needs a CA"
+        );
+        assert!(
+            parse(&["--router-ca", "/ca.pem", "--router-client-cert", "/e.pem"]).is_err(),
+            "needs its key"
+        );
     }
 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use crate::rules::{RawRule, RuleSet};
+use crate::tls::{CoordinatorTls, ListenTls};
 
 /// The routing header Envoy routes on when the config names none.
 pub const DEFAULT_ROUTING_HEADER: &str = "x-trino-cluster";
@@ -68,6 +69,10 @@ impl Overrides {
 pub struct Config {
     /// The gRPC address: ext_proc and grpc.health.v1.
     pub listen: SocketAddr,
+    /// TLS on the gRPC listener (mTLS with a client CA); none: plaintext HTTP/2.
+    pub listen_tls: Option<ListenTls>,
+    /// How the router's own calls (health polls, lookups) verify `https://` coordinators.
+    pub coordinator_tls: CoordinatorTls,
     /// Lower-case name of the header Envoy routes on.
     pub routing_header: String,
     /// Index into [`Config::groups`] of the group that takes requests naming no known group.
@@ -351,7 +356,7 @@ impl Config {
             };
             error(field, message)
         })?;
-        raw.validate(overrides).map_err(|(field, message)| error(field, message))
+        raw.validate(file, overrides).map_err(|(field, message)| error(field, message))
     }
 
     /// The cluster with this name, if the config has it.
@@ -374,6 +379,10 @@ impl Config {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     listen: String,
+    #[serde(default)]
+    listen_tls: Option<RawListenTls>,
+    #[serde(default)]
+    coordinator_tls: Option<RawCoordinatorTls>,
     #[serde(default = "default_routing_header")]
     routing_header: String,
     default_group: String,
@@ -447,6 +456,27 @@ struct RawAdmin {
     token_env: Option<String>,
 }
 
+/// `listen_tls`: the router's certificate and key; with `client_ca_file`, clients must present a
+/// certificate signed by it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListenTls {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    #[serde(default)]
+    client_ca_file: Option<PathBuf>,
+}
+
+/// `coordinator_tls`: the CA that signs coordinator certificates, and whether the system roots count too.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCoordinatorTls {
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    system_roots: Option<bool>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCredentials {
@@ -485,7 +515,7 @@ fn default_enabled() -> bool {
 type FieldError = (String, String);
 
 impl RawConfig {
-    fn validate(self, overrides: &Overrides) -> Result<Config, FieldError> {
+    fn validate(self, file: &Path, overrides: &Overrides) -> Result<Config, FieldError> {
         let listen_text = overrides.listen.as_deref().unwrap_or(&self.listen);
         let listen: SocketAddr = listen_text.parse().map_err(|_| {
             let origin = if overrides.listen.is_some() { " (from the environment)" } else { "" };
@@ -494,6 +524,50 @@ impl RawConfig {
                 format!("`{listen_text}`{origin} is not an address of the form HOST:PORT with an IP host"),
             )
         })?;
+
+        // Relative paths are relative to the config file's directory.
+        let resolve = |path: &Path| match file.parent() {
+            Some(dir) if path.is_relative() => dir.join(path),
+            _ => path.to_owned(),
+        };
+        let listen_tls = match &self.listen_tls {
+            None => None,
+            Some(raw) => {
+                let cert = crate::tls::read_certificates(&resolve(&raw.cert_file))
+                    .map_err(|m| ("listen_tls.cert_file".to_owned(), m))?;
+                let key = crate::tls::read_private_key(&resolve(&raw.key_file))
+                    .map_err(|m| ("listen_tls.key_file".to_owned(), m))?;
+                crate::tls::check_key_matches(&cert, &key)
+                    .map_err(|m| ("listen_tls.key_file".to_owned(), m))?;
+                let client_ca = match &raw.client_ca_file {
+                    None => None,
+                    Some(path) => Some(
+                        crate::tls::read_ca(&resolve(path))
+                            .map_err(|m| ("listen_tls.client_ca_file".to_owned(), m))?,
+                    ),
+                };
+                Some(ListenTls { cert, key, client_ca })
+            }
+        };
+        let coordinator_tls = match &self.coordinator_tls {
+            None => CoordinatorTls::default(),
+            Some(RawCoordinatorTls { ca_file: None, system_roots: Some(false) }) => {
+                return Err((
+                    "coordinator_tls.system_roots".to_owned(),
+                    "without `ca_file` the system roots are the only CAs: set `ca_file`".to_owned(),
+                ));
+            }
+            Some(raw) => CoordinatorTls {
+                ca: match &raw.ca_file {
+                    None => None,
+                    Some(path) => Some(
+                        crate::tls::read_ca(&resolve(path))
+                            .map_err(|m| ("coordinator_tls.ca_file".to_owned(), m))?,
+                    ),
+                },
+                system_roots: raw.system_roots.unwrap_or(false),
+            },
+        };
 
         let routing_header = self.routing_header.to_ascii_lowercase();
         check_routing_header(&routing_header).map_err(|m| ("routing_header".to_owned(), m))?;
@@ -725,6 +799,8 @@ impl RawConfig {
 
         Ok(Config {
             listen,
+            listen_tls,
+            coordinator_tls,
             routing_header,
             default_group,
             clusters,
@@ -1001,6 +1077,77 @@ clusters:
         assert_eq!(e.field, "clusters");
         let e = load("{{{").unwrap_err();
         assert!(e.to_string().starts_with("router.yaml: "), "{e}");
+    }
+
+    #[test]
+    fn tls_files_are_read_and_checked() {
+        use crate::tls::testing::TestPki;
+        let pki = TestPki::new("config");
+        let router = pki.issue("router", &["127.0.0.1", "router.example.com"]);
+        let other = pki.issue("other", &["other.example.com"]);
+        let garbage = pki.write("garbage.pem", "-----BEGIN CERTIFICATE-----\nnot base64 at all\n");
+        let empty = pki.write("empty.pem", "no PEM here\n");
+        let missing = pki.path("missing.pem");
+        let p = |path: &std::path::Path| path.display().to_string();
+        let with = |tls: &str| EXAMPLE.replace("clusters:\n", &format!("{tls}\nclusters:\n"));
+        let good = format!(
+            "listen_tls: {{cert_file: '{}', key_file: '{}', client_ca_file: '{}'}}\n\
+             coordinator_tls: {{ca_file: '{}'}}",
+            p(&router.cert),
+            p(&router.key),
+            p(&pki.ca),
+            p(&pki.ca)
+        );
+        let config = load(&with(&good)).unwrap();
+        let tls = config.listen_tls.as_ref().unwrap();
+        assert_eq!(
+            (tls.cert.path.as_path(), tls.key.path.as_path()),
+            (router.cert.as_path(), router.key.as_path())
+        );
+        assert!(tls.client_ca.is_some());
+        assert!(!format!("{tls:?}").contains("PRIVATE KEY"), "keys stay out of logs");
+        assert_eq!(config.coordinator_tls.ca.as_ref().unwrap().path, pki.ca);
+        assert!(!config.coordinator_tls.system_roots);
+        assert_eq!(load(EXAMPLE).unwrap().listen_tls, None);
+
+        // Relative paths are relative to the config file.
+        let relative = "listen_tls: {cert_file: router.pem, key_file: router-key.pem}";
+        let config =
+            Config::from_yaml(&pki.path("router.yaml"), &with(relative), &Overrides::default()).unwrap();
+        assert_eq!(config.listen_tls.unwrap().cert.path, router.cert);
+
+        let listen = |cert: &std::path::Path, key: &std::path::Path| {
+            format!("listen_tls: {{cert_file: '{}', key_file: '{}'}}", p(cert), p(key))
+        };
+        #[rustfmt::skip]
+        let cases: Vec<(String, String)> = vec![
+            (listen(&missing, &router.key), format!("listen_tls.cert_file: cannot read `{}`: No such file", p(&missing))),
+            (listen(&router.cert, &missing), format!("listen_tls.key_file: cannot read `{}`", p(&missing))),
+            (listen(&garbage, &router.key), format!("listen_tls.cert_file: `{}` is not PEM", p(&garbage))),
+            (listen(&empty, &router.key), format!("listen_tls.cert_file: `{}` holds no PEM certificate", p(&empty))),
+            (listen(&router.cert, &empty), format!("listen_tls.key_file: `{}` holds no PEM private key", p(&empty))),
+            (listen(&router.cert, &router.cert), format!("listen_tls.key_file: `{}` holds no PEM private key", p(&router.cert))),
+            (listen(&router.cert, &other.key), format!("listen_tls.key_file: the key in `{}` does not belong to the certificate in `{}`", p(&other.key), p(&router.cert))),
+            (format!("listen_tls: {{cert_file: '{}'}}", p(&router.cert)), "listen_tls: missing field `key_file`".to_owned()),
+            ("listen_tls: {cert_file: a, key_file: b, ca_file: c}".to_owned(), "listen_tls.ca_file: unknown field `ca_file`".to_owned()),
+            (format!("coordinator_tls: {{ca_file: '{}'}}", p(&missing)), format!("coordinator_tls.ca_file: cannot read `{}`", p(&missing))),
+            (format!("coordinator_tls: {{ca_file: '{}'}}", p(&router.key)), format!("coordinator_tls.ca_file: `{}` holds no PEM certificate", p(&router.key))),
+            ("coordinator_tls: {system_roots: false}".to_owned(), "coordinator_tls.system_roots: without `ca_file`".to_owned()),
+        ];
+        for (tls, expected) in &cases {
+            let e = load(&with(tls)).expect_err(tls);
+            let got = format!("{}: {}", e.field, e.message);
+            assert!(got.starts_with(expected.as_str()), "with {tls}\n got: {got}\nwant: {expected}");
+        }
+        let bad_client_ca = format!(
+            "listen_tls: {{cert_file: '{}', key_file: '{}', client_ca_file: '{}'}}",
+            p(&router.cert),
+            p(&router.key),
+            p(&empty)
+        );
+        let e = load(&with(&bad_client_ca)).unwrap_err();
+        assert_eq!(e.field, "listen_tls.client_ca_file", "{e}");
+        assert!(e.to_string().starts_with("router.yaml: field `listen_tls.client_ca_file`: "), "{e}");
     }
 
     #[test]

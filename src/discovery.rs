@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 
 use crate::query_id::QueryId;
 use crate::routing::Snapshot;
+use crate::tls::CoordinatorTls;
 
 /// How long an answer (found or not) is reused.
 pub const ANSWER_TTL: Duration = Duration::from_secs(2);
@@ -23,7 +24,14 @@ pub const ROUTER_USER: &str = "trino-router";
 /// Looks up query owners on the clusters.
 pub struct Discovery {
     answers: Cache<String, Option<Arc<str>>>,
-    clients: Mutex<HashMap<String, reqwest::Client>>,
+    clients: Mutex<Clients>,
+}
+
+/// One HTTP client per coordinator URL, for the TLS settings they were made with.
+#[derive(Default)]
+struct Clients {
+    tls: CoordinatorTls,
+    by_base: HashMap<String, reqwest::Client>,
 }
 
 impl Default for Discovery {
@@ -49,12 +57,17 @@ impl Discovery {
             Some(suffix) if by_suffix => format!("suffix:{suffix}"),
             _ => format!("id:{query}"),
         };
+        let tls = &snapshot.config.coordinator_tls;
         let lookups: Vec<(Arc<str>, reqwest::Client, String)> = snapshot
             .config
             .clusters
             .iter()
-            .map(|c| {
-                (c.name.clone(), self.client_for(&c.url.to_string()), format!("{}/v1/query/{query}", c.url))
+            .filter_map(|c| match self.client_for(&c.url.to_string(), tls) {
+                Ok(client) => Some((c.name.clone(), client, format!("{}/v1/query/{query}", c.url))),
+                Err(e) => {
+                    tracing::debug!(cluster = %c.name, "no discovery lookup: cannot make an HTTP client: {e}");
+                    None
+                }
             })
             .collect();
         let auth = snapshot.config.coordinator_auth.clone();
@@ -75,7 +88,13 @@ impl Discovery {
                             }
                             Ok(_) => None,
                             Err(e) => {
-                                tracing::debug!(cluster = %name, "discovery lookup failed: {e}");
+                                match crate::tls::tls_failure(&e) {
+                                    Some(tls) => tracing::debug!(
+                                        cluster = %name,
+                                        "discovery lookup failed: TLS handshake failed: {tls}"
+                                    ),
+                                    None => tracing::debug!(cluster = %name, "discovery lookup failed: {e}"),
+                                }
                                 None
                             }
                         }
@@ -92,17 +111,19 @@ impl Discovery {
             .await
     }
 
-    fn client_for(&self, base: &str) -> reqwest::Client {
+    fn client_for(&self, base: &str, tls: &CoordinatorTls) -> Result<reqwest::Client, String> {
         let mut clients = self.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        clients
-            .entry(base.to_owned())
-            .or_insert_with(|| {
-                reqwest::Client::builder()
-                    .redirect(reqwest::redirect::Policy::none())
-                    .user_agent(concat!("trino-router/", env!("CARGO_PKG_VERSION")))
-                    .build()
-                    .expect("an HTTP client without TLS always builds")
-            })
-            .clone()
+        if clients.tls != *tls {
+            *clients = Clients { tls: tls.clone(), by_base: HashMap::new() };
+        }
+        if let Some(client) = clients.by_base.get(base) {
+            return Ok(client.clone());
+        }
+        let builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("trino-router/", env!("CARGO_PKG_VERSION")));
+        let client = crate::tls::coordinator_client(builder, tls)?.build().map_err(|e| e.to_string())?;
+        clients.by_base.insert(base.to_owned(), client.clone());
+        Ok(client)
     }
 }

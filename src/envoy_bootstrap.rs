@@ -12,12 +12,18 @@
 //! asked about a query about once, when it is submitted. `--static-routes` writes the same routes into
 //! the bootstrap, without learned ones: every request then asks the router.
 //!
+//! TLS ([`EnvoyTls`]): with the router's `listen_tls`, Envoy dials the router over TLS (ALPN h2), checks
+//! its certificate against `--router-ca` (and its name, with `--router-server-name`) and, when the router
+//! requires client certificates, presents `--router-client-cert`; the RDS stream and the health checks
+//! ride the same cluster. `https://` coordinators are checked against `--coordinator-ca`, by default the
+//! config's `coordinator_tls.ca_file`. Paths are written as given: they are Envoy's.
+//!
 //! Why two filters: a decide failure must answer 503 (the clients retry, and nothing was submitted), but
 //! a failure after a query was submitted must never turn its answer into an error (the client would
 //! retry and submit the query twice) — so the learn filter has `failure_mode_allow: true`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -43,6 +49,46 @@ pub struct Addresses {
     pub admin: SocketAddr,
     /// The router replicas' gRPC addresses as Envoy dials them (at least one).
     pub routers: Vec<SocketAddr>,
+}
+
+/// Envoy's side of TLS. Paths are as Envoy sees them (its filesystem may not be the router's).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EnvoyTls {
+    /// How Envoy dials the router replicas; none: plaintext HTTP/2.
+    pub router: Option<RouterTls>,
+    /// The CA that signs the `https://` coordinators' certificates; none: the config's
+    /// `coordinator_tls.ca_file`; neither: Envoy does not verify them.
+    pub coordinator_ca: Option<PathBuf>,
+}
+
+/// TLS from Envoy to the router.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterTls {
+    /// The CA that signed the router's certificate.
+    pub ca: PathBuf,
+    /// The name the router's certificate must carry (also sent as SNI); none: any the CA signed.
+    pub server_name: Option<String>,
+    /// Envoy's certificate and key, for a router that requires client certificates.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+/// Whether `tls` fits the router `config` describes: a TLS router needs `router.ca`, one that requires
+/// client certificates needs `router.client_cert`, and a plaintext router no TLS at all.
+pub fn check_tls(config: &Config, tls: &EnvoyTls) -> Result<(), String> {
+    match (&config.listen_tls, &tls.router) {
+        (Some(_), None) => Err("the router serves TLS (listen_tls): pass --router-ca FILE, the CA Envoy \
+                                trusts for the router's certificate"
+            .to_owned()),
+        (Some(listen), Some(router)) if listen.client_ca.is_some() && router.client_cert.is_none() => {
+            Err("the router requires client certificates (listen_tls.client_ca_file): pass \
+             --router-client-cert FILE and --router-client-key FILE"
+                .to_owned())
+        }
+        (None, Some(_)) => {
+            Err("--router-ca: the router serves plaintext (the config has no listen_tls)".to_owned())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Envoy's per-message timeout for the router's filters. Past it, decide answers 503 (nothing was
@@ -74,9 +120,11 @@ pub struct LearnedRoutes {
 }
 
 /// The bootstrap as a JSON value (Envoy accepts it as YAML or JSON).
-pub fn bootstrap(config: &Config, at: &Addresses, routes: RouteSource) -> Value {
-    let mut clusters: Vec<Value> = config.clusters.iter().map(coordinator_cluster).collect();
-    clusters.push(router_cluster(&at.routers));
+pub fn bootstrap(config: &Config, at: &Addresses, routes: RouteSource, tls: &EnvoyTls) -> Value {
+    let coordinator_ca = coordinator_ca(config, tls);
+    let mut clusters: Vec<Value> =
+        config.clusters.iter().map(|c| coordinator_cluster(c, coordinator_ca.as_deref())).collect();
+    clusters.push(router_cluster(&at.routers, tls.router.as_ref()));
     json!({
         // xDS needs a node identity; every Envoy in front of the same routers may share it.
         "node": { "id": "trino-envoy", "cluster": "trino-envoy" },
@@ -89,16 +137,28 @@ pub fn bootstrap(config: &Config, at: &Addresses, routes: RouteSource) -> Value 
 }
 
 /// The bootstrap as YAML text, with a header comment.
-pub fn bootstrap_yaml(config: &Config, at: &Addresses, routes: RouteSource) -> String {
+pub fn bootstrap_yaml(config: &Config, at: &Addresses, routes: RouteSource, tls: &EnvoyTls) -> String {
     let body =
-        serde_norway::to_string(&bootstrap(config, at, routes)).expect("a JSON value always serializes");
+        serde_norway::to_string(&bootstrap(config, at, routes, tls)).expect("a JSON value always serializes");
     let source = match routes {
         RouteSource::Discovered => "Routes come from the router (RDS).",
         RouteSource::Static => "Routes are static: every request asks the router.",
     };
+    let router_tls = match &tls.router {
+        Some(router) if router.client_cert.is_some() => " over mTLS",
+        Some(_) => " over TLS",
+        None => "",
+    };
+    let unverified = config.clusters.iter().any(|c| c.url.tls) && coordinator_ca(config, tls).is_none();
+    let unverified = if unverified {
+        "# Envoy does not verify the https:// coordinators' certificates: pass --coordinator-ca FILE (or set \
+         coordinator_tls.ca_file).\n"
+    } else {
+        ""
+    };
     format!(
         "# Envoy bootstrap generated by `trino-router envoy-config` for {} Trino cluster(s).\n\
-         # Trino clients connect to {}; the router is dialled at {}. {source}\n{body}",
+         # Trino clients connect to {}; the router is dialled at {}{router_tls}. {source}\n{unverified}{body}",
         config.clusters.len(),
         at.listen,
         at.routers.iter().map(|r| dialable(*r).to_string()).collect::<Vec<_>>().join(", ")
@@ -414,7 +474,38 @@ pub fn learn_filter() -> Value {
     })
 }
 
-fn coordinator_cluster(cluster: &Cluster) -> Value {
+/// The CA Envoy checks `https://` coordinators against: `--coordinator-ca`, else the config's (absolute:
+/// Envoy does not run where the config is).
+fn coordinator_ca(config: &Config, tls: &EnvoyTls) -> Option<PathBuf> {
+    tls.coordinator_ca.clone().or_else(|| {
+        config.coordinator_tls.ca.as_ref().map(|ca| std::path::absolute(&ca.path).unwrap_or(ca.path.clone()))
+    })
+}
+
+/// A TLS transport socket for an upstream cluster.
+fn upstream_tls(context: Value) -> Value {
+    let mut typed_config = json!({
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+    });
+    if let (Some(config), Some(fields)) = (typed_config.as_object_mut(), context.as_object()) {
+        config.extend(fields.clone());
+    }
+    json!({ "name": "envoy.transport_sockets.tls", "typed_config": typed_config })
+}
+
+/// Certificates signed by the CA in `ca`, and with `name` among their subject alternative names when
+/// given (Envoy checks no name otherwise).
+fn validation_context(ca: &Path, name: Option<&str>) -> Value {
+    let mut validation = json!({ "trusted_ca": { "filename": ca.display().to_string() } });
+    if let Some(name) = name {
+        let san_type = if name.parse::<IpAddr>().is_ok() { "IP_ADDRESS" } else { "DNS" };
+        validation["match_typed_subject_alt_names"] =
+            json!([{ "san_type": san_type, "matcher": { "exact": name } }]);
+    }
+    validation
+}
+
+fn coordinator_cluster(cluster: &Cluster, ca: Option<&Path>) -> Value {
     let url = &cluster.url;
     let discovery = if url.host.parse::<IpAddr>().is_ok() { "STATIC" } else { "LOGICAL_DNS" };
     let mut value = json!({
@@ -429,24 +520,47 @@ fn coordinator_cluster(cluster: &Cluster) -> Value {
         },
     });
     if url.tls {
-        value["transport_socket"] = json!({
-            "name": "envoy.transport_sockets.tls",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-                "sni": url.host,
-            },
-        });
+        let mut context = json!({});
+        // SNI carries host names only (RFC 6066), never an IP address.
+        if url.host.parse::<IpAddr>().is_err() {
+            context["sni"] = json!(url.host);
+        }
+        if let Some(ca) = ca {
+            context["common_tls_context"] =
+                json!({ "validation_context": validation_context(ca, Some(&url.host)) });
+        }
+        value["transport_socket"] = upstream_tls(context);
     }
     value
+}
+
+/// Envoy → router over TLS: HTTP/2 by ALPN, the router checked against its CA, Envoy's certificate for
+/// a router that requires one.
+fn router_transport_socket(tls: &RouterTls) -> Value {
+    let mut common = json!({
+        "alpn_protocols": ["h2"],
+        "validation_context": validation_context(&tls.ca, tls.server_name.as_deref()),
+    });
+    if let Some((cert, key)) = &tls.client_cert {
+        common["tls_certificates"] = json!([{
+            "certificate_chain": { "filename": cert.display().to_string() },
+            "private_key": { "filename": key.display().to_string() },
+        }]);
+    }
+    let mut context = json!({ "common_tls_context": common });
+    if let Some(name) = &tls.server_name {
+        context["sni"] = json!(name);
+    }
+    upstream_tls(context)
 }
 
 /// The router replicas: HTTP/2, gRPC health-checked (a replica that stops answering gets no new streams,
 /// a restarted one is taken back within seconds), and ejected after consecutive local failures. Envoy's
 /// default panic threshold stays: when most replicas fail their checks, Envoy tries them all anyway.
-fn router_cluster(routers: &[SocketAddr]) -> Value {
+fn router_cluster(routers: &[SocketAddr], tls: Option<&RouterTls>) -> Value {
     let endpoints: Vec<Value> =
         routers.iter().map(|r| json!({ "endpoint": { "address": socket_address(dialable(*r)) } })).collect();
-    json!({
+    let mut cluster = json!({
         "name": ROUTER_CLUSTER,
         "type": "STATIC",
         "connect_timeout": "0.25s",
@@ -474,7 +588,11 @@ fn router_cluster(routers: &[SocketAddr]) -> Value {
             "cluster_name": ROUTER_CLUSTER,
             "endpoints": [{ "lb_endpoints": endpoints }],
         },
-    })
+    });
+    if let Some(tls) = tls {
+        cluster["transport_socket"] = router_transport_socket(tls);
+    }
+    cluster
 }
 
 /// Envoy retries a request to the same coordinator only when the request never reached it (the
@@ -517,7 +635,7 @@ clusters:
 
     #[test]
     fn one_envoy_cluster_per_trino_cluster_plus_the_router() {
-        let b = bootstrap(&config(), &addresses(), RouteSource::Static);
+        let b = bootstrap(&config(), &addresses(), RouteSource::Static, &EnvoyTls::default());
         let clusters = b["static_resources"]["clusters"].as_array().unwrap();
         let names: Vec<&str> = clusters.iter().map(|c| c["name"].as_str().unwrap()).collect();
         assert_eq!(
@@ -539,7 +657,7 @@ clusters:
     fn several_router_replicas() {
         let mut at = addresses();
         at.routers = vec!["127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap()];
-        let b = bootstrap(&config(), &at, RouteSource::Static);
+        let b = bootstrap(&config(), &at, RouteSource::Static, &EnvoyTls::default());
         let router = &b["static_resources"]["clusters"][3];
         let ports: Vec<u64> = router["load_assignment"]["endpoints"][0]["lb_endpoints"]
             .as_array()
@@ -549,14 +667,14 @@ clusters:
             .collect();
         assert_eq!(ports, [1, 2]);
         assert!(
-            bootstrap_yaml(&config(), &at, RouteSource::Static)
+            bootstrap_yaml(&config(), &at, RouteSource::Static, &EnvoyTls::default())
                 .contains("dialled at 127.0.0.1:1, 127.0.0.1:2")
         );
     }
 
     #[test]
     fn filters_and_routes() {
-        let b = bootstrap(&config(), &addresses(), RouteSource::Static);
+        let b = bootstrap(&config(), &addresses(), RouteSource::Static, &EnvoyTls::default());
         let hcm = &b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
         let filters: Vec<&str> =
             hcm["http_filters"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
@@ -649,7 +767,7 @@ clusters:
 
     #[test]
     fn routes_from_the_router_by_default() {
-        let b = bootstrap(&config(), &addresses(), RouteSource::Discovered);
+        let b = bootstrap(&config(), &addresses(), RouteSource::Discovered, &EnvoyTls::default());
         let hcm = &b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
         assert!(hcm.get("route_config").is_none());
         assert_eq!(hcm["rds"]["route_config_name"], ROUTE_CONFIG_NAME);
@@ -659,17 +777,160 @@ clusters:
         assert_eq!(b["node"]["id"], "trino-envoy", "xDS needs a node");
         let filters = hcm["http_filters"].as_array().unwrap();
         assert_eq!(filters.len(), 3, "the same filters either way");
-        assert!(bootstrap_yaml(&config(), &addresses(), RouteSource::Discovered).contains("(RDS)"));
+        assert!(
+            bootstrap_yaml(&config(), &addresses(), RouteSource::Discovered, &EnvoyTls::default())
+                .contains("(RDS)")
+        );
+    }
+
+    /// Every TLS option of `envoy-config`.
+    fn full_tls() -> EnvoyTls {
+        EnvoyTls {
+            router: Some(RouterTls {
+                ca: "/etc/envoy/router-ca.pem".into(),
+                server_name: Some("trino-router.trino-router.svc".into()),
+                client_cert: Some(("/etc/envoy/envoy.pem".into(), "/etc/envoy/envoy-key.pem".into())),
+            }),
+            coordinator_ca: Some("/etc/envoy/trino-ca.pem".into()),
+        }
+    }
+
+    #[test]
+    fn tls_to_the_router_and_to_coordinators() {
+        let tls = full_tls();
+        let b = bootstrap(&config(), &addresses(), RouteSource::Discovered, &tls);
+        let clusters = b["static_resources"]["clusters"].as_array().unwrap();
+        let router = &clusters[3]["transport_socket"]["typed_config"];
+        assert_eq!(router["sni"], "trino-router.trino-router.svc");
+        let common = &router["common_tls_context"];
+        assert_eq!(common["alpn_protocols"], json!(["h2"]), "gRPC needs HTTP/2");
+        assert_eq!(common["validation_context"]["trusted_ca"]["filename"], "/etc/envoy/router-ca.pem");
+        assert_eq!(
+            common["validation_context"]["match_typed_subject_alt_names"][0],
+            json!({ "san_type": "DNS", "matcher": { "exact": "trino-router.trino-router.svc" } })
+        );
+        assert_eq!(common["tls_certificates"][0]["private_key"]["filename"], "/etc/envoy/envoy-key.pem");
+        assert!(
+            clusters[3]["health_checks"][0]["grpc_health_check"].is_object(),
+            "health checks ride TLS too"
+        );
+
+        let coordinator = &clusters[1]["transport_socket"]["typed_config"];
+        assert_eq!(coordinator["sni"], "trino-b.example.com");
+        let validation = &coordinator["common_tls_context"]["validation_context"];
+        assert_eq!(validation["trusted_ca"]["filename"], "/etc/envoy/trino-ca.pem");
+        assert_eq!(validation["match_typed_subject_alt_names"][0]["matcher"]["exact"], "trino-b.example.com");
+        assert!(clusters[0].get("transport_socket").is_none(), "http:// stays plaintext");
+        let yaml = bootstrap_yaml(&config(), &addresses(), RouteSource::Discovered, &tls);
+        assert!(yaml.contains("dialled at 127.0.0.1:50051 over mTLS."), "{yaml}");
+        assert!(!yaml.contains("does not verify"));
+        let plain = bootstrap_yaml(&config(), &addresses(), RouteSource::Discovered, &EnvoyTls::default());
+        assert!(plain.contains("# Envoy does not verify the https:// coordinators' certificates"));
+    }
+
+    #[test]
+    fn coordinator_ca_defaults_to_the_configs_and_ip_hosts_get_no_sni() {
+        use crate::tls::testing::TestPki;
+        let pki = TestPki::new("bootstrap");
+        let text = format!(
+            "listen: 127.0.0.1:1\ndefault_group: a\ncoordinator_tls: {{ca_file: '{}'}}\n\
+             clusters: [{{name: a, url: 'https://127.0.0.1:8443', group: a}}]\n",
+            pki.ca.display()
+        );
+        let config = Config::from_yaml(Path::new("t"), &text, &Overrides::default()).unwrap();
+        let b = bootstrap(&config, &addresses(), RouteSource::Static, &EnvoyTls::default());
+        let socket = &b["static_resources"]["clusters"][0]["transport_socket"]["typed_config"];
+        assert!(socket.get("sni").is_none(), "{socket}");
+        let validation = &socket["common_tls_context"]["validation_context"];
+        assert_eq!(validation["trusted_ca"]["filename"], pki.ca.display().to_string());
+        assert_eq!(
+            validation["match_typed_subject_alt_names"][0],
+            json!({ "san_type": "IP_ADDRESS", "matcher": { "exact": "127.0.0.1" } })
+        );
+    }
+
+    #[test]
+    fn envoys_tls_must_fit_the_routers() {
+        use crate::tls::testing::TestPki;
+        let pki = TestPki::new("fit");
+        let router = pki.issue("router", &["127.0.0.1"]);
+        let listen_tls = |client_ca: bool| {
+            let ca =
+                if client_ca { format!(", client_ca_file: '{}'", pki.ca.display()) } else { String::new() };
+            let text = format!(
+                "listen: 127.0.0.1:1\ndefault_group: a\nclusters: [{{name: a, url: 'http://127.0.0.1:2', group: a}}]\n\
+                 listen_tls: {{cert_file: '{}', key_file: '{}'{ca}}}\n",
+                router.cert.display(),
+                router.key.display()
+            );
+            Config::from_yaml(Path::new("t"), &text, &Overrides::default()).unwrap()
+        };
+        let server_only = RouterTls { ca: "/ca.pem".into(), server_name: None, client_cert: None };
+        let mutual =
+            RouterTls { client_cert: Some(("/e.pem".into(), "/k.pem".into())), ..server_only.clone() };
+        let with = |router: Option<&RouterTls>| EnvoyTls { router: router.cloned(), coordinator_ca: None };
+        assert!(check_tls(&config(), &with(None)).is_ok());
+        assert!(check_tls(&config(), &with(Some(&server_only))).unwrap_err().contains("no listen_tls"));
+        assert!(check_tls(&listen_tls(false), &with(None)).unwrap_err().contains("--router-ca"));
+        assert!(check_tls(&listen_tls(false), &with(Some(&server_only))).is_ok());
+        assert!(
+            check_tls(&listen_tls(true), &with(Some(&server_only)))
+                .unwrap_err()
+                .contains("--router-client-cert")
+        );
+        assert!(check_tls(&listen_tls(true), &with(Some(&mutual))).is_ok());
+    }
+
+    /// Fails the test unless `bootstrap` is an Envoy bootstrap by Envoy's schema, typed configs included
+    /// (what `envoy --mode validate` checks first; build.rs compiles the descriptors).
+    fn assert_envoy_schema(bootstrap: &Value, what: &str) {
+        use prost_reflect::{DescriptorPool, DynamicMessage};
+        static SCHEMA: std::sync::LazyLock<DescriptorPool> = std::sync::LazyLock::new(|| {
+            let bytes = include_bytes!(concat!(env!("OUT_DIR"), "/envoy_bootstrap_descriptor.bin"));
+            DescriptorPool::decode(&bytes[..]).expect("build.rs wrote a valid descriptor set")
+        });
+        let message = SCHEMA.get_message_by_name("envoy.config.bootstrap.v3.Bootstrap").unwrap();
+        if let Err(e) = DynamicMessage::deserialize(message, bootstrap) {
+            panic!("{what}: not an Envoy bootstrap: {e}");
+        }
+    }
+
+    #[test]
+    fn every_rendering_follows_envoys_schema() {
+        let server_tls = EnvoyTls {
+            router: Some(RouterTls { ca: "/ca.pem".into(), server_name: None, client_cert: None }),
+            coordinator_ca: None,
+        };
+        let prefixed = Config::from_yaml(
+            Path::new("t"),
+            "listen: 127.0.0.1:1\ndefault_group: a\nurl_prefix: /_trino\n\
+             clusters: [{name: a, url: 'https://[::1]:8443', group: a}]\n",
+            &Overrides::default(),
+        )
+        .unwrap();
+        for config in [config(), prefixed] {
+            for routes in [RouteSource::Discovered, RouteSource::Static] {
+                for tls in [EnvoyTls::default(), server_tls.clone(), full_tls()] {
+                    let b = bootstrap(&config, &addresses(), routes, &tls);
+                    assert_envoy_schema(&b, &format!("{routes:?} {tls:?}"));
+                }
+            }
+        }
+        let mut broken = bootstrap(&config(), &addresses(), RouteSource::Static, &full_tls());
+        broken["static_resources"]["clusters"][3]["transport_socket"]["typed_config"]["common_tls_context"]
+            ["alpn"] = json!(["h2"]);
+        let caught = std::panic::catch_unwind(|| assert_envoy_schema(&broken, "broken"));
+        assert!(caught.is_err(), "the check catches a misspelt field");
     }
 
     #[test]
     fn yaml_names_the_addresses() {
-        let yaml = bootstrap_yaml(&config(), &addresses(), RouteSource::Static);
+        let yaml = bootstrap_yaml(&config(), &addresses(), RouteSource::Static, &EnvoyTls::default());
         assert!(yaml.starts_with(
             "# Envoy bootstrap generated by `trino-router envoy-config` for 3 Trino cluster(s).\n"
         ));
         assert!(yaml.contains("dialled at 127.0.0.1:50051"));
         let parsed: Value = serde_norway::from_str(&yaml).unwrap();
-        assert_eq!(parsed, bootstrap(&config(), &addresses(), RouteSource::Static));
+        assert_eq!(parsed, bootstrap(&config(), &addresses(), RouteSource::Static, &EnvoyTls::default()));
     }
 }

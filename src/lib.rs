@@ -30,6 +30,7 @@ pub mod server;
 pub mod statement;
 pub mod status;
 pub mod target;
+pub mod tls;
 
 /// The router's own gRPC API, compiled from `proto/` by `build.rs`.
 pub mod api {

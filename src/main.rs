@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use trino_router::cli::{Cli, Command, LogFormat};
 use trino_router::config::Config;
-use trino_router::envoy_bootstrap::{Addresses, RouteSource, bootstrap_yaml};
+use trino_router::envoy_bootstrap::{Addresses, RouteSource, bootstrap_yaml, check_tls};
 use trino_router::server::{ConfigSource, Server};
 
 // The SQL analysis and the gRPC stack allocate many small, short-lived objects: mimalloc cut the
@@ -81,22 +81,31 @@ fn main() -> ExitCode {
             print!("{}", trino_router::explain::explain(&loaded, &request, &sql));
             ExitCode::SUCCESS
         }
-        Command::EnvoyConfig { config, listen, admin, mut routers, static_routes } => match config.load() {
-            Ok(loaded) => {
-                if routers.is_empty() {
-                    routers.push(loaded.listen);
-                }
-                if routers.iter().any(|r| r.port() == 0) {
-                    return fail(
-                        "the router's gRPC port is 0: pass --router HOST:PORT (or TRINO_ROUTER_LISTEN)",
+        Command::EnvoyConfig { config, listen, admin, mut routers, static_routes, tls } => {
+            match config.load() {
+                Ok(loaded) => {
+                    let tls = tls.envoy_tls();
+                    if let Err(e) = check_tls(&loaded, &tls) {
+                        return fail(e);
+                    }
+                    if routers.is_empty() {
+                        routers.push(loaded.listen);
+                    }
+                    if routers.iter().any(|r| r.port() == 0) {
+                        return fail(
+                            "the router's gRPC port is 0: pass --router HOST:PORT (or TRINO_ROUTER_LISTEN)",
+                        );
+                    }
+                    let routes = if static_routes { RouteSource::Static } else { RouteSource::Discovered };
+                    print!(
+                        "{}",
+                        bootstrap_yaml(&loaded, &Addresses { listen, admin, routers }, routes, &tls)
                     );
+                    ExitCode::SUCCESS
                 }
-                let routes = if static_routes { RouteSource::Static } else { RouteSource::Discovered };
-                print!("{}", bootstrap_yaml(&loaded, &Addresses { listen, admin, routers }, routes));
-                ExitCode::SUCCESS
+                Err(e) => fail(e),
             }
-            Err(e) => fail(e),
-        },
+        }
         Command::Serve { config, log_format } => {
             init_logs(log_format);
             let loaded = match config.load() {
@@ -128,6 +137,7 @@ fn runtime() -> tokio::runtime::Runtime {
 async fn serve(config: Config, source: ConfigSource) -> Result<(), Box<dyn std::error::Error>> {
     let listen = config.listen;
     let clusters = config.clusters.len();
+    let config_tls = config.listen_tls.clone();
     let server =
         Server::bind(config, Some(source)).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let addr = server.local_addr()?;
@@ -136,7 +146,12 @@ async fn serve(config: Config, source: ConfigSource) -> Result<(), Box<dyn std::
     }
     // The one line on stdout: scripts and tests wait for it to learn the real port.
     println!("listening on {addr}");
-    tracing::info!(%addr, clusters, "serving ext_proc, admin and grpc.health.v1");
+    let tls = match &config_tls {
+        None => "off",
+        Some(tls) if tls.client_ca.is_some() => "mTLS (client certificates required)",
+        Some(_) => "TLS",
+    };
+    tracing::info!(%addr, clusters, tls, "serving ext_proc, admin and grpc.health.v1");
     server.run(shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())

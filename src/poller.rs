@@ -4,6 +4,10 @@
 //!
 //! All clusters are polled concurrently; each poll is bounded by `health.timeout`. The poller reads the
 //! current snapshot every round, so reloads take effect at the next round.
+//!
+//! `https://` coordinators are verified against `coordinator_tls` (or the system roots); a handshake that
+//! fails (an untrusted or expired certificate, a name that does not match, plaintext on the other end)
+//! is a failed poll whose reason names the TLS problem, never a crash.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,12 +19,15 @@ use tokio::task::JoinSet;
 use crate::config::{Cluster, Credentials};
 use crate::health::{Observation, Thresholds};
 use crate::routing::{Router, Snapshot, log_health_change};
+use crate::tls::CoordinatorTls;
 
 /// Polls every cluster of the current config, forever (or until the task is dropped).
 pub struct Poller {
     router: Arc<Router>,
     /// One HTTP client per coordinator URL: each keeps its own web-UI session cookie.
     clients: HashMap<String, reqwest::Client>,
+    /// What the clients trust: a reload that changes it starts them afresh.
+    tls: CoordinatorTls,
 }
 
 /// What one poll of one coordinator found.
@@ -46,7 +53,7 @@ struct ClusterStats {
 
 impl Poller {
     pub fn new(router: Arc<Router>) -> Poller {
-        Poller { router, clients: HashMap::new() }
+        Poller { router, clients: HashMap::new(), tls: CoordinatorTls::default() }
     }
 
     /// Polls every cluster once and applies the results.
@@ -54,12 +61,23 @@ impl Poller {
         let snapshot = self.router.snapshot();
         let timeout = snapshot.config.health.timeout;
         let auth = snapshot.config.coordinator_auth.clone();
+        if snapshot.config.coordinator_tls != self.tls {
+            self.clients.clear();
+            self.tls = snapshot.config.coordinator_tls.clone();
+        }
         let mut polls = JoinSet::new();
         for (index, cluster) in snapshot.config.clusters.iter().enumerate() {
-            let client = self.client_for(cluster);
             let base = cluster.url.to_string();
             let auth = auth.clone();
-            polls.spawn(async move { (index, poll(&client, &base, timeout, auth.as_ref()).await) });
+            match self.client_for(cluster) {
+                Ok(client) => {
+                    polls.spawn(async move { (index, poll(&client, &base, timeout, auth.as_ref()).await) });
+                }
+                Err(e) => {
+                    let health = Observation::Failed(format!("cannot make an HTTP client for {base}: {e}"));
+                    polls.spawn(async move { (index, PollResult { health, queries: None }) });
+                }
+            }
         }
         while let Some(joined) = polls.join_next().await {
             match joined {
@@ -84,18 +102,18 @@ impl Poller {
         }
     }
 
-    fn client_for(&mut self, cluster: &Cluster) -> reqwest::Client {
-        self.clients
-            .entry(cluster.url.to_string())
-            .or_insert_with(|| {
-                reqwest::Client::builder()
-                    .cookie_store(true)
-                    .redirect(reqwest::redirect::Policy::none())
-                    .user_agent(concat!("trino-router/", env!("CARGO_PKG_VERSION")))
-                    .build()
-                    .expect("an HTTP client without TLS always builds")
-            })
-            .clone()
+    fn client_for(&mut self, cluster: &Cluster) -> Result<reqwest::Client, String> {
+        let base = cluster.url.to_string();
+        if let Some(client) = self.clients.get(&base) {
+            return Ok(client.clone());
+        }
+        let builder = reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("trino-router/", env!("CARGO_PKG_VERSION")));
+        let client = crate::tls::coordinator_client(builder, &self.tls)?.build().map_err(|e| describe(&e))?;
+        self.clients.insert(base, client.clone());
+        Ok(client)
     }
 }
 
@@ -149,7 +167,7 @@ async fn poll_health(client: &reqwest::Client, base: &str, timeout: Duration) ->
     let info = match client.get(format!("{base}/v1/info")).timeout(timeout).send().await {
         Ok(response) if response.status().is_success() => response,
         Ok(response) => return Observation::Failed(format!("/v1/info answered {}", response.status())),
-        Err(e) if e.is_connect() => return Observation::Refused,
+        Err(e) if e.is_connect() && crate::tls::tls_failure(&e).is_none() => return Observation::Refused,
         Err(e) => return Observation::Failed(format!("/v1/info: {}", describe(&e))),
     };
     let starting = match info.bytes().await.map(|b| serde_json::from_slice::<ServerInfo>(&b)) {
@@ -168,7 +186,7 @@ async fn poll_health(client: &reqwest::Client, base: &str, timeout: Duration) ->
             }
         }
         Ok(response) => return Observation::Failed(format!("/v1/info/state answered {}", response.status())),
-        Err(e) if e.is_connect() => return Observation::Refused,
+        Err(e) if e.is_connect() && crate::tls::tls_failure(&e).is_none() => return Observation::Refused,
         Err(e) => return Observation::Failed(format!("/v1/info/state: {}", describe(&e))),
     };
     Observation::Answered { starting, state }
@@ -220,5 +238,107 @@ async fn poll_stats(
 }
 
 fn describe(error: &reqwest::Error) -> String {
-    if error.is_timeout() { "timed out".to_owned() } else { error.to_string() }
+    if error.is_timeout() {
+        "timed out".to_owned()
+    } else if let Some(tls) = crate::tls::tls_failure(error) {
+        format!("TLS handshake failed: {tls}")
+    } else {
+        error.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, Overrides};
+    use crate::health::Health;
+    use crate::tls::testing::TestPki;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A coordinator stand-in serving `/v1/info` and `/v1/info/state` over HTTPS with a certificate for
+    /// 127.0.0.1 signed by `pki`'s CA; one answer per connection.
+    async fn https_coordinator(pki: &TestPki) -> std::net::SocketAddr {
+        crate::tls::install_crypto_provider();
+        let issued = pki.issue("coordinator", &["127.0.0.1"]);
+        let cert = crate::tls::read_certificates(&issued.cert).unwrap();
+        let key = crate::tls::read_private_key(&issued.key).unwrap();
+        use rustls_pki_types::pem::PemObject;
+        let chain =
+            rustls_pki_types::CertificateDer::pem_slice_iter(&cert.pem).collect::<Result<_, _>>().unwrap();
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(&key.pem).unwrap();
+        let config =
+            rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(chain, key).unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { return };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                    let mut request = Vec::new();
+                    let mut buffer = [0u8; 1024];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tls.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buffer[..n]),
+                        }
+                    }
+                    let body = if request.starts_with(b"GET /v1/info/state ") {
+                        "\"ACTIVE\""
+                    } else {
+                        "{\"starting\":false}"
+                    };
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = tls.write_all(answer.as_bytes()).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        addr
+    }
+
+    fn router_trusting(ca: &std::path::Path, coordinator: std::net::SocketAddr) -> Arc<Router> {
+        let text = format!(
+            "listen: 127.0.0.1:0\ndefault_group: a\n\
+             clusters: [{{name: a, url: 'https://{coordinator}', group: a}}]\n\
+             coordinator_tls: {{ca_file: '{}'}}\n",
+            ca.display()
+        );
+        Arc::new(Router::new(
+            Config::from_yaml(std::path::Path::new("t.yaml"), &text, &Overrides::default()).unwrap(),
+        ))
+    }
+
+    #[tokio::test]
+    async fn https_coordinators_are_verified_against_the_configured_ca() {
+        let pki = TestPki::new("coordinators");
+        let stranger = TestPki::new("not-the-coordinators");
+        let coordinator = https_coordinator(&pki).await;
+
+        let trusting = router_trusting(&pki.ca, coordinator);
+        let mut poller = Poller::new(trusting.clone());
+        poller.round().await;
+        assert_eq!(trusting.snapshot().clusters[0].health(), Health::Healthy);
+
+        let distrusting = router_trusting(&stranger.ca, coordinator);
+        let mut poller = Poller::new(distrusting.clone());
+        poller.round().await;
+        assert_eq!(distrusting.snapshot().clusters[0].health(), Health::Unhealthy);
+        let cluster = distrusting.snapshot().config.clusters[0].clone();
+        let client = poller.client_for(&cluster).unwrap();
+        let seen = poll_health(&client, &cluster.url.to_string(), Duration::from_secs(2)).await;
+        let Observation::Failed(why) = seen else { panic!("{seen:?}") };
+        assert!(why.contains("TLS handshake failed: invalid peer certificate: UnknownIssuer"), "{why}");
+
+        // A reload that trusts the right CA is taken at the next round.
+        distrusting.apply(trusting.snapshot().config.as_ref().clone());
+        poller.round().await;
+        poller.round().await;
+        assert_eq!(distrusting.snapshot().clusters[0].health(), Health::Healthy);
+    }
 }

@@ -58,6 +58,10 @@ pub fn reload(router: &Router, path: &std::path::Path, overrides: &Overrides, wh
                 );
                 config.listen = running.config.listen;
             }
+            if config.listen_tls != running.config.listen_tls {
+                tracing::warn!("new listen_tls files take effect only after a restart");
+                config.listen_tls = running.config.listen_tls.clone();
+            }
             let clusters = config.clusters.len();
             let groups = config.groups.len();
             router.apply(config);

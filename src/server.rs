@@ -6,6 +6,10 @@
 //!
 //! Readiness: `grpc.health.v1` reports NOT_SERVING until the first poll round has finished, so a
 //! readiness probe holds traffic back until the router knows which clusters are up.
+//!
+//! With `listen_tls` the one port speaks TLS (ALPN h2), and with a client CA it refuses every client
+//! without a certificate that CA signed (mTLS): Envoy, probes and `trino-router admin` alike. The
+//! certificate is read at start; a new one takes a restart (a reload keeps the running one).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -61,11 +65,19 @@ pub struct Server {
     routes: RouteTable,
     /// The metrics endpoint, when configured.
     metrics: Option<TcpListener>,
+    /// TLS on the gRPC listener, when configured (`listen_tls`).
+    tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 impl Server {
     /// Binds `config.listen`. With a `source`, the config file is watched and reloaded.
     pub async fn bind(config: Config, source: Option<ConfigSource>) -> std::io::Result<Server> {
+        crate::tls::install_crypto_provider();
+        let tls = config.listen_tls.as_ref().map(crate::tls::server_tls_config);
+        if let Some(tls) = &tls {
+            // Fails here, before the router says it listens, rather than when it starts serving.
+            tonic::transport::Server::builder().tls_config(tls.clone()).map_err(std::io::Error::other)?;
+        }
         let listener = TcpListener::bind(config.listen).await?;
         let router = Arc::new(Router::new(config));
         let metrics = match router.snapshot().config.metrics_listen {
@@ -73,7 +85,7 @@ impl Server {
             None => None,
         };
         let routes = initial_table(&router).map_err(std::io::Error::other)?;
-        Ok(Server { listener, router, source, routes, metrics })
+        Ok(Server { listener, router, source, routes, metrics, tls })
     }
 
     /// The address actually bound (the real port when the config asked for port 0).
@@ -129,8 +141,11 @@ impl Server {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .expect("the compiled descriptor sets are valid");
-        let serve = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
+        let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
+        if let Some(tls) = self.tls {
+            builder = builder.tls_config(tls)?;
+        }
+        let serve = builder
             .add_service(health_service)
             .add_service(reflection)
             .add_service(AdminServer::new(AdminService::new(self.router.clone())))
@@ -156,5 +171,102 @@ impl Server {
             watcher.abort();
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::testing::TestPki;
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+
+    /// A router on an ephemeral port with `listen_tls` from `pki` (mTLS with `pki`'s CA).
+    async fn tls_router(pki: &TestPki) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+        let served = pki.issue("router", &["127.0.0.1"]);
+        let text = format!(
+            "listen: 127.0.0.1:0\ndefault_group: a\nclusters: [{{name: a, url: 'http://127.0.0.1:9', group: a}}]\n\
+             admin: {{token: t}}\n\
+             listen_tls: {{cert_file: '{}', key_file: '{}', client_ca_file: '{}'}}\n",
+            served.cert.display(),
+            served.key.display(),
+            pki.ca.display()
+        );
+        let config = Config::from_yaml(std::path::Path::new("t.yaml"), &text, &Overrides::default()).unwrap();
+        let server = Server::bind(config, None).await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        tokio::spawn(server.run(async {
+            let _ = stopped.await;
+        }));
+        (addr, stop)
+    }
+
+    /// A grpc.health.v1 Check over TLS trusting `ca`, with `identity` as the client certificate.
+    async fn check(
+        addr: SocketAddr,
+        ca: &std::path::Path,
+        identity: Option<&crate::tls::testing::Issued>,
+    ) -> Result<(), String> {
+        let mut tls =
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(std::fs::read(ca).unwrap()));
+        if let Some(issued) = identity {
+            tls = tls.identity(Identity::from_pem(
+                std::fs::read(&issued.cert).unwrap(),
+                std::fs::read(&issued.key).unwrap(),
+            ));
+        }
+        let channel = Channel::from_shared(format!("https://{addr}"))
+            .unwrap()
+            .tls_config(tls)
+            .map_err(|e| e.to_string())?
+            .connect()
+            .await
+            .map_err(|e| format!("connect: {e:?}"))?;
+        HealthClient::new(channel)
+            .check(HealthCheckRequest { service: String::new() })
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("check: {e:?}"))
+    }
+
+    #[tokio::test]
+    async fn tls_listener_requires_client_certificates_of_its_ca() {
+        let pki = TestPki::new("server");
+        let stranger = TestPki::new("stranger");
+        let (addr, stop) = tls_router(&pki).await;
+        let envoy = pki.issue("envoy", &["envoy.example.com"]);
+        let outsider = stranger.issue("outsider", &["envoy.example.com"]);
+
+        check(addr, &pki.ca, Some(&envoy)).await.expect("a client of the CA with a certificate is served");
+        let e = check(addr, &pki.ca, None).await.expect_err("no client certificate");
+        assert!(e.contains("check") || e.contains("connect"), "{e}");
+        check(addr, &pki.ca, Some(&outsider)).await.expect_err("a client certificate of another CA");
+        let e = check(addr, &stranger.ca, Some(&envoy))
+            .await
+            .expect_err("a client that does not trust the router");
+        assert!(e.contains("UnknownIssuer") || e.contains("certificate"), "{e}");
+
+        // `trino-router admin` over TLS: with the CA and a client certificate, and without.
+        let connection = |cert: Option<&crate::tls::testing::Issued>| crate::cli::AdminConnection {
+            server: format!("https://{addr}"),
+            token: Some("t".into()),
+            ca_file: Some(pki.ca.clone()),
+            cert_file: cert.map(|c| c.cert.clone()),
+            key_file: cert.map(|c| c.key.clone()),
+            tls_server_name: None,
+        };
+        let listed =
+            crate::admin_client::run(&connection(Some(&envoy)), &crate::cli::AdminAction::Clusters).await;
+        assert!(listed.as_ref().is_ok_and(|table| table.starts_with("CLUSTER")), "{listed:?}");
+        let refused = crate::admin_client::run(&connection(None), &crate::cli::AdminAction::Clusters).await;
+        let e = refused.expect_err("no client certificate");
+        assert!(e.contains("CertificateRequired"), "the error says why: {e}");
+        let plain =
+            crate::cli::AdminConnection { server: format!("http://{addr}"), ..connection(Some(&envoy)) };
+        let e = crate::admin_client::run(&plain, &crate::cli::AdminAction::Clusters).await.unwrap_err();
+        assert!(e.contains("must be https://"), "{e}");
+        let _ = stop.send(());
     }
 }

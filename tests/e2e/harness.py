@@ -490,6 +490,8 @@ class Emulator:
     coordinator_id: str | None = None
     extra_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    #: ``(certificate, key)`` PEM files when it serves HTTPS (``url`` is then ``https://``).
+    tls: tuple[Path, Path] | None = None
 
     def stop(self) -> int | None:
         return self.proc.stop()
@@ -556,14 +558,18 @@ def start_emulator(
     extra_args: Iterable[str] = (),
     env: Mapping[str, str] | None = None,
     listen: str = "127.0.0.1:0",
+    tls: tuple[Path, Path] | None = None,
 ) -> Emulator:
     """Start ``trino-emulator --name NAME --listen LISTEN`` (an ephemeral port by default) and wait until it
-    listens. ``listen`` with a fixed port restarts an emulator where a router and Envoy expect it."""
+    listens. ``listen`` with a fixed port restarts an emulator where a router and Envoy expect it. ``tls``,
+    ``(certificate, key)`` PEM files, makes it serve HTTPS."""
     exe = require_binary("trino-emulator")
     extra_args = list(extra_args)
     argv: list[str] = [str(exe), "--name", name, "--listen", listen]
     if coordinator_id:
         argv += ["--coordinator-id", coordinator_id]
+    if tls:
+        argv += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
     argv += extra_args
     proc = Process(f"emulator-{name}", argv, env=env)
     try:
@@ -571,9 +577,10 @@ def start_emulator(
     except BaseException:
         proc.stop()
         raise
+    scheme = "https" if tls else "http"
     return Emulator(
-        name=name, url=f"http://{host}:{port}", port=port, proc=proc, coordinator_id=coordinator_id,
-        extra_args=extra_args, env=dict(env or {}),
+        name=name, url=f"{scheme}://{host}:{port}", port=port, proc=proc, coordinator_id=coordinator_id,
+        extra_args=extra_args, env=dict(env or {}), tls=tls,
     )
 
 
@@ -590,7 +597,7 @@ def restart_emulator(old: Emulator, coordinator_id: str | None = None, timeout: 
         try:
             return start_emulator(
                 old.name, coordinator_id=coordinator_id, extra_args=old.extra_args, env=old.env,
-                listen=f"127.0.0.1:{old.port}",
+                listen=f"127.0.0.1:{old.port}", tls=old.tls,
             )
         except ProcessFailed:
             if time.monotonic() > deadline:
@@ -839,17 +846,18 @@ def render_envoy_config(
     admin: str = "127.0.0.1:0",
     replicas: Sequence[str] = (),
     static_routes: bool = False,
+    extra_args: Sequence[str] = (),
 ) -> str:
     """The bootstrap printed by ``trino-router envoy-config`` with its ext_proc target = ``router_grpc_addr``
     (``TRINO_ROUTER_LISTEN``), or, given ``replicas``, every replica (``--router ADDR`` each). By default
     Envoy gets its routes from the router (RDS); ``static_routes`` writes them into the bootstrap, so every
-    request asks the router."""
+    request asks the router. ``extra_args`` go to ``envoy-config`` as they are (``--router-ca FILE``, ...)."""
     routers = [arg for addr in replicas for arg in ("--router", addr)]
     if static_routes:
         routers.append("--static-routes")
     out = run_router_cli(
         "envoy-config", "--config", str(router_config_path), "--listen", listen, "--admin", admin, *routers,
-        env={"TRINO_ROUTER_LISTEN": router_grpc_addr},
+        *extra_args, env={"TRINO_ROUTER_LISTEN": router_grpc_addr},
     )
     if out.returncode != 0:
         raise ProcessFailed(

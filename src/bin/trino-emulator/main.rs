@@ -8,8 +8,10 @@
 //! ```text
 //! trino-emulator --name NAME [--listen HOST:PORT] [--coordinator-id XXXXX] [--queued-polls N]
 //!                [--forget-after-secs S] [--max-queries N] [--process-forwarded]
-//!                [--starting-seconds N] [--ui-password PASS]
+//!                [--starting-seconds N] [--ui-password PASS] [--tls-cert FILE --tls-key FILE]
 //! ```
+//!
+//! With `--tls-cert` and `--tls-key` it serves HTTPS (HTTP/1.1 over TLS, [`tls`]) instead of HTTP.
 //!
 //! A flag given twice takes its last value (so a harness may append `--listen 127.0.0.1:PORT` to its
 //! defaults). The listening socket has `SO_REUSEADDR`, so an emulator restarted on the port of one that
@@ -24,7 +26,7 @@
 //! [`results`] QueryResults JSON, [`rows`] the rows of data pages (rendered once per shape),
 //! [`spooling`] the spooling protocol and its segments, [`registry`] the shared query map, [`node`]
 //! health documents, node state and load statistics, [`ui`] web UI login sessions, [`http`] the axum
-//! handlers, [`fault`] faults switched on at run time (hang, garbage, slow).
+//! handlers, [`fault`] faults switched on at run time (hang, garbage, slow), [`tls`] the HTTPS listener.
 
 mod fault;
 mod http;
@@ -39,9 +41,11 @@ mod session;
 mod slug;
 mod spooling;
 mod sql;
+mod tls;
 mod ui;
 
 use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -102,6 +106,12 @@ struct Cli {
     /// The password a web UI login (`POST /ui/login`) needs; without it any user name logs in.
     #[arg(long)]
     ui_password: Option<String>,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -128,6 +138,10 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> std::io::Result<()> {
+    let tls = match (&cli.tls_cert, &cli.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+        _ => None,
+    };
     let listener = bind(&cli.listen).await?;
     let local = listener.local_addr()?;
     let coordinator_id = cli.coordinator_id.unwrap_or_else(CoordinatorId::random);
@@ -150,7 +164,7 @@ async fn run(cli: Cli) -> std::io::Result<()> {
         writeln!(stdout, "listening on {local}")?;
         stdout.flush()?;
     }
-    tracing::info!(name = %app.name, %coordinator_id, %local, "trino-emulator ready");
+    tracing::info!(name = %app.name, %coordinator_id, %local, https = tls.is_some(), "trino-emulator ready");
 
     let sweeper =
         tokio::spawn(sweep(app.clone(), Duration::from_secs(cli.forget_after_secs), cli.max_queries));
@@ -163,13 +177,19 @@ async fn run(cli: Cli) -> std::io::Result<()> {
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
     });
-    let server = tokio::spawn(
-        axum::serve(listener, http::router(app))
-            .with_graceful_shutdown(async {
-                let _ = stop_rx.await;
-            })
-            .into_future(),
-    );
+    let stopped = async {
+        let _ = stop_rx.await;
+    };
+    let server = match tls {
+        None => tokio::spawn(
+            axum::serve(listener, http::router(app)).with_graceful_shutdown(stopped).into_future(),
+        ),
+        Some(config) => tokio::spawn(
+            axum::serve(tls::TlsListener::new(listener, config)?, http::router(app))
+                .with_graceful_shutdown(stopped)
+                .into_future(),
+        ),
+    };
 
     shutdown_signal().await;
     tracing::info!("shutting down");
@@ -280,7 +300,11 @@ mod tests {
             ("127.0.0.1:8080", 7, Some("pw"))
         );
         let cli = Cli::try_parse_from(["trino-emulator", "--name", "a"]).unwrap();
-        assert_eq!((cli.starting_seconds, cli.ui_password), (0, None));
+        assert_eq!((cli.starting_seconds, cli.ui_password, cli.tls_cert), (0, None, None));
+        assert!(
+            Cli::try_parse_from(["trino-emulator", "--name", "a", "--tls-cert", "c.pem"]).is_err(),
+            "needs its key"
+        );
         assert!(Cli::try_parse_from(["trino-emulator", "--name", "a", "--starting-seconds", "-1"]).is_err());
     }
 
