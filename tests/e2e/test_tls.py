@@ -88,7 +88,9 @@ def start_tls_stack(pki: Pki, trusted_coordinator_ca: Path) -> harness.Stack:
     try:
         emulators = {}
         for name in sorted(ADHOC):
-            emulators[name] = harness.start_emulator(name, tls=pki.coordinator)
+            # Serving HTTPS, a coordinator hands out https:// URIs unless it follows Envoy's
+            # X-Forwarded-Proto (Trino's http-server.process-forwarded=true), as behind any TLS-originating proxy.
+            emulators[name] = harness.start_emulator(name, tls=pki.coordinator, extra_args=["--process-forwarded"])
             started.append(emulators[name].proc)
         doc = harness.router_config_doc(
             [(name, emu.url, "adhoc") for name, emu in emulators.items()],

@@ -152,6 +152,9 @@ pub struct App {
     /// The rows of data pages (and spooled segments), rendered once per shape.
     pub rows: PageRows,
     pub process_forwarded: bool,
+    /// `https` when serving TLS (`--tls-cert`), else `http`: the scheme of URIs handed out (unless
+    /// forwarded headers say otherwise).
+    pub scheme: &'static str,
     /// `host:port` the emulator listens on: the base URI when a request has no Host header.
     pub local_address: String,
 }
@@ -280,6 +283,7 @@ fn base_uri(app: &App, headers: &HeaderMap) -> String {
     base_from(
         header(headers, HOST.as_str()),
         &app.local_address,
+        app.scheme,
         [
             forwarded("x-forwarded-proto"),
             forwarded("x-forwarded-host"),
@@ -289,14 +293,15 @@ fn base_uri(app: &App, headers: &HeaderMap) -> String {
     )
 }
 
-/// `scheme://host[:port][/prefix]` from the Host header (or `fallback`) and forwarded
-/// `[proto, host, port, prefix]`.
+/// `scheme://host[:port][/prefix]` from the Host header (or `fallback`), the listener's own scheme and
+/// forwarded `[proto, host, port, prefix]`.
 fn base_from(
     host: Option<&str>,
     fallback: &str,
+    own_scheme: &str,
     [proto, fwd_host, port, prefix]: [Option<&str>; 4],
 ) -> String {
-    let scheme = proto.unwrap_or("http");
+    let scheme = proto.unwrap_or(own_scheme);
     let mut authority = fwd_host.or(host).unwrap_or(fallback).to_owned();
     if let Some(port) = port {
         let host_only = match authority.rsplit_once(':') {
@@ -830,6 +835,7 @@ mod tests {
     fn base_uris() {
         for (host, forwarded, expected) in [
             (Some("envoy:8080"), [None; 4], "http://envoy:8080"),
+            (Some("tls-envoy:8443"), [None; 4], "https://tls-envoy:8443"),
             (None, [None; 4], "http://127.0.0.1:9"),
             (Some("h"), [Some("https"), None, None, None], "https://h"),
             (Some("h:1"), [None, Some("gw.example"), None, None], "http://gw.example"),
@@ -838,7 +844,9 @@ mod tests {
             (Some("h"), [None, None, None, Some("/trino/")], "http://h/trino"),
             (Some("h"), [None, None, None, Some("/")], "http://h"),
         ] {
-            assert_eq!(base_from(host, "127.0.0.1:9", forwarded), expected, "{host:?} {forwarded:?}");
+            // The listener's own scheme counts only when nothing is forwarded (the `tls-` hosts: https).
+            let own = if host.is_some_and(|h| h.starts_with("tls-")) { "https" } else { "http" };
+            assert_eq!(base_from(host, "127.0.0.1:9", own, forwarded), expected, "{host:?} {forwarded:?}");
         }
     }
 

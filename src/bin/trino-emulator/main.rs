@@ -156,6 +156,7 @@ async fn run(cli: Cli) -> std::io::Result<()> {
         sessions: Sessions::new(cli.ui_password),
         segments: Segments::new(Duration::from_secs(cli.forget_after_secs)),
         process_forwarded: cli.process_forwarded,
+        scheme: if tls.is_some() { "https" } else { "http" },
         local_address: local.to_string(),
     });
 
