@@ -18,7 +18,7 @@
 //! @response-body [eos] [observe]    then the body
 //! @request-trailers | @response-trailers [observe]
 //! @empty [observe]                  a message without a phase
-//! @found CLUSTER                    the next lookup finds its query on CLUSTER (by name)
+//! @found CLUSTER                    a lookup the next message asks for finds its query on CLUSTER
 //! @resume                           resume without a lookup
 //! ```
 //!
@@ -26,16 +26,16 @@
 //! reply answers the phase of its message (or is an immediate 4xx/5xx answer to a request phase); a
 //! route names a configured cluster's Envoy cluster, and its `:path` and `X-Forwarded-Prefix` rewrites
 //! fit the cluster; a learn stream and every answer phase change nothing; a resumed stream does not
-//! ask for a second lookup.
+//! ask for a second lookup. `FUZZ_TRACE=1` prints each step (for reading an input by hand).
 
 #![no_main]
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use envoy_types::pb::envoy::config::core::v3::Metadata;
 use envoy_types::pb::envoy::service::ext_proc::v3::processing_request::Request;
 use envoy_types::pb::envoy::service::ext_proc::v3::{
-    HttpBody, HttpHeaders, HttpTrailers, ProcessingRequest, ProcessingResponse,
+    CommonResponse, HttpBody, HttpHeaders, HttpTrailers, ProcessingRequest, ProcessingResponse,
 };
 use envoy_types::pb::google::protobuf::value::Kind;
 use libfuzzer_sys::fuzz_target;
@@ -70,15 +70,15 @@ fn directives(data: &[u8]) -> Vec<Directive<'_>> {
                 let name = words.next().unwrap_or_default();
                 directives.push(Directive { name, words: words.collect(), payload: Vec::new() });
             }
-            None => match directives.last_mut() {
-                Some(directive) => {
+            // Text before the first directive is ignored.
+            None => {
+                if let Some(directive) = directives.last_mut() {
                     if !directive.payload.is_empty() {
                         directive.payload.push(b'\n');
                     }
                     directive.payload.extend_from_slice(line);
                 }
-                None => {} // text before the first directive
-            },
+            }
         }
     }
     directives
@@ -101,7 +101,7 @@ struct Script {
 
 impl Script {
     fn run(&mut self, directive: Directive<'_>) {
-        let has = |word: &str| directive.words.iter().any(|w| *w == word.as_bytes());
+        let has = |word: &str| directive.words.contains(&word.as_bytes());
         let (eos, observing) = (has("eos"), has("observe"));
         let headers = || HttpHeaders {
             headers: Some(header_map(
@@ -155,6 +155,7 @@ impl Script {
         let stream = self.stream();
         let role = stream.role;
         let step = stream.stream.on_message(message);
+        trace(|| format!("@{} -> {}", String::from_utf8_lossy(directive.name), summary(&step)));
         let step = match step {
             Step::Locate(id) => {
                 assert!(!observing, "an observed message asked for a lookup");
@@ -166,6 +167,7 @@ impl Script {
                     router.learn(&router.snapshot(), id, cluster);
                 }
                 let resumed = stream.stream.resume();
+                trace(|| format!("resumed (found: {found:?}) -> {}", summary(&resumed)));
                 assert!(!matches!(resumed, Step::Locate(_)), "a resumed stream asked for a second lookup");
                 resumed
             }
@@ -191,16 +193,50 @@ impl Script {
     /// The metadata a response-headers message carries: `forward` (what the last decide reply left),
     /// `note=CLUSTER [watch] [log]`, or none.
     fn note(&self, words: &[&[u8]]) -> Option<Metadata> {
-        if words.iter().any(|w| *w == b"forward") {
+        if words.contains(&&b"forward"[..]) {
             return self.forwarded.clone();
         }
         let cluster = words.iter().find_map(|w| w.strip_prefix(b"note="))?;
         let note = LearnNote {
             envoy_cluster: String::from_utf8_lossy(cluster).into_owned(),
-            watch: words.iter().any(|w| *w == b"watch"),
-            log: words.iter().any(|w| *w == b"log").then(QueryLine::default),
+            watch: words.contains(&&b"watch"[..]),
+            log: words.contains(&&b"log"[..]).then(QueryLine::default),
         };
         Some(forwarded(&with_note(pass(Phase::RequestBody), &note)))
+    }
+}
+
+/// With `FUZZ_TRACE` set (when running one input by hand), prints each step to standard error.
+fn trace(line: impl FnOnce() -> String) {
+    static ON: OnceLock<bool> = OnceLock::new();
+    if *ON.get_or_init(|| std::env::var_os("FUZZ_TRACE").is_some()) {
+        eprintln!("{}", line());
+    }
+}
+
+/// The headers a reply sets.
+fn headers_set(common: Option<&CommonResponse>) -> Vec<(&str, &[u8])> {
+    let set = common.and_then(|c| c.header_mutation.as_ref()).map(|m| m.set_headers.as_slice());
+    set.unwrap_or_default()
+        .iter()
+        .filter_map(|option| option.header.as_ref())
+        .map(|h| (h.key.as_str(), h.raw_value.as_slice()))
+        .collect()
+}
+
+/// A step in a line: the phase answered and the headers set, the immediate status, or the step.
+fn summary(step: &Step) -> String {
+    let Step::Reply(reply) = step else { return format!("{step:?}") };
+    match answer_of(reply) {
+        Answer::Phase(phase, common) => {
+            let set: Vec<String> = headers_set(common)
+                .into_iter()
+                .map(|(name, value)| format!("{name}={}", String::from_utf8_lossy(value)))
+                .collect();
+            let mode = if reply.mode_override.is_some() { " (mode override)" } else { "" };
+            format!("{phase:?} reply{mode} {}", set.join(" "))
+        }
+        other => format!("{other:?}"),
     }
 }
 
@@ -227,13 +263,7 @@ fn check_reply(snapshot: &Snapshot, reply: &ProcessingResponse, phase: Option<Ph
             if role == Role::Learn || !request_phase {
                 assert!(!changes_anything(common), "{role:?} changed {answered:?}: {reply:?}");
             }
-            let set = common.and_then(|c| c.header_mutation.as_ref()).map(|m| m.set_headers.as_slice());
-            let set: Vec<(&str, &[u8])> = set
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|option| option.header.as_ref())
-                .map(|h| (h.key.as_str(), h.raw_value.as_slice()))
-                .collect();
+            let set = headers_set(common);
             let Some(routed) = set.iter().find(|(name, _)| *name == config.routing_header) else {
                 assert!(set.is_empty(), "headers set without a route: {set:?}");
                 return;

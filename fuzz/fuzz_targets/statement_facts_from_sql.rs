@@ -22,7 +22,7 @@ use trino_router::statement::{
 fuzz_target!(|data: &[u8]| {
     let sql = String::from_utf8_lossy(data);
     let session = Defaults { catalog: Some("hive"), schema: Some("web") };
-    for limits in [Limits::default(), Limits { max_bytes: 128 }] {
+    let [facts, _] = [Limits::default(), Limits { max_bytes: 128 }].map(|limits| {
         let facts = analyze(&sql, &Defaults::default(), &limits);
         check_facts(&facts, &sql);
         check_facts(&analyze(&sql, &session, &limits), &sql);
@@ -30,8 +30,8 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(starts_transaction, facts.starts_transaction, "quick placement disagrees: {sql:?}");
             assert!(facts.query_ids.is_empty(), "quick placement missed query ids: {sql:?}");
         }
-    }
-    let facts = analyze(&sql, &Defaults::default(), &Limits::default());
+        facts
+    });
     if let Some(name) = execute_name(&sql) {
         assert!(!name.is_empty(), "{sql:?}");
         assert_eq!(facts.kind, StatementKind::Execute, "EXECUTE {name:?} read as {:?}: {sql:?}", facts.kind);

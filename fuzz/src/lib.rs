@@ -14,7 +14,7 @@ use trino_router::routing::Router;
 
 /// Two groups (etl restricted to one user and one source pattern), three clusters (one with an Envoy
 /// cluster name of its own), statement rules and a request rule, every new query's id logged (so the
-/// learn role reads every first answer).
+/// learn role reads every first answer), small affinity caches.
 pub const CONFIG: &str = r#"
 listen: 127.0.0.1:1
 default_group: adhoc
@@ -26,6 +26,7 @@ clusters:
   - {name: trino-etl, url: 'http://127.0.0.1:3', group: etl, envoy_cluster: 'outbound|8080||trino-etl'}
 query_log: {query_ids: true, sql: true}
 max_sql_bytes: 4096
+affinity: {max_queries: 1000}   # small caches: a fresh router per input is cheap to build and drop
 rules:
   - name: etl-writes
     when: 'statement.kind in ["insert", "create_table_as", "merge"] && request.user != "guest"'
