@@ -29,7 +29,7 @@ use crate::decision::{
     Basis, Decision, Pin, RequestFacts, permitted_routing_group, pin_permitted, split_prefixed,
 };
 use crate::metrics::METRICS;
-use crate::query_id::QueryId;
+use crate::query_id::{QueryId, QueryIdError};
 use crate::refusal::Refusal;
 use crate::request_facts::RequestInfo;
 use crate::routing::{Router, Snapshot};
@@ -176,6 +176,12 @@ fn permitted_group<'i>(snapshot: &Snapshot, info: &'i RequestInfo, final_decisio
 struct FirstPage<'a> {
     #[serde(borrow)]
     id: &'a str,
+}
+
+/// The query a new query's first answer names: `Err` when the body is not a JSON object with a string
+/// `id`, `Ok(Err)` when that `id` is not a query id.
+pub fn first_page_query_id(body: &[u8]) -> serde_json::Result<Result<QueryId, QueryIdError>> {
+    serde_json::from_slice::<FirstPage<'_>>(body).map(|page| QueryId::parse(page.id))
 }
 
 impl ProcessingStream {
@@ -608,7 +614,7 @@ impl ProcessingStream {
     }
 
     fn learn_from(&self, learning: Learning) {
-        match serde_json::from_slice::<FirstPage<'_>>(&learning.body).map(|p| QueryId::parse(p.id)) {
+        match first_page_query_id(&learning.body) {
             Ok(Ok(id)) => {
                 if let Some(line) = &learning.log {
                     line.log(id.as_str());
