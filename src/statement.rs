@@ -193,7 +193,8 @@ pub fn execute_name(sql: &str) -> Option<String> {
     match lexemes.next()? {
         Lex::Word(w) if w.eq_ignore_ascii_case("IMMEDIATE") => None,
         Lex::Word(w) => Some(w.to_owned()),
-        Lex::Quoted(q) => Some(q.replace("\"\"", "\"")),
+        // `""` is no name: Trino refuses zero-length delimited identifiers.
+        Lex::Quoted(q) if !q.is_empty() => Some(q.replace("\"\"", "\"")),
         _ => None,
     }
 }
@@ -1574,6 +1575,7 @@ mod tests {
             ("EXECUTE \"my \"\"odd\"\" name\"", Some("my \"odd\" name")),
             ("EXECUTE IMMEDIATE 'SELECT 1'", None),
             ("EXECUTE", None),
+            ("EXECUTE\"\"", None), // found by fuzzing: an empty quoted name was a name
             ("SELECT 1", None),
             ("", None),
         ];
