@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -480,7 +481,12 @@ def test_restart_on_the_same_port_right_after_kill_9():
     workers = [threading.Thread(target=load, daemon=True) for _ in range(4)]
     for worker in workers:
         worker.start()
+    # One idle keep-alive connection besides the busy ones: the kill closes it with a FIN (nothing unread),
+    # so the old process surely leaves a connection behind on the port (busy ones may end in a reset).
+    idle = socket.create_connection(("127.0.0.1", port), timeout=5)
     try:
+        idle.sendall(b"GET /v1/info HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert idle.recv(65536).startswith(b"HTTP/1.1 200"), "the idle connection got no answer"
         assert wait_for(lambda: len(finished) >= 40, timeout=20), "no load reached the emulator"
         old_id = finished[-1]
         assert first.proc.kill() == -9
@@ -491,6 +497,7 @@ def test_restart_on_the_same_port_right_after_kill_9():
         assert second.port == port
         rebound_after = time.monotonic() - killed_at
     finally:
+        idle.close()
         stop.set()
         for worker in workers:
             worker.join(timeout=10)
