@@ -282,6 +282,28 @@ pub fn local_reply_config() -> Value {
                 },
                 "content_type": "application/json",
             },
+        }, {
+            // Any other 504 of Envoy's own: the router did not answer within the message timeout (ext_proc
+            // answers 504 then, whatever `status_on_error` says; the router itself never answers 504).
+            // Nothing was submitted: 503, so that clients retry, as for any other decide failure.
+            "filter": { "status_code_filter": { "comparison": {
+                "op": "EQ", "value": { "default_value": 504, "runtime_key": "trino_router.unused" },
+            } } },
+            "status_code": 503,
+            "body_format_override": {
+                "json_format": {
+                    "id": "",
+                    "infoUri": "",
+                    "stats": { "state": "FAILED" },
+                    "error": {
+                        "message": "The router did not decide in time (%RESPONSE_CODE_DETAILS%); nothing was submitted, retry",
+                        "errorCode": crate::refusal::ROUTER_ERROR_CODE,
+                        "errorName": "ROUTER_UNAVAILABLE",
+                        "errorType": "EXTERNAL",
+                    },
+                },
+                "content_type": "application/json",
+            },
         }],
     })
 }
@@ -564,6 +586,17 @@ fn router_cluster(routers: &[SocketAddr], tls: Option<&RouterTls>) -> Value {
         "name": ROUTER_CLUSTER,
         "type": "STATIC",
         "connect_timeout": "0.25s",
+        // Each stream to the replica with the fewest open streams (of 4 picks): a replica that stalls
+        // (paused, overloaded) piles up open streams and stops getting new ones before its health check
+        // fails. Round robin would not do: every new query opens a decide and a learn stream, so with two
+        // replicas the decide streams all went to one of them.
+        "load_balancing_policy": { "policies": [{ "typed_extension_config": {
+            "name": "envoy.load_balancing_policies.least_request",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.load_balancing_policies.least_request.v3.LeastRequest",
+                "choice_count": 4,
+            },
+        } }] },
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",

@@ -157,8 +157,12 @@ def test_router_paused_past_the_message_timeout():
     victim = rep.replicas[1]
     outcomes, _ = run_load(rep.stack, "router-paused", inject=lambda: os.kill(victim.proc.pid, signal.SIGSTOP),
                            hold=3.0, restore=lambda: os.kill(victim.proc.pid, signal.SIGCONT))
-    unsaved = record("router paused 3 s (one of two, SIGSTOP)", outcomes, note="Envoy's message timeout is 0.5 s")
+    timeouts = sum(int(v) for k, v in rep.stack.envoy.stats("ext_proc").items() if k.endswith("message_timeouts"))
+    retried = sum(st == 503 for o in outcomes for (_, _, _, st, _) in o.exchanges)
+    unsaved = record("router paused 3 s (one of two, SIGSTOP)", outcomes,
+                     note=f"{timeouts} ext_proc messages timed out (0.5 s); clients retried {retried} 503s")
     assert not unsaved
+    assert timeouts >= 1, "no message to the paused replica timed out: the fault was not exercised"
     victim.proc.assert_alive()
 
 
