@@ -240,48 +240,25 @@ fn route_discovery() -> Value {
     })
 }
 
-/// Envoy's own answers, Trino-shaped (the status stays):
-/// - when it cannot reach a coordinator (connection refused or reset, no upstream): 503 tells clients
-///   nothing was submitted, and they retry; the error names the cluster, so a client that gives up says
-///   which cluster failed;
+/// Envoy's own answers, Trino-shaped:
 /// - when the request itself is not HTTP Envoy accepts (NUL bytes, oversized or too many headers): the
-///   client hears why.
+///   client hears why;
+/// - when it cannot reach a coordinator (connection refused or reset, no upstream, timed out): the status
+///   stays (503 tells clients nothing was submitted, and they retry); the error names the cluster, so a
+///   client that gives up says which cluster failed;
+/// - when the router did not decide in time: 503, nothing was submitted.
 pub fn local_reply_config() -> Value {
-    let message = "Trino cluster %UPSTREAM_CLUSTER% could not be reached (%RESPONSE_CODE_DETAILS%)";
     json!({
         "mappers": [{
             // Refused by Envoy's codec before the request had headers (no filter, router included, ran).
             "filter": { "header_filter": { "header": { "name": ":method", "present_match": true, "invert_match": true } } },
-            "body_format_override": {
-                "json_format": {
-                    "id": "",
-                    "infoUri": "",
-                    "stats": { "state": "FAILED" },
-                    "error": {
-                        "message": "Invalid HTTP request (%RESPONSE_CODE_DETAILS%)",
-                        "errorCode": crate::refusal::ROUTER_ERROR_CODE,
-                        "errorName": "INVALID_HTTP_REQUEST",
-                        "errorType": "USER_ERROR",
-                    },
-                },
-                "content_type": "application/json",
-            },
+            "body_format_override": trino_failure(
+                "Invalid HTTP request (%RESPONSE_CODE_DETAILS%)", "INVALID_HTTP_REQUEST", "USER_ERROR"),
         }, {
             "filter": { "response_flag_filter": { "flags": ["UF", "UH", "URX", "UC", "UR", "UO", "UT", "NC"] } },
-            "body_format_override": {
-                "json_format": {
-                    "id": "",
-                    "infoUri": "",
-                    "stats": { "state": "FAILED" },
-                    "error": {
-                        "message": message,
-                        "errorCode": crate::refusal::ROUTER_ERROR_CODE,
-                        "errorName": "CLUSTER_UNAVAILABLE",
-                        "errorType": "EXTERNAL",
-                    },
-                },
-                "content_type": "application/json",
-            },
+            "body_format_override": trino_failure(
+                "Trino cluster %UPSTREAM_CLUSTER% could not be reached (%RESPONSE_CODE_DETAILS%)",
+                "CLUSTER_UNAVAILABLE", "EXTERNAL"),
         }, {
             // Any other 504 of Envoy's own: the router did not answer within the message timeout (ext_proc
             // answers 504 then, whatever `status_on_error` says; the router itself never answers 504).
@@ -290,21 +267,28 @@ pub fn local_reply_config() -> Value {
                 "op": "EQ", "value": { "default_value": 504, "runtime_key": "trino_router.unused" },
             } } },
             "status_code": 503,
-            "body_format_override": {
-                "json_format": {
-                    "id": "",
-                    "infoUri": "",
-                    "stats": { "state": "FAILED" },
-                    "error": {
-                        "message": "The router did not decide in time (%RESPONSE_CODE_DETAILS%); nothing was submitted, retry",
-                        "errorCode": crate::refusal::ROUTER_ERROR_CODE,
-                        "errorName": "ROUTER_UNAVAILABLE",
-                        "errorType": "EXTERNAL",
-                    },
-                },
-                "content_type": "application/json",
-            },
+            "body_format_override": trino_failure(
+                "The router did not decide in time (%RESPONSE_CODE_DETAILS%); nothing was submitted, retry",
+                "ROUTER_UNAVAILABLE", "EXTERNAL"),
         }],
+    })
+}
+
+/// A local reply body shaped as a failed Trino `QueryResults` (Envoy fills in the `%...%` operators).
+fn trino_failure(message: &str, error_name: &str, error_type: &str) -> Value {
+    json!({
+        "json_format": {
+            "id": "",
+            "infoUri": "",
+            "stats": { "state": "FAILED" },
+            "error": {
+                "message": message,
+                "errorCode": crate::refusal::ROUTER_ERROR_CODE,
+                "errorName": error_name,
+                "errorType": error_type,
+            },
+        },
+        "content_type": "application/json",
     })
 }
 
