@@ -306,6 +306,8 @@ pub fn route_config(config: &Config, learned: &[LearnedRoutes]) -> Value {
     let new_query_route = json!({
         "cluster_header": config.routing_header,
         "timeout": format!("{}s", config.new_query_timeout.as_secs_f64()),
+        // Never repeated once it may have reached the coordinator: that would submit the query twice.
+        "retry_policy": retry_policy(false),
     });
     let new_statement = |name: &str, path: &str| {
         json!({
@@ -380,7 +382,7 @@ pub fn route_config(config: &Config, learned: &[LearnedRoutes]) -> Value {
             "name": LISTENER,
             "domains": ["*"],
             "routes": routes,
-            "retry_policy": retry_policy(),
+            "retry_policy": retry_policy(true),
             // A transaction exists only on the cluster that started it: its id as clients see it names
             // that cluster, so any router replica places the transaction's statements (and strips the
             // prefix for the coordinator).
@@ -518,6 +520,9 @@ fn coordinator_cluster(cluster: &Cluster, ca: Option<&Path>) -> Value {
         "name": &*cluster.envoy_cluster,
         "type": discovery,
         "connect_timeout": "2s",
+        // Envoy allows 3 retries in flight per cluster by default: a blip that cuts a busy coordinator's
+        // connections needs one per request in flight (the retries themselves are bounded per request).
+        "circuit_breakers": { "thresholds": [{ "max_retries": 1024 }] },
         "load_assignment": {
             "cluster_name": &*cluster.envoy_cluster,
             "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": {
@@ -612,15 +617,22 @@ fn router_cluster(routers: &[SocketAddr], tls: Option<&RouterTls>) -> Value {
     cluster
 }
 
-/// Envoy retries a request to the same coordinator only when the request never reached it (the
-/// connection failed, or was reset before the request went out): safe for every request, a new query's
-/// POST included, and it carries a follow-up over a network blip shorter than about a second. Anything
-/// the coordinator may have received is left to the client.
-fn retry_policy() -> Value {
+/// Envoy retries a request to the same coordinator when it never reached it (the connection failed, or was
+/// reset before the request went out): safe for every request, a new query's POST included. `after_sent`
+/// adds a request reset after it went out, for the requests that may be repeated (everything but a new
+/// query: Trino's follow-ups name their page by token). The back-off (0.2 s, up to 0.8 s, jittered, 4
+/// retries: about a second) carries requests over a network blip; a coordinator that stays away is
+/// answered for by the router once its poll finds it unreachable.
+fn retry_policy(after_sent: bool) -> Value {
+    let retry_on = if after_sent {
+        "connect-failure,refused-stream,reset-before-request,reset"
+    } else {
+        "connect-failure,refused-stream,reset-before-request"
+    };
     json!({
-        "retry_on": "connect-failure,refused-stream,reset-before-request",
-        "num_retries": 3,
-        "retry_back_off": { "base_interval": "0.1s", "max_interval": "0.4s" },
+        "retry_on": retry_on,
+        "num_retries": 4,
+        "retry_back_off": { "base_interval": "0.2s", "max_interval": "0.8s" },
     })
 }
 
