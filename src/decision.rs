@@ -192,15 +192,13 @@ pub fn permitted_routing_group<'a>(
     }
 }
 
-/// Whether a statement pinned to `cluster` (by its transaction, or by the query it names) may go there:
-/// a pin is something the client sends, so it may not lead into a group that does not admit the user or
-/// source. A cluster the config does not have is left to [`decide`] (which refuses it as down).
-pub fn pin_permitted(config: &Config, cluster: &str, user: &str, source: &str) -> bool {
-    let Some(found) = config.clusters.iter().find(|c| &*c.name == cluster) else { return true };
-    match config.group_named(&found.group).and_then(|g| config.groups[g].allow.as_ref()) {
-        Some(access) => access.admits(user, source),
-        None => true,
-    }
+/// The group that refuses a statement pinned to `cluster` (by its transaction, or by the query it
+/// names), if any: a pin is something the client sends, so it may not lead into a group that does not
+/// admit the user or source. A cluster the config does not have is left to [`decide`] (which refuses it
+/// as down).
+pub fn pin_refused_by(config: &Config, cluster: &str, user: &str, source: &str) -> Option<Arc<str>> {
+    let group = &config.cluster_named(cluster)?.group;
+    permitted_routing_group(config, Some(group), user, source).is_none().then(|| group.clone())
 }
 
 /// The group a new query belongs to: the one the client names when it exists, else the default group.
@@ -488,7 +486,11 @@ clusters:
             ("trino-gone", "mallory", "cli", true),
         ];
         for (cluster, user, source, permitted) in cases {
-            assert_eq!(pin_permitted(&config, cluster, user, source), permitted, "{cluster} {user} {source}");
+            let refused_by = pin_refused_by(&config, cluster, user, source);
+            assert_eq!(refused_by.is_none(), permitted, "{cluster} {user} {source}");
+            if let Some(group) = refused_by {
+                assert_eq!(&*group, "etl", "{cluster} {user} {source}");
+            }
         }
     }
 

@@ -26,7 +26,7 @@ use super::messages::{
     with_response_body, with_response_headers, without_request_body,
 };
 use crate::decision::{
-    Basis, Decision, Pin, RequestFacts, permitted_routing_group, pin_permitted, split_prefixed,
+    Basis, Decision, Pin, RequestFacts, permitted_routing_group, pin_refused_by, split_prefixed,
 };
 use crate::metrics::METRICS;
 use crate::query_id::{QueryId, QueryIdError};
@@ -422,12 +422,11 @@ impl ProcessingStream {
                 }
             }
         }
-        let refused_pin = pinned
-            .as_ref()
-            .filter(|(cluster, _)| !pin_permitted(&snapshot.config, cluster, &info.user, &info.source));
-        if let Some((cluster, pin)) = refused_pin {
-            let group = snapshot.config.clusters.iter().find(|c| c.name == *cluster).map(|c| c.group.clone());
-            let group = group.unwrap_or_default();
+        let refused_pin = pinned.as_ref().and_then(|(cluster, pin)| {
+            pin_refused_by(&snapshot.config, cluster, &info.user, &info.source)
+                .map(|group| (cluster, pin, group))
+        });
+        if let Some((cluster, pin, group)) = refused_pin {
             tracing::warn!(
                 %cluster, %group, ?pin, user = info.user, source = info.source,
                 "pinned statement refused: its cluster's group does not admit this user or source"
