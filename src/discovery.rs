@@ -4,13 +4,13 @@
 //! for the same coordinator id (or, for ambiguous ids, the same query id) share one lookup, so a burst
 //! of follow-ups after a router restart costs one probe per coordinator, not one per request.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use moka::future::Cache;
 use tokio::task::JoinSet;
 
+use crate::coordinator_http::{CoordinatorClients, describe};
 use crate::query_id::QueryId;
 use crate::routing::Snapshot;
 use crate::tls::CoordinatorTls;
@@ -24,21 +24,14 @@ pub const ROUTER_USER: &str = "trino-router";
 /// Looks up query owners on the clusters.
 pub struct Discovery {
     answers: Cache<String, Option<Arc<str>>>,
-    clients: Mutex<Clients>,
-}
-
-/// One HTTP client per coordinator URL, for the TLS settings they were made with.
-#[derive(Default)]
-struct Clients {
-    tls: CoordinatorTls,
-    by_base: HashMap<String, reqwest::Client>,
+    clients: Mutex<CoordinatorClients>,
 }
 
 impl Default for Discovery {
     fn default() -> Self {
         Discovery {
             answers: Cache::builder().time_to_live(ANSWER_TTL).max_capacity(100_000).build(),
-            clients: Mutex::default(),
+            clients: Mutex::new(CoordinatorClients::new(false)),
         }
     }
 }
@@ -88,13 +81,7 @@ impl Discovery {
                             }
                             Ok(_) => None,
                             Err(e) => {
-                                match crate::tls::tls_failure(&e) {
-                                    Some(tls) => tracing::debug!(
-                                        cluster = %name,
-                                        "discovery lookup failed: TLS handshake failed: {tls}"
-                                    ),
-                                    None => tracing::debug!(cluster = %name, "discovery lookup failed: {e}"),
-                                }
+                                tracing::debug!(cluster = %name, "discovery lookup failed: {}", describe(&e));
                                 None
                             }
                         }
@@ -112,18 +99,6 @@ impl Discovery {
     }
 
     fn client_for(&self, base: &str, tls: &CoordinatorTls) -> Result<reqwest::Client, String> {
-        let mut clients = self.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if clients.tls != *tls {
-            *clients = Clients { tls: tls.clone(), by_base: HashMap::new() };
-        }
-        if let Some(client) = clients.by_base.get(base) {
-            return Ok(client.clone());
-        }
-        let builder = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("trino-router/", env!("CARGO_PKG_VERSION")));
-        let client = crate::tls::coordinator_client(builder, tls)?.build().map_err(|e| e.to_string())?;
-        clients.by_base.insert(base.to_owned(), client.clone());
-        Ok(client)
+        self.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).client(base, tls)
     }
 }

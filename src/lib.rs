@@ -11,6 +11,7 @@ pub mod affinity;
 pub mod cli;
 pub mod cluster_state;
 pub mod config;
+pub mod coordinator_http;
 pub mod decision;
 pub mod discovery;
 pub mod envoy_bootstrap;

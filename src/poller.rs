@@ -9,25 +9,22 @@
 //! fails (an untrusted or expired certificate, a name that does not match, plaintext on the other end)
 //! is a failed poll whose reason names the TLS problem, never a crash.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::task::JoinSet;
 
-use crate::config::{Cluster, Credentials};
+use crate::config::Credentials;
+use crate::coordinator_http::{CoordinatorClients, describe};
 use crate::health::{Observation, Thresholds};
 use crate::routing::{Router, Snapshot, log_health_change};
-use crate::tls::CoordinatorTls;
 
 /// Polls every cluster of the current config, forever (or until the task is dropped).
 pub struct Poller {
     router: Arc<Router>,
     /// One HTTP client per coordinator URL: each keeps its own web-UI session cookie.
-    clients: HashMap<String, reqwest::Client>,
-    /// What the clients trust: a reload that changes it starts them afresh.
-    tls: CoordinatorTls,
+    clients: CoordinatorClients,
 }
 
 /// What one poll of one coordinator found.
@@ -53,7 +50,7 @@ struct ClusterStats {
 
 impl Poller {
     pub fn new(router: Arc<Router>) -> Poller {
-        Poller { router, clients: HashMap::new(), tls: CoordinatorTls::default() }
+        Poller { router, clients: CoordinatorClients::new(true) }
     }
 
     /// Polls every cluster once and applies the results.
@@ -61,15 +58,11 @@ impl Poller {
         let snapshot = self.router.snapshot();
         let timeout = snapshot.config.health.timeout;
         let auth = snapshot.config.coordinator_auth.clone();
-        if snapshot.config.coordinator_tls != self.tls {
-            self.clients.clear();
-            self.tls = snapshot.config.coordinator_tls.clone();
-        }
         let mut polls = JoinSet::new();
         for (index, cluster) in snapshot.config.clusters.iter().enumerate() {
             let base = cluster.url.to_string();
             let auth = auth.clone();
-            match self.client_for(cluster) {
+            match self.clients.client(&base, &snapshot.config.coordinator_tls) {
                 Ok(client) => {
                     polls.spawn(async move { (index, poll(&client, &base, timeout, auth.as_ref()).await) });
                 }
@@ -100,20 +93,6 @@ impl Poller {
             self.round().await;
             tokio::time::sleep_until(started + interval).await;
         }
-    }
-
-    fn client_for(&mut self, cluster: &Cluster) -> Result<reqwest::Client, String> {
-        let base = cluster.url.to_string();
-        if let Some(client) = self.clients.get(&base) {
-            return Ok(client.clone());
-        }
-        let builder = reqwest::Client::builder()
-            .cookie_store(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("trino-router/", env!("CARGO_PKG_VERSION")));
-        let client = crate::tls::coordinator_client(builder, &self.tls)?.build().map_err(|e| describe(&e))?;
-        self.clients.insert(base, client.clone());
-        Ok(client)
     }
 }
 
@@ -237,16 +216,6 @@ async fn poll_stats(
     Err("/ui/api/stats: login did not help".to_owned())
 }
 
-fn describe(error: &reqwest::Error) -> String {
-    if error.is_timeout() {
-        "timed out".to_owned()
-    } else if let Some(tls) = crate::tls::tls_failure(error) {
-        format!("TLS handshake failed: {tls}")
-    } else {
-        error.to_string()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,7 +299,8 @@ mod tests {
         poller.round().await;
         assert_eq!(distrusting.snapshot().clusters[0].health(), Health::Unhealthy);
         let cluster = distrusting.snapshot().config.clusters[0].clone();
-        let client = poller.client_for(&cluster).unwrap();
+        let tls = &distrusting.snapshot().config.coordinator_tls;
+        let client = poller.clients.client(&cluster.url.to_string(), tls).unwrap();
         let seen = poll_health(&client, &cluster.url.to_string(), Duration::from_secs(2)).await;
         let Observation::Failed(why) = seen else { panic!("{seen:?}") };
         assert!(why.contains("TLS handshake failed: invalid peer certificate: UnknownIssuer"), "{why}");
