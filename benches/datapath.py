@@ -7,7 +7,7 @@
 Run it with `scripts/bench` (release build). It prints one table per scenario with the figures of each
 set-up and the ratios (c)/(b) and (b)/(a), then the issue-6 targets with pass/miss, and writes the whole
 report, with the machine it ran on, to benches/datapath-results.md (`--no-write` to skip that).
-The load generator is `trino-load` (src/bin/trino-load); each scenario runs every set-up back to back, in
+The load generator is `trino-load` (tools/src/bin/trino-load); each scenario runs every set-up back to back, in
 several rounds whose order rotates (no set-up always runs first), and reports each set-up's median run:
 the machine is shared and noisy, and one run per set-up swung ratios by a third between runs.
 """
