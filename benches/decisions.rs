@@ -11,6 +11,8 @@
 //! - (b) 50 rules on statement facts (CEL and `match:`) and a 2 KB SELECT: the last rule matches, or
 //!   (user `guest`) none does. The SQL is analysed once per decision.
 //! - baseline: no rules (the routing-group header alone), for scale.
+//! - the SQL's cost by statement size (8 B to 32 KB): the full analysis rules on statement facts need,
+//!   and the first-keywords scan `placement_from_sql` does when no rule reads them.
 //!
 //! Targets: (a) p99 ≤ 20 µs, (b) p99 ≤ 1 ms.
 
@@ -23,7 +25,7 @@ use trino_router::config::{Config, Overrides};
 use trino_router::decision::{Basis, Decision, RequestFacts};
 use trino_router::request_facts::RequestInfo;
 use trino_router::routing::Router;
-use trino_router::statement::{Defaults, Limits, StatementKind, analyze};
+use trino_router::statement::{Defaults, Limits, StatementKind, analyze, quick_placement};
 
 const CLUSTERS: &str = "
 listen: 127.0.0.1:0
@@ -101,6 +103,33 @@ fn sql() -> String {
     }
     sql.push_str("ORDER BY r.total DESC\nLIMIT 100");
     sql
+}
+
+/// Statements of growing size, each named for its analysis and its placement scan: `SELECT 1`, a short
+/// single-table query, the 2 KB bench query, and that query with 8 and 32 KB of predicates.
+fn sized_statements(two_kb: &str) -> Vec<((&'static str, &'static str), String)> {
+    let grown = |target: usize| {
+        let mut text = two_kb.strip_suffix("ORDER BY r.total DESC\nLIMIT 100").unwrap_or(two_kb).to_owned();
+        let mut i = 1000;
+        while text.len() < target {
+            let _ = writeln!(text, "  AND (c.attr_{i} IS NULL OR c.attr_{i} <> 'value-{i}')");
+            i += 1;
+        }
+        text.push_str("ORDER BY r.total DESC\nLIMIT 100");
+        text
+    };
+    vec![
+        (("  analyze: SELECT 1 (8 B)", "  quick_placement: SELECT 1"), "SELECT 1".to_owned()),
+        (
+            ("  analyze: one-table query (~150 B)", "  quick_placement: one-table query"),
+            "SELECT id, name, total FROM iceberg.sales.orders WHERE created_at > DATE '2026-01-01' \
+             AND status = 'SHIPPED' ORDER BY total DESC LIMIT 10"
+                .to_owned(),
+        ),
+        (("  analyze: the 2 KB query", "  quick_placement: the 2 KB query"), two_kb.to_owned()),
+        (("  analyze: 8 KB", "  quick_placement: 8 KB"), grown(8 * 1024)),
+        (("  analyze: 32 KB", "  quick_placement: 32 KB"), grown(32 * 1024)),
+    ]
 }
 
 fn headers(user: &str, source: &str, tags: &str) -> Vec<(String, String)> {
@@ -348,6 +377,14 @@ fn main() {
     print(measure("  (b) its SQL analysis alone (statement::analyze)", scale(20_000), None, || {
         analyze(&sql, &defaults, &Limits::default())
     }));
+    // What a new statement's SQL costs by its size (issue 18): the full analysis rules need, and the
+    // scan `placement_from_sql` does when no rule reads statement facts.
+    println!("SQL cost by statement size (statement::analyze, statement::quick_placement):");
+    for (name, text) in sized_statements(&sql) {
+        let n = if text.len() > 8_000 { scale(2_000) } else { scale(20_000) };
+        print(measure(name.0, n, None, || analyze(&text, &defaults, &Limits::default())));
+        print(measure(name.1, scale(200_000), None, || quick_placement(&text, &Limits::default())));
+    }
     if missed > 0 {
         println!("{missed} target(s) missed");
     }
