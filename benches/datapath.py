@@ -43,8 +43,6 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
-os.environ.setdefault("TRINO_ROUTER_BIN_DIR", str(REPO / "target" / "release"))
-os.environ.setdefault("TRINO_E2E_LOG_DIR", str(REPO / "target" / "bench-logs"))
 
 import harness  # noqa: E402
 
@@ -247,7 +245,7 @@ def free_port() -> int:
 
 
 class TrinoLb:
-    """trino-lb from a binary built elsewhere (README: Benchmark), on ports of its own."""
+    """trino-lb from a binary built elsewhere (README: Performance), on ports of its own."""
 
     def __init__(self, binary: Path, emulators: dict):
         self.port, https, metrics = free_port(), free_port(), free_port()
@@ -366,7 +364,7 @@ class Bench:
             return
         if key == "trino-lb":
             if trino_lb is None:
-                raise SystemExit("set-up trino-lb needs --trino-lb PATH (README: Benchmark)")
+                raise SystemExit("set-up trino-lb needs --trino-lb PATH (README: Performance)")
             self.trino_lb = TrinoLb(trino_lb, self.emulators)
             self.urls[key] = ["--url", self.trino_lb.url]
             return
@@ -393,7 +391,7 @@ class Bench:
         if key in self.envoys:
             pids["envoy"] = self.envoys[key].proc.proc.pid
         router = SETUPS[key].router
-        if router and key not in ("native",):
+        if router:
             pids["router"] = self.routers[router].proc.proc.pid
         if key == "trino-lb" and self.trino_lb:
             pids["trino-lb"] = self.trino_lb.proc.pid
@@ -448,13 +446,19 @@ class Bench:
             proc.stop()
 
 
-def median_run(runs: list[dict]) -> dict:
-    """The run with the median queries/s (its figures kept together); errors summed over all runs, and the
+def median_key(mix: str) -> str:
+    """What a mix's median run is chosen by: result MB/s for `large` (a few 100 MB queries per run, so
+    queries/s takes a handful of values and ties), queries/s otherwise."""
+    return "mb_per_s" if mix == "large" else "queries_per_s"
+
+
+def median_run(runs: list[dict], key: str = "queries_per_s") -> dict:
+    """The run with the median `key` (its figures kept together); errors summed over all runs, and the
     spread of queries/s over the rounds."""
-    ordered = sorted(runs, key=lambda r: r["queries_per_s"])
+    ordered = sorted(runs, key=lambda r: r[key])
     chosen = dict(ordered[len(runs) // 2])
     chosen["errors"] = sum(r["errors"] for r in runs)
-    chosen["rounds_qps"] = [r["queries_per_s"] for r in runs]
+    chosen["rounds"] = [r[key] for r in runs]
     return chosen
 
 
@@ -468,7 +472,9 @@ def ratio(num: float, den: float) -> str:
 
 def cpu_per_query(r: dict) -> str:
     """CPU µs per measured query, per process (the emulators summed)."""
-    queries = r["queries"] or 1
+    if not r["queries"]:
+        return "- (no query finished in the window)"
+    queries = r["queries"]
     emulators = sum(v for k, v in r["cpu"].items() if k.startswith("emulator"))
     parts = [f"{k} {v / queries * 1e6:,.0f}" for k, v in sorted(r["cpu"].items()) if not k.startswith("emulator")]
     parts.append(f"emulators {emulators / queries * 1e6:,.0f}")
@@ -476,25 +482,27 @@ def cpu_per_query(r: dict) -> str:
 
 
 def spread(r: dict) -> str:
-    qps = r["rounds_qps"]
-    lo, hi = min(qps), max(qps)
-    med = r["queries_per_s"]
+    values = r["rounds"]
+    lo, hi = min(values), max(values)
+    med = sorted(values)[len(values) // 2]
     return f"{lo:,.0f}–{hi:,.0f} (±{(hi - lo) / 2 / med * 100:.0f}%)" if med else "-"
 
 
 def scenario_table(mix: str, connections: int, results: dict[str, dict]) -> list[str]:
     base = results.get("envoy")
     peer = results.get("trino-lb")
+    key = median_key(mix)
+    per_round = "result MB/s" if key == "mb_per_s" else "queries/s"
     lines = [f"### {mix}, {connections} connection(s)", "",
-             "| set-up | queries/s | ×(b) | ×(d) | result MB/s | POST p50 / p99 ms | follow-up p50 / p99 ms "
-             "| CPU µs per query | queries/s over the rounds | errors |",
+             f"| set-up | queries/s | ×(b) | ×(d) | result MB/s | POST p50 / p99 ms | follow-up p50 / p99 ms "
+             f"| CPU µs per query | {per_round} over the rounds | errors |",
              "|---|---:|---:|---:|---:|---:|---:|---|---|---:|"]
-    for key, r in results.items():
+    for setup, r in results.items():
         post, follow = r["latency_ms"]["post"], r["latency_ms"]["followup"]
         lines.append(
-            f"| {SETUPS[key].label} {key} | {fmt(r['queries_per_s'])} "
-            f"| {ratio(r['queries_per_s'], base['queries_per_s']) if base else '-'} "
-            f"| {ratio(r['queries_per_s'], peer['queries_per_s']) if peer else '-'} "
+            f"| {SETUPS[setup].label} {setup} | {fmt(r['queries_per_s'])} "
+            f"| {ratio(r[key], base[key]) if base else '-'} "
+            f"| {ratio(r[key], peer[key]) if peer else '-'} "
             f"| {fmt(r['mb_per_s'])} | {post['p50']:.3f} / {post['p99']:.3f} "
             f"| {follow['p50']:.3f} / {follow['p99']:.3f} | {cpu_per_query(r)} | {spread(r)} | {r['errors']} |")
     lines.append("")
@@ -514,12 +522,12 @@ def summary(results: dict[tuple[str, int], dict[str, dict]]) -> list[str]:
     if "trino-lb" in cols:
         ratios += ["router/trino-lb"] + (["router-norules/trino-lb"] if "router-norules" in cols else [])
     lines = ["## Summary: router vs Envoy vs trino-lb", "",
-             "Queries/s of each set-up's median run; for `large` the ratios are those of result MB/s too (same "
+             "Queries/s of each set-up's median run; for `large`, result MB/s (its runs finish a handful of "
              "queries). The peer comparison of issue 18 is router-norules/trino-lb (no rules on either side).", "",
              f"| mix, connections | {head} | {' | '.join(ratios)} | POST p50 ms (b) → (c) |",
              "|---|" + "---:|" * (len(cols) + len(ratios)) + "---|"]
     for (mix, conns), per in results.items():
-        q = {k: per[k]["queries_per_s"] for k in cols}
+        q = {k: per[k][median_key(mix)] for k in cols}
         row = [fmt(q[k]) for k in cols] + [ratio(q["router"], q["envoy"])]
         if "router-norules" in cols:
             row.append(ratio(q["router-norules"], q["envoy"]))
@@ -528,7 +536,8 @@ def summary(results: dict[tuple[str, int], dict[str, dict]]) -> list[str]:
             if "router-norules" in cols:
                 row.append(ratio(q["router-norules"], q["trino-lb"]))
         p50 = lambda k: per[k]["latency_ms"]["post"]["p50"]  # noqa: E731
-        lines.append(f"| {mix}, {conns} | {' | '.join(row)} | {p50('envoy'):.2f} → {p50('router'):.2f} |")
+        unit = " MB/s" if mix == "large" else ""
+        lines.append(f"| {mix}, {conns}{unit} | {' | '.join(row)} | {p50('envoy'):.2f} → {p50('router'):.2f} |")
     lines.append("")
     return lines
 
@@ -593,7 +602,8 @@ def ext_proc_table(stats: dict[str, dict[str, int]]) -> list[str]:
             streams = counters.get(f"{role}.streams_started", 0)
             if not streams:
                 continue
-            sent, received = counters.get(f"{role}.stream_msgs_sent", 0), counters.get(f"{role}.stream_msgs_received", 0)
+            sent = counters.get(f"{role}.stream_msgs_sent", 0)
+            received = counters.get(f"{role}.stream_msgs_received", 0)
             failed = counters.get(f"{role}.streams_failed", 0)
             rows.append(f"| {SETUPS[key].label} {key} | {role} | {streams:,} | {sent / streams:.2f} "
                         f"| {received / streams:.2f} | {failed:,} |")
@@ -641,11 +651,80 @@ def parse_setups(text: str) -> list[str]:
     return keys
 
 
+def measure(args: argparse.Namespace) -> dict:
+    """Runs every mix through every set-up; returns every run's figures and what the report needs."""
+    runs = args.runs or RUNS
+    runs = [r for r in runs if not args.only or r[0] == args.only]
+    setups = args.setups or (DEFAULT_SETUPS + (PEER_SETUPS if args.trino_lb else []))
+    if args.trino_lb and not args.trino_lb.is_file():
+        raise SystemExit(f"--trino-lb {args.trino_lb}: no such file")
+    bench = Bench(setups, args.duration, args.warmup, args.trino_lb)
+    raw: list[dict] = []
+    try:
+        for i, (mix, conns) in enumerate(runs):
+            for n in range(args.rounds):
+                shift = (i + n) % len(setups)
+                for key in setups[shift:] + setups[:shift]:
+                    print(f"  {mix:9} {conns:3} conns  {key:15} round {n + 1} ...", end="", flush=True,
+                          file=sys.stderr)
+                    r = bench.run(key, mix, conns)
+                    raw.append({"mix": mix, "connections": conns, "setup": key, "round": n + 1, **r})
+                    print(f" {r['queries_per_s']:9.1f} q/s {r['requests_per_s']:9.1f} req/s {r['mb_per_s']:8.1f} MB/s"
+                          f"  errors {r['errors']}", file=sys.stderr)
+        peak = bench.peak_rss()
+        ext_proc = bench.ext_proc_stats()
+    finally:
+        bench.stop()
+    return {
+        "command": "scripts/bench" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else ""),
+        "time": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "rounds": args.rounds, "duration": args.duration, "warmup": args.warmup, "setups": setups,
+        "trino_lb": trino_lb_version(args.trino_lb) if args.trino_lb else None,
+        "runs": raw, "peak_rss": peak, "ext_proc": ext_proc,
+    }
+
+
+def render(data: dict) -> tuple[str, int]:
+    """The report (markdown) of a measurement, and its error count."""
+    results: dict[tuple[str, int], dict[str, dict]] = {}
+    for run in data["runs"]:
+        results.setdefault((run["mix"], run["connections"]), {}).setdefault(run["setup"], []).append(run)
+    results = {k: {s: median_run(rs, median_key(k[0])) for s, rs in per.items()} for k, per in results.items()}
+    errors = sum(r["errors"] for per in results.values() for r in per.values())
+    report = [
+        "# Data-path benchmark", "",
+        f"Run {data['time']} on {data['machine']}.",
+        f"Command: `{data['command']}` ({data['rounds']} interleaved rounds per set-up, the median run reported; "
+        f"{data['duration']:g} s measured after {data['warmup']:g} s warm-up per run; "
+        f"2 emulated clusters; (c) has {len(RULES)} statement rules). "
+        "Ratios compare set-ups measured in the same run; the machine is shared and noisy: the last column but "
+        "one gives each set-up's spread over the rounds.",
+    ]
+    if data.get("rerendered"):
+        report.append(f"Report rendered again from that run's figures (`{data['rerendered']}`).")
+    if data.get("trino_lb"):
+        report.append(f"trino-lb: `{data['trino_lb']}` (built as README: Performance says).")
+    report += ["", "Set-ups:", ""]
+    report += [f"- {SETUPS[k].label} `{k}`: {SETUPS[k].what}" for k in data["setups"]] + [""]
+    report += summary(results)
+    for (mix, conns), per in results.items():
+        report += scenario_table(mix, conns, {k: per[k] for k in data["setups"] if k in per})
+    peak = data["peak_rss"]
+    report += ["## Peak RSS (VmHWM at the end of the run)", "", "| process | MiB |", "|---|---:|"]
+    report += [f"| {name} | {rss / 2**20:.1f} |" for name, rss in peak.items()] + [""]
+    report += ext_proc_table(data["ext_proc"])
+    router_rss = max((v for k, v in peak.items() if k.startswith("router")), default=None)
+    report += targets(results, router_rss)
+    report.append(f"Errors in all runs: {errors}.")
+    return "\n".join(report) + "\n", errors
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=6.0, help="measured seconds per run")
     parser.add_argument("--rounds", type=int, default=3,
-                        help="runs per set-up and mix, interleaved; the median run (by queries/s) is reported")
+                        help="runs per set-up and mix, interleaved; the median run (by queries/s, by MB/s for large) is reported")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each run")
     parser.add_argument("--only", help="run only this mix (tiny, short, paged, newquery, large, long)")
     parser.add_argument("--runs", type=parse_runs,
@@ -654,71 +733,29 @@ def main() -> int:
                         help=f"set-ups to run, comma-separated (default {','.join(DEFAULT_SETUPS)}, plus "
                              f"{','.join(PEER_SETUPS)} with --trino-lb); all: {', '.join(SETUPS)}")
     parser.add_argument("--trino-lb", type=Path, metavar="PATH",
-                        help="a trino-lb binary (README: Benchmark): adds set-ups (c0) router-norules and (d) trino-lb")
+                        help="a trino-lb binary (README: Performance): adds set-ups (c0) router-norules and (d) trino-lb")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write every run's figures as JSON")
+    parser.add_argument("--from-json", type=Path, metavar="PATH",
+                        help="measure nothing: render the report of a run saved with --json")
     parser.add_argument("--no-write", action="store_true", help=f"do not write {RESULTS.relative_to(REPO)}")
     parser.add_argument("--results", type=Path, metavar="PATH",
                         help=f"write the report here (default: {RESULTS.relative_to(REPO)}, complete runs only)")
     args = parser.parse_args()
+    # Release binaries and logs of their own (set here, not at import: tests import the set-up builders).
+    os.environ.setdefault("TRINO_ROUTER_BIN_DIR", str(REPO / "target" / "release"))
+    os.environ.setdefault("TRINO_E2E_LOG_DIR", str(REPO / "target" / "bench-logs"))
     harness.install_signal_handlers()  # SIGTERM too stops every process the bench started
 
-    runs = args.runs or RUNS
-    runs = [r for r in runs if not args.only or r[0] == args.only]
-    setups = args.setups or (DEFAULT_SETUPS + (PEER_SETUPS if args.trino_lb else []))
-    if args.trino_lb and not args.trino_lb.is_file():
-        raise SystemExit(f"--trino-lb {args.trino_lb}: no such file")
-    bench = Bench(setups, args.duration, args.warmup, args.trino_lb)
-    results: dict[tuple[str, int], dict[str, dict]] = {}
-    raw: list[dict] = []
-    try:
-        for i, (mix, conns) in enumerate(runs):
-            rounds: dict[str, list[dict]] = {key: [] for key in setups}
-            for n in range(args.rounds):
-                shift = (i + n) % len(setups)
-                for key in setups[shift:] + setups[:shift]:
-                    print(f"  {mix:9} {conns:3} conns  {key:15} round {n + 1} ...", end="", flush=True,
-                          file=sys.stderr)
-                    r = bench.run(key, mix, conns)
-                    rounds[key].append(r)
-                    raw.append({"mix": mix, "connections": conns, "setup": key, "round": n + 1, **r})
-                    print(f" {r['queries_per_s']:9.1f} q/s {r['requests_per_s']:9.1f} req/s {r['mb_per_s']:8.1f} MB/s"
-                          f"  errors {r['errors']}", file=sys.stderr)
-            results[(mix, conns)] = {key: median_run(rs) for key, rs in rounds.items()}
-        peak = bench.peak_rss()
-        ext_proc = bench.ext_proc_stats()
-    finally:
-        bench.stop()
-
-    errors = sum(r["errors"] for per in results.values() for r in per.values())
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    command = "scripts/bench" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
-    report = [
-        "# Data-path benchmark", "",
-        f"Run {now} on {machine()}.",
-        f"Command: `{command}` ({args.rounds} interleaved rounds per set-up, the median run reported; "
-        f"{args.duration:g} s measured after {args.warmup:g} s warm-up per run; "
-        f"2 emulated clusters; (c) has {len(RULES)} statement rules). "
-        "Ratios compare set-ups measured in the same run; the machine is shared and noisy: the last column but "
-        "one gives each set-up's spread over the rounds.",
-    ]
-    if args.trino_lb:
-        report.append(f"trino-lb: `{trino_lb_version(args.trino_lb)}` (built as README: Benchmark says).")
-    report += ["", "Set-ups:", ""]
-    report += [f"- {SETUPS[k].label} `{k}`: {SETUPS[k].what}" for k in setups] + [""]
-    report += summary(results)
-    for (mix, conns), per in results.items():
-        report += scenario_table(mix, conns, per)
-    report += ["## Peak RSS (VmHWM at the end of the run)", "", "| process | MiB |", "|---|---:|"]
-    report += [f"| {name} | {rss / 2**20:.1f} |" for name, rss in peak.items()] + [""]
-    report += ext_proc_table(ext_proc)
-    router_rss = max((v for k, v in peak.items() if k.startswith("router")), default=None)
-    report += targets(results, router_rss)
-    report.append(f"Errors in all runs: {errors}.")
-    text = "\n".join(report) + "\n"
+    if args.from_json:
+        data = json.loads(args.from_json.read_text())
+        data["rerendered"] = "scripts/bench " + " ".join(sys.argv[1:])
+    else:
+        data = measure(args)
+    text, errors = render(data)
     print(text)
-    if args.json:
-        args.json.write_text(json.dumps({"command": command, "machine": machine(), "runs": raw}, indent=1))
-    complete = not args.only and not args.runs and not args.setups
+    if args.json and not args.from_json:
+        args.json.write_text(json.dumps(data, indent=1))
+    complete = not args.only and not args.runs and not args.setups and not args.from_json
     target = args.results or (RESULTS if complete else None)
     if target and not args.no_write:
         target.write_text(text)

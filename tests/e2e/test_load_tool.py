@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 
 import pytest
+import yaml
 
 import harness
+
+sys.path.insert(0, str(harness.REPO_ROOT / "benches"))
+import datapath  # noqa: E402  (the benchmark's set-up builders)
 
 
 @pytest.mark.parametrize("mix", ["tiny", "short", "newquery", "paged"])
@@ -46,3 +51,31 @@ def test_the_tiny_mix_is_the_shortest_query_trino_has(stack):
     slack = 2 * report["connections"]
     assert abs(report["followups"] - 2 * report["queries"]) <= slack, report
     assert abs(report["latency_ms"]["post"]["count"] - report["queries"]) <= report["connections"], report
+
+
+@pytest.mark.parametrize("kind", ["rules", "headers"])
+def test_the_bench_set_ups_envoy_accepts(kind):
+    """benches/datapath.py builds its cost-study set-ups by editing envoy-config's output (learned routes
+    written in, learn off or observing, one-message, STREAMED without waiting, native weighted clusters):
+    each must stay a bootstrap Envoy 1.40 accepts, and must still find the routes and filters it edits."""
+    extra = {"rules": datapath.RULES} if kind == "rules" else {"placement_from_sql": False}
+    clusters = [("a", "http://127.0.0.1:18081", "adhoc"), ("b", "http://127.0.0.1:18082", "adhoc")]
+    doc = harness.router_config_doc(clusters, extra=extra)
+    path = harness.write_yaml(harness.scratch_dir("bench-set-ups") / "router.yaml", doc)
+    rds = yaml.safe_load(harness.render_envoy_config(path, "127.0.0.1:50051"))
+    static = yaml.safe_load(harness.render_envoy_config(path, "127.0.0.1:50051", static_routes=True))
+    ids = {"a": "abcde", "b": "fghij"}
+    learned = datapath.with_learned_routes(static, ids)
+    routes = datapath.hcm_of(learned)["route_config"]["virtual_hosts"][0]["routes"]
+    assert [r["name"] for r in routes[-3:]] == ["learned-a", "learned-b", "trino"], [r["name"] for r in routes]
+    variants = {
+        "envoy": datapath.static_envoy_bootstrap(rds),
+        "no-learn": datapath.without_learn(learned),
+        "observe-learn": datapath.observing_learn(learned),
+        "nowait": datapath.body_without_waiting(learned),
+        "one-message": datapath.one_message(learned),
+        "native": datapath.native_bootstrap(static, ids),
+    }
+    for name, bootstrap in variants.items():
+        out = harness.validate_envoy_config(yaml.safe_dump(bootstrap))
+        assert out.returncode == 0, f"{name}: {out.stdout[-2000:]}{out.stderr[-2000:]}"
