@@ -19,11 +19,11 @@ use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use trino_router::config::{Config, Overrides};
-use trino_router::decision::{Basis, Decision, RequestFacts};
-use trino_router::request_facts::RequestInfo;
-use trino_router::routing::Router;
-use trino_router::statement::{Defaults, Limits, StatementKind, analyze};
+use trino_router::domain::client_request::RequestInfo;
+use trino_router::domain::config::{Config, Overrides};
+use trino_router::domain::decision::{Basis, Decision, RequestFacts};
+use trino_router::domain::statement::{Defaults, Limits, StatementKind, analyze};
+use trino_router::state::router::Router;
 
 const CLUSTERS: &str = "
 listen: 127.0.0.1:0

@@ -39,9 +39,9 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
 };
 use envoy_types::pb::google::protobuf::value::Kind;
 use libfuzzer_sys::fuzz_target;
-use trino_router::ext_proc::messages::{LearnNote, Phase, QueryLine, pass, with_note};
-use trino_router::ext_proc::stream::{ProcessingStream, Role, Step};
-use trino_router::routing::{Router, Snapshot};
+use trino_router::envoy::ext_proc::messages::{LearnNote, Phase, QueryLine, pass, with_note};
+use trino_router::envoy::ext_proc::stream::{ProcessingStream, Role, Step};
+use trino_router::state::router::{Router, Snapshot};
 use trino_router_fuzz::{
     Answer, answer_of, changes_anything, fresh_router, header_lines, header_map, phase_of,
 };

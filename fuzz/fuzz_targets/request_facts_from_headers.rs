@@ -16,11 +16,11 @@
 use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
-use trino_router::decision::{Basis, Decision, RequestFacts, permitted_routing_group};
-use trino_router::ext_proc::messages::header_pairs;
-use trino_router::request_facts::RequestInfo;
-use trino_router::routing::Router;
-use trino_router::statement::{Defaults, Limits, analyze_execute};
+use trino_router::domain::decision::{Basis, Decision, RequestFacts, permitted_routing_group};
+use trino_router::envoy::ext_proc::messages::header_pairs;
+use trino_router::domain::client_request::RequestInfo;
+use trino_router::state::router::Router;
+use trino_router::domain::statement::{Defaults, Limits, analyze_execute};
 use trino_router_fuzz::{fresh_router, header_lines, header_map};
 
 fuzz_target!(|data: &[u8]| {

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use crate::tls::{CoordinatorTls, coordinator_client};
+use crate::domain::config::tls::{CoordinatorTls, coordinator_client};
 
 /// The clients made so far, and the TLS settings they were made with.
 pub struct CoordinatorClients {
@@ -42,7 +42,7 @@ impl CoordinatorClients {
 pub fn describe(error: &reqwest::Error) -> String {
     if error.is_timeout() {
         "timed out".to_owned()
-    } else if let Some(tls) = crate::tls::tls_failure(error) {
+    } else if let Some(tls) = crate::domain::config::tls::tls_failure(error) {
         format!("TLS handshake failed: {tls}")
     } else {
         error.to_string()

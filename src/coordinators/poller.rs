@@ -15,10 +15,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::task::JoinSet;
 
-use crate::config::Credentials;
-use crate::coordinator_http::{CoordinatorClients, describe};
-use crate::health::{Observation, Thresholds};
-use crate::routing::{Router, Snapshot, log_health_change};
+use crate::coordinators::http::{CoordinatorClients, describe};
+use crate::domain::config::Credentials;
+use crate::domain::health::{Observation, Thresholds};
+use crate::state::router::{Router, Snapshot, log_health_change};
 
 /// Polls every cluster of the current config, forever (or until the task is dropped).
 pub struct Poller {
@@ -146,7 +146,9 @@ async fn poll_health(client: &reqwest::Client, base: &str, timeout: Duration) ->
     let info = match client.get(format!("{base}/v1/info")).timeout(timeout).send().await {
         Ok(response) if response.status().is_success() => response,
         Ok(response) => return Observation::Failed(format!("/v1/info answered {}", response.status())),
-        Err(e) if e.is_connect() && crate::tls::tls_failure(&e).is_none() => return Observation::Refused,
+        Err(e) if e.is_connect() && crate::domain::config::tls::tls_failure(&e).is_none() => {
+            return Observation::Refused;
+        }
         Err(e) => return Observation::Failed(format!("/v1/info: {}", describe(&e))),
     };
     let starting = match info.bytes().await.map(|b| serde_json::from_slice::<ServerInfo>(&b)) {
@@ -165,7 +167,9 @@ async fn poll_health(client: &reqwest::Client, base: &str, timeout: Duration) ->
             }
         }
         Ok(response) => return Observation::Failed(format!("/v1/info/state answered {}", response.status())),
-        Err(e) if e.is_connect() && crate::tls::tls_failure(&e).is_none() => return Observation::Refused,
+        Err(e) if e.is_connect() && crate::domain::config::tls::tls_failure(&e).is_none() => {
+            return Observation::Refused;
+        }
         Err(e) => return Observation::Failed(format!("/v1/info/state: {}", describe(&e))),
     };
     Observation::Answered { starting, state }
@@ -219,18 +223,18 @@ async fn poll_stats(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, Overrides};
-    use crate::health::Health;
-    use crate::tls::testing::TestPki;
+    use crate::domain::config::tls::testing::TestPki;
+    use crate::domain::config::{Config, Overrides};
+    use crate::domain::health::Health;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// A coordinator stand-in serving `/v1/info` and `/v1/info/state` over HTTPS with a certificate for
     /// 127.0.0.1 signed by `pki`'s CA; one answer per connection.
     async fn https_coordinator(pki: &TestPki) -> std::net::SocketAddr {
-        crate::tls::install_crypto_provider();
+        crate::domain::config::tls::install_crypto_provider();
         let issued = pki.issue("coordinator", &["127.0.0.1"]);
-        let cert = crate::tls::read_certificates(&issued.cert).unwrap();
-        let key = crate::tls::read_private_key(&issued.key).unwrap();
+        let cert = crate::domain::config::tls::read_certificates(&issued.cert).unwrap();
+        let key = crate::domain::config::tls::read_private_key(&issued.key).unwrap();
         use rustls_pki_types::pem::PemObject;
         let chain =
             rustls_pki_types::CertificateDer::pem_slice_iter(&cert.pem).collect::<Result<_, _>>().unwrap();

@@ -10,10 +10,10 @@ use std::time::Duration;
 use moka::future::Cache;
 use tokio::task::JoinSet;
 
-use crate::coordinator_http::{CoordinatorClients, describe};
-use crate::query_id::QueryId;
-use crate::routing::Snapshot;
-use crate::tls::CoordinatorTls;
+use crate::coordinators::http::{CoordinatorClients, describe};
+use crate::domain::config::tls::CoordinatorTls;
+use crate::domain::query_id::QueryId;
+use crate::state::router::Snapshot;
 
 /// How long an answer (found or not) is reused.
 pub const ANSWER_TTL: Duration = Duration::from_secs(2);

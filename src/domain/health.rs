@@ -1,5 +1,5 @@
 //! A coordinator's health as the router judges it, from polls and passive signals. Pure: the poller
-//! ([`crate::poller`]) feeds observations in, this module says what state follows.
+//! ([`crate::coordinators::poller`]) feeds observations in, this module says what state follows.
 //!
 //! - A poll that shows `starting: true` → `Starting`; state `SHUTTING_DOWN` (or another non-`ACTIVE`
 //!   node state) → `ShuttingDown`; `ACTIVE` → counts toward `Healthy`.

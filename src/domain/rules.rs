@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use regex::Regex;
 use serde::Deserialize;
 
-use crate::request_facts::RequestInfo;
-use crate::statement::{
+use crate::domain::client_request::RequestInfo;
+use crate::domain::statement::{
     Defaults, Limits, StatementFacts, analyze, analyze_execute, execute_name, quick_placement,
 };
 

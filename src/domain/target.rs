@@ -4,7 +4,7 @@
 //! Paths are matched as Envoy passes them (`:path`, not decoded). A query id must appear literally: an
 //! encoded or malformed id in a query-id position is [`Target::BadQueryId`], never a guess.
 
-use crate::query_id::{QueryId, QueryIdError};
+use crate::domain::query_id::{QueryId, QueryIdError};
 
 /// The routing-relevant meaning of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]

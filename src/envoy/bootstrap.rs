@@ -28,8 +28,8 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::config::{Cluster, Config};
-use crate::ext_proc::messages::NOTE_NAMESPACE;
+use crate::domain::config::{Cluster, Config};
+use crate::envoy::ext_proc::messages::NOTE_NAMESPACE;
 
 /// Name of the Envoy cluster that reaches the router.
 pub const ROUTER_CLUSTER: &str = "trino-router";
@@ -283,7 +283,7 @@ fn trino_failure(message: &str, error_name: &str, error_type: &str) -> Value {
             "stats": { "state": "FAILED" },
             "error": {
                 "message": message,
-                "errorCode": crate::refusal::ROUTER_ERROR_CODE,
+                "errorCode": crate::domain::refusal::ROUTER_ERROR_CODE,
                 "errorName": error_name,
                 "errorType": error_type,
             },
@@ -639,7 +639,7 @@ fn retry_policy(after_sent: bool) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Overrides;
+    use crate::domain::config::Overrides;
     use std::path::Path;
 
     fn config() -> Config {
@@ -859,7 +859,7 @@ clusters:
 
     #[test]
     fn coordinator_ca_defaults_to_the_configs_and_ip_hosts_get_no_sni() {
-        use crate::tls::testing::TestPki;
+        use crate::domain::config::tls::testing::TestPki;
         let pki = TestPki::new("bootstrap");
         let text = format!(
             "listen: 127.0.0.1:1\ndefault_group: a\ncoordinator_tls: {{ca_file: '{}'}}\n\
@@ -880,7 +880,7 @@ clusters:
 
     #[test]
     fn envoys_tls_must_fit_the_routers() {
-        use crate::tls::testing::TestPki;
+        use crate::domain::config::tls::testing::TestPki;
         let pki = TestPki::new("fit");
         let router = pki.issue("router", &["127.0.0.1"]);
         let listen_tls = |client_ca: bool| {

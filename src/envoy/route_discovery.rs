@@ -30,10 +30,10 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::cluster_state::{ClusterRuntime, Operator};
-use crate::config::Config;
-use crate::envoy_bootstrap::{LearnedRoutes, ROUTE_CONFIG_NAME, route_config};
-use crate::routing::{Router, Snapshot};
+use crate::domain::config::Config;
+use crate::envoy::bootstrap::{LearnedRoutes, ROUTE_CONFIG_NAME, route_config};
+use crate::state::cluster_state::{ClusterRuntime, Operator};
+use crate::state::router::{Router, Snapshot};
 
 /// The RDS resource type.
 pub const ROUTE_TYPE_URL: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
@@ -297,7 +297,7 @@ impl RouteDiscoveryService for RouteDiscovery {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, Overrides};
+    use crate::domain::config::{Config, Overrides};
     use std::path::Path;
 
     fn config(extra: &str) -> Config {

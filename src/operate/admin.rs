@@ -7,14 +7,14 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use crate::api::admin_server::Admin;
-use crate::api::{
+use crate::domain::query_id::QueryId;
+use crate::operate::api::admin_server::Admin;
+use crate::operate::api::{
     Cluster, ClusterRequest, ListClustersRequest, ListClustersResponse, LocateQueryRequest,
     LocateQueryResponse,
 };
-use crate::cluster_state::Operator;
-use crate::query_id::QueryId;
-use crate::routing::{Router, Snapshot};
+use crate::state::cluster_state::Operator;
+use crate::state::router::{Router, Snapshot};
 
 /// Serves the admin API over the router's state.
 pub struct AdminService {
@@ -133,7 +133,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, Overrides};
+    use crate::domain::config::{Config, Overrides};
     use std::path::Path;
 
     fn service(token: Option<&str>) -> AdminService {

@@ -6,9 +6,9 @@ use tonic::Request;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
-use crate::api::admin_client::AdminClient;
-use crate::api::{Cluster, ClusterRequest, ListClustersRequest, LocateQueryRequest};
-use crate::cli::{AdminAction, AdminConnection};
+use crate::operate::api::admin_client::AdminClient;
+use crate::operate::api::{Cluster, ClusterRequest, ListClustersRequest, LocateQueryRequest};
+use crate::operate::cli::{AdminAction, AdminConnection};
 
 /// Runs one admin command; returns what to print.
 pub async fn run(connection: &AdminConnection, action: &AdminAction) -> Result<String, String> {
@@ -109,18 +109,20 @@ fn client_tls(connection: &AdminConnection) -> Result<Option<ClientTlsConfig>, S
         }
         return Ok(None);
     }
-    crate::tls::install_crypto_provider();
+    crate::domain::config::tls::install_crypto_provider();
     let mut tls = match &connection.ca_file {
         Some(path) => {
-            let ca = crate::tls::read_ca(path).map_err(|e| format!("--ca-file: {e}"))?;
+            let ca = crate::domain::config::tls::read_ca(path).map_err(|e| format!("--ca-file: {e}"))?;
             ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&*ca.pem))
         }
         None => ClientTlsConfig::new().with_native_roots(),
     };
     if let (Some(cert), Some(key)) = (&connection.cert_file, &connection.key_file) {
-        let cert = crate::tls::read_certificates(cert).map_err(|e| format!("--cert-file: {e}"))?;
-        let key = crate::tls::read_private_key(key).map_err(|e| format!("--key-file: {e}"))?;
-        crate::tls::check_key_matches(&cert, &key).map_err(|e| format!("--key-file: {e}"))?;
+        let cert =
+            crate::domain::config::tls::read_certificates(cert).map_err(|e| format!("--cert-file: {e}"))?;
+        let key =
+            crate::domain::config::tls::read_private_key(key).map_err(|e| format!("--key-file: {e}"))?;
+        crate::domain::config::tls::check_key_matches(&cert, &key).map_err(|e| format!("--key-file: {e}"))?;
         tls = tls.identity(Identity::from_pem(&*cert.pem, &*key.pem));
     }
     if let Some(name) = &connection.tls_server_name {

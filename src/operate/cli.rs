@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{Config, ConfigError, Overrides};
-use crate::envoy_bootstrap::{EnvoyTls, RouterTls};
+use crate::domain::config::{Config, ConfigError, Overrides};
+use crate::envoy::bootstrap::{EnvoyTls, RouterTls};
 
 #[derive(Debug, Parser)]
 #[command(

@@ -4,11 +4,11 @@
 
 use std::fmt::Write;
 
-use crate::config::{Config, RuleTest};
-use crate::decision::{ClusterView, Decision, RequestFacts, decide, requested_group};
-use crate::request_facts::RequestInfo;
-use crate::rules::{LazyStatement, RuleResult};
-use crate::statement::Limits;
+use crate::domain::client_request::RequestInfo;
+use crate::domain::config::{Config, RuleTest};
+use crate::domain::decision::{ClusterView, Decision, RequestFacts, decide, requested_group};
+use crate::domain::rules::{LazyStatement, RuleResult};
+use crate::domain::statement::Limits;
 
 /// Where the rules send a new statement: the rule that matched (if any) and the group.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,7 +24,8 @@ fn evaluate(config: &Config, request: &RequestInfo, sql: &str) -> (Verdict, Vec<
     let evaluation = config.rules.evaluate(request, &mut statement, true);
     let rule = evaluation.matched.map(|i| &config.rules.rules()[i]);
     let asked = Some(request.routing_group.as_str()).filter(|g| !g.is_empty());
-    let permitted = crate::decision::permitted_routing_group(config, asked, &request.user, &request.source);
+    let permitted =
+        crate::domain::decision::permitted_routing_group(config, asked, &request.user, &request.source);
     let group = requested_group(config, rule.map(|r| r.group), permitted);
     let verdict =
         Verdict { rule: rule.map(|r| r.name.clone()), group: config.groups[group].name.to_string() };
@@ -88,7 +89,12 @@ pub fn explain(config: &Config, request: &RequestInfo, sql: &str) -> String {
         Some(rule) => format!("rule {rule}"),
         None if config.group_named(request.routing_group.trim()).is_some() => {
             let asked = Some(request.routing_group.as_str());
-            match crate::decision::permitted_routing_group(config, asked, &request.user, &request.source) {
+            match crate::domain::decision::permitted_routing_group(
+                config,
+                asked,
+                &request.user,
+                &request.source,
+            ) {
                 Some(_) => "X-Trino-Routing-Group".to_owned(),
                 None => {
                     "default_group (the X-Trino-Routing-Group it names does not admit this user or source)"
@@ -143,7 +149,7 @@ fn run_rule_test(config: &Config, test: &RuleTest) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Overrides;
+    use crate::domain::config::Overrides;
     use std::path::Path;
 
     const CONFIG: &str = r#"

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::config::{Config, Overrides};
-use crate::routing::Router;
+use crate::domain::config::{Config, Overrides};
+use crate::state::router::Router;
 
 /// How often the file is compared with what was last loaded.
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -66,12 +66,12 @@ pub fn reload(router: &Router, path: &std::path::Path, overrides: &Overrides, wh
             let groups = config.groups.len();
             router.apply(config);
             tracing::info!(why, clusters, groups, "config reloaded");
-            crate::metrics::METRICS.reloaded(true);
+            crate::state::metrics::METRICS.reloaded(true);
             true
         }
         Err(e) => {
             tracing::error!(why, "config reload rejected, the previous config stays in force: {e}");
-            crate::metrics::METRICS.reloaded(false);
+            crate::state::metrics::METRICS.reloaded(false);
             false
         }
     }
@@ -80,7 +80,7 @@ pub fn reload(router: &Router, path: &std::path::Path, overrides: &Overrides, wh
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster_state::Operator;
+    use crate::state::cluster_state::Operator;
 
     const BEFORE: &str = "
 listen: 127.0.0.1:1

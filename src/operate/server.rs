@@ -22,13 +22,13 @@ use envoy_types::pb::envoy::service::route::v3::route_discovery_service_server::
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
-use crate::admin::AdminService;
-use crate::api::admin_server::AdminServer;
-use crate::config::{Config, Overrides};
-use crate::ext_proc::service::ExtProcService;
-use crate::poller::Poller;
-use crate::route_discovery::{RouteDiscovery, RouteTable, initial_table, publish};
-use crate::routing::Router;
+use crate::coordinators::poller::Poller;
+use crate::domain::config::{Config, Overrides};
+use crate::envoy::ext_proc::service::ExtProcService;
+use crate::envoy::route_discovery::{RouteDiscovery, RouteTable, initial_table, publish};
+use crate::operate::admin::AdminService;
+use crate::operate::api::admin_server::AdminServer;
+use crate::state::router::Router;
 
 /// After a shutdown signal, how long the router keeps serving while reporting NOT_SERVING, so that
 /// Envoy's health checks (every second, as envoy-config writes them) send new streams elsewhere.
@@ -72,8 +72,8 @@ pub struct Server {
 impl Server {
     /// Binds `config.listen`. With a `source`, the config file is watched and reloaded.
     pub async fn bind(config: Config, source: Option<ConfigSource>) -> std::io::Result<Server> {
-        crate::tls::install_crypto_provider();
-        let tls = config.listen_tls.as_ref().map(crate::tls::server_tls_config);
+        crate::domain::config::tls::install_crypto_provider();
+        let tls = config.listen_tls.as_ref().map(crate::domain::config::tls::server_tls_config);
         if let Some(tls) = &tls {
             // Fails here, before the router says it listens, rather than when it starts serving.
             tonic::transport::Server::builder().tls_config(tls.clone()).map_err(std::io::Error::other)?;
@@ -117,8 +117,9 @@ impl Server {
         });
         let (tables, tables_rx) = tokio::sync::watch::channel(Arc::new(self.routes));
         let publisher = tokio::spawn(publish(self.router.clone(), tables));
-        let metrics =
-            self.metrics.map(|listener| tokio::spawn(crate::metrics::serve(listener, self.router.clone())));
+        let metrics = self
+            .metrics
+            .map(|listener| tokio::spawn(crate::state::metrics::serve(listener, self.router.clone())));
         let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
         let mut stopped = stopping_rx.clone();
         let shutdown = async move {
@@ -133,11 +134,11 @@ impl Server {
             let _ = stopping.send(true);
         };
         let watcher = self.source.map(|source| {
-            tokio::spawn(crate::reload::watch(self.router.clone(), source.path, source.overrides))
+            tokio::spawn(crate::operate::reload::watch(self.router.clone(), source.path, source.overrides))
         });
 
         let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(crate::api::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(crate::operate::api::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .expect("the compiled descriptor sets are valid");
@@ -177,7 +178,7 @@ impl Server {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tls::testing::TestPki;
+    use crate::domain::config::tls::testing::TestPki;
     use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
     use tonic_health::pb::HealthCheckRequest;
     use tonic_health::pb::health_client::HealthClient;
@@ -207,7 +208,7 @@ mod tests {
     async fn check(
         addr: SocketAddr,
         ca: &std::path::Path,
-        identity: Option<&crate::tls::testing::Issued>,
+        identity: Option<&crate::domain::config::tls::testing::Issued>,
     ) -> Result<(), String> {
         let mut tls =
             ClientTlsConfig::new().ca_certificate(Certificate::from_pem(std::fs::read(ca).unwrap()));
@@ -249,23 +250,34 @@ mod tests {
         assert!(e.contains("UnknownIssuer") || e.contains("certificate"), "{e}");
 
         // `trino-router admin` over TLS: with the CA and a client certificate, and without.
-        let connection = |cert: Option<&crate::tls::testing::Issued>| crate::cli::AdminConnection {
-            server: format!("https://{addr}"),
-            token: Some("t".into()),
-            ca_file: Some(pki.ca.clone()),
-            cert_file: cert.map(|c| c.cert.clone()),
-            key_file: cert.map(|c| c.key.clone()),
-            tls_server_name: None,
+        let connection = |cert: Option<&crate::domain::config::tls::testing::Issued>| {
+            crate::operate::cli::AdminConnection {
+                server: format!("https://{addr}"),
+                token: Some("t".into()),
+                ca_file: Some(pki.ca.clone()),
+                cert_file: cert.map(|c| c.cert.clone()),
+                key_file: cert.map(|c| c.key.clone()),
+                tls_server_name: None,
+            }
         };
-        let listed =
-            crate::admin_client::run(&connection(Some(&envoy)), &crate::cli::AdminAction::Clusters).await;
+        let listed = crate::operate::admin_client::run(
+            &connection(Some(&envoy)),
+            &crate::operate::cli::AdminAction::Clusters,
+        )
+        .await;
         assert!(listed.as_ref().is_ok_and(|table| table.starts_with("CLUSTER")), "{listed:?}");
-        let refused = crate::admin_client::run(&connection(None), &crate::cli::AdminAction::Clusters).await;
+        let refused =
+            crate::operate::admin_client::run(&connection(None), &crate::operate::cli::AdminAction::Clusters)
+                .await;
         let e = refused.expect_err("no client certificate");
         assert!(e.contains("CertificateRequired"), "the error says why: {e}");
-        let plain =
-            crate::cli::AdminConnection { server: format!("http://{addr}"), ..connection(Some(&envoy)) };
-        let e = crate::admin_client::run(&plain, &crate::cli::AdminAction::Clusters).await.unwrap_err();
+        let plain = crate::operate::cli::AdminConnection {
+            server: format!("http://{addr}"),
+            ..connection(Some(&envoy))
+        };
+        let e = crate::operate::admin_client::run(&plain, &crate::operate::cli::AdminAction::Clusters)
+            .await
+            .unwrap_err();
         assert!(e.contains("must be https://"), "{e}");
         let _ = stop.send(());
     }

@@ -7,8 +7,8 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use crate::ext_proc::messages::QueryLine;
-use crate::routing::Router;
+use crate::envoy::ext_proc::messages::QueryLine;
+use crate::state::router::Router;
 
 /// New queries kept for the page.
 pub const RECENT: usize = 50;
@@ -103,7 +103,7 @@ mod tests {
 
     #[test]
     fn clusters_and_recent_queries_escaped() {
-        let router = crate::routing::one_cluster_router();
+        let router = crate::state::router::one_cluster_router();
         let line = QueryLine {
             user: "<script>alert(1)</script>".into(),
             cluster: "a".into(),

@@ -20,8 +20,8 @@ use std::time::Duration;
 use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 
-use crate::config::AffinitySettings;
-use crate::query_id::QueryId;
+use crate::domain::config::AffinitySettings;
+use crate::domain::query_id::QueryId;
 
 /// Coordinator ids kept at most; past this, new coordinators' queries are placed by exact entries.
 pub const MAX_COORDINATOR_IDS: usize = 65_536;

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use moka::sync::Cache;
 
-use crate::health::{Health, Observation, Thresholds, Tracker};
-use crate::query_id::QueryId;
+use crate::domain::health::{Health, Observation, Thresholds, Tracker};
+use crate::domain::query_id::QueryId;
 
 /// A query counts as in flight while its client was heard from this recently. Trino clients poll at
 /// least every second (long polls last at most one), so a silent query has finished or been abandoned.

@@ -1,6 +1,6 @@
 //! The router's Prometheus metrics: what it counts ([`METRICS`], one registry per process) and the HTTP
 //! endpoint that serves them as Prometheus text (`GET /metrics` on `metrics_listen`; `GET /` there is the
-//! status page, [`crate::status`]).
+//! status page, [`crate::operate::status_page`]).
 //!
 //! Counters are bumped where things happen (decisions in `ext_proc::stream`, lookups in `routing`,
 //! reloads in `reload`); the per-cluster gauges are read from the live snapshot at each scrape. Names
@@ -17,7 +17,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::routing::Router;
+use crate::state::router::Router;
 
 /// A new query's decision.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -206,7 +206,7 @@ impl Metrics {
         }
         for (cluster, runtime) in snapshot.config.clusters.iter().zip(&snapshot.clusters) {
             let labels = ClusterLabels { cluster: cluster.name.to_string() };
-            let healthy = runtime.health() == crate::health::Health::Healthy;
+            let healthy = runtime.health() == crate::domain::health::Health::Healthy;
             self.cluster_healthy.get_or_create(&labels).set(i64::from(healthy));
             self.cluster_accepts_new.get_or_create(&labels).set(i64::from(runtime.accepts_new_queries()));
             self.cluster_load.get_or_create(&labels).set(runtime.load() as i64);
@@ -239,7 +239,7 @@ pub async fn serve(listener: tokio::net::TcpListener, router: Arc<Router>) {
             "/",
             get(move || {
                 let router = page_router.clone();
-                async move { axum::response::Html(crate::status::render(&router)) }
+                async move { axum::response::Html(crate::operate::status_page::render(&router)) }
             }),
         );
     if let Err(error) = axum::serve(listener, app).await {
@@ -258,7 +258,7 @@ mod tests {
 
     #[test]
     fn prometheus_names_and_cluster_gauges() {
-        let router = crate::routing::one_cluster_router();
+        let router = crate::state::router::one_cluster_router();
         METRICS.new_query("adhoc", "a", Some("r"), Duration::from_micros(50));
         METRICS.reloaded(false);
         let rendered = METRICS.render(&router);

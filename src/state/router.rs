@@ -12,17 +12,19 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 
-use crate::affinity::Affinity;
-use crate::cluster_state::{ClusterRuntime, Operator};
-use crate::config::Config;
-use crate::decision::{Basis, ClusterView, Decision, PrefixedPath, RequestFacts, decide, decide_prefixed};
-use crate::discovery::Discovery;
-use crate::health::Health;
-use crate::query_id::QueryId;
-use crate::request_facts::RequestInfo;
-use crate::rules::LazyStatement;
-use crate::statement::Limits;
-use crate::target::{Target, classify};
+use crate::coordinators::query_lookup::Discovery;
+use crate::domain::client_request::RequestInfo;
+use crate::domain::config::Config;
+use crate::domain::decision::{
+    Basis, ClusterView, Decision, PrefixedPath, RequestFacts, decide, decide_prefixed,
+};
+use crate::domain::health::Health;
+use crate::domain::query_id::QueryId;
+use crate::domain::rules::LazyStatement;
+use crate::domain::statement::Limits;
+use crate::domain::target::{Target, classify};
+use crate::state::affinity::Affinity;
+use crate::state::cluster_state::{ClusterRuntime, Operator};
 
 /// The config and the run-time state of its clusters (same order as `config.clusters`).
 pub struct Snapshot {
@@ -182,7 +184,7 @@ impl Router {
         let timeout = snapshot.config.affinity.discovery_timeout;
         let started = std::time::Instant::now();
         let found = self.discovery.locate(snapshot.clone(), query, by_suffix, timeout).await;
-        crate::metrics::METRICS.looked_up(found.is_some(), started.elapsed());
+        crate::state::metrics::METRICS.looked_up(found.is_some(), started.elapsed());
         match found.and_then(|name| snapshot.cluster_by_name(&name)) {
             Some(cluster) => {
                 tracing::info!(query_id = %query, cluster = %snapshot.config.clusters[cluster].name, "discovered query owner");
@@ -268,7 +270,8 @@ impl Router {
 pub(crate) fn one_cluster_router() -> Router {
     let text = "listen: 127.0.0.1:1\ndefault_group: adhoc\nclusters:\n  - {name: a, url: 'http://127.0.0.1:1', group: adhoc}\n";
     Router::new(
-        Config::from_yaml(std::path::Path::new("t"), text, &crate::config::Overrides::default()).unwrap(),
+        Config::from_yaml(std::path::Path::new("t"), text, &crate::domain::config::Overrides::default())
+            .unwrap(),
     )
 }
 
@@ -283,8 +286,8 @@ pub fn log_health_change(cluster: &str, health: Health, why: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Overrides;
-    use crate::decision::Basis;
+    use crate::domain::config::Overrides;
+    use crate::domain::decision::Basis;
     use std::path::Path;
 
     fn router() -> Router {

@@ -14,8 +14,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::rules::{RawRule, RuleSet};
-use crate::tls::{CoordinatorTls, ListenTls};
+pub mod tls;
+
+use crate::domain::config::tls::{CoordinatorTls, ListenTls};
+use crate::domain::rules::{RawRule, RuleSet};
 
 /// The routing header Envoy routes on when the config names none.
 pub const DEFAULT_ROUTING_HEADER: &str = "x-trino-cluster";
@@ -533,16 +535,16 @@ impl RawConfig {
         let listen_tls = match &self.listen_tls {
             None => None,
             Some(raw) => {
-                let cert = crate::tls::read_certificates(&resolve(&raw.cert_file))
+                let cert = crate::domain::config::tls::read_certificates(&resolve(&raw.cert_file))
                     .map_err(|m| ("listen_tls.cert_file".to_owned(), m))?;
-                let key = crate::tls::read_private_key(&resolve(&raw.key_file))
+                let key = crate::domain::config::tls::read_private_key(&resolve(&raw.key_file))
                     .map_err(|m| ("listen_tls.key_file".to_owned(), m))?;
-                crate::tls::check_key_matches(&cert, &key)
+                crate::domain::config::tls::check_key_matches(&cert, &key)
                     .map_err(|m| ("listen_tls.key_file".to_owned(), m))?;
                 let client_ca = match &raw.client_ca_file {
                     None => None,
                     Some(path) => Some(
-                        crate::tls::read_ca(&resolve(path))
+                        crate::domain::config::tls::read_ca(&resolve(path))
                             .map_err(|m| ("listen_tls.client_ca_file".to_owned(), m))?,
                     ),
                 };
@@ -561,7 +563,7 @@ impl RawConfig {
                 ca: match &raw.ca_file {
                     None => None,
                     Some(path) => Some(
-                        crate::tls::read_ca(&resolve(path))
+                        crate::domain::config::tls::read_ca(&resolve(path))
                             .map_err(|m| ("coordinator_tls.ca_file".to_owned(), m))?,
                     ),
                 },
@@ -1081,7 +1083,7 @@ clusters:
 
     #[test]
     fn tls_files_are_read_and_checked() {
-        use crate::tls::testing::TestPki;
+        use crate::domain::config::tls::testing::TestPki;
         let pki = TestPki::new("config");
         let router = pki.issue("router", &["127.0.0.1", "router.example.com"]);
         let other = pki.issue("other", &["other.example.com"]);

@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use crate::config::{Config, Group};
-use crate::query_id::QueryId;
-use crate::refusal::Refusal;
-use crate::target::{Target, classify};
+use crate::domain::config::{Config, Group};
+use crate::domain::query_id::QueryId;
+use crate::domain::refusal::Refusal;
+use crate::domain::target::{Target, classify};
 
 /// The request facts a decision reads. Borrowed from the ext_proc message; header values that were not
 /// valid UTF-8 arrive as `None`.
@@ -249,8 +249,8 @@ fn is_statement_poll(facts: &RequestFacts<'_>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Overrides;
-    use crate::query_id::QueryIdError;
+    use crate::domain::config::Overrides;
+    use crate::domain::query_id::QueryIdError;
     use std::path::Path;
 
     const CONFIG: &str = "
@@ -471,7 +471,7 @@ clusters:
     fn pins_into_restricted_groups() {
         let mut config = config();
         let etl = config.group_named("etl").unwrap();
-        config.groups[etl].allow = Some(crate::config::GroupAccess {
+        config.groups[etl].allow = Some(crate::domain::config::GroupAccess {
             users: vec!["etl_bot".into()],
             sources: vec![regex::Regex::new("^airflow").unwrap()],
         });
@@ -598,7 +598,8 @@ clusters:
   - {name: e, url: 'http://127.0.0.1:2', group: etl}
 ";
         let config =
-            Config::from_yaml(std::path::Path::new("t"), text, &crate::config::Overrides::default()).unwrap();
+            Config::from_yaml(std::path::Path::new("t"), text, &crate::domain::config::Overrides::default())
+                .unwrap();
         let rows: [(Option<&str>, &str, &str, Option<&str>); 8] = [
             (Some("etl"), "etl_bot", "", Some("etl")),
             (Some("etl"), "alice", "airflow-dag-1", Some("etl")),

@@ -39,7 +39,7 @@ use sqlparser::keywords::Keyword;
 use sqlparser::parser::Parser;
 use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 
-use crate::query_id::QueryId;
+use crate::domain::query_id::QueryId;
 
 /// Deeper nesting of parentheses and brackets is not parsed: sqlparser's recursion limit (50, which
 /// also keeps its unprotected recursion within a 2 MiB stack) stops well before.

@@ -10,7 +10,7 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
 };
 use envoy_types::pb::envoy::r#type::v3::HttpStatus;
 
-use crate::refusal::LocalReply;
+use crate::domain::refusal::LocalReply;
 
 /// The value of header `name` (lower-case), if present and valid UTF-8. Envoy sends values in
 /// `raw_value`; older Envoys used `value`. With several values, the first wins.
@@ -88,7 +88,7 @@ pub struct QueryLine {
 impl QueryLine {
     /// Writes the line (`query_id` empty when not known) and shows it on the status page.
     pub fn log(&self, query_id: &str) {
-        crate::status::record(self, query_id);
+        crate::operate::status_page::record(self, query_id);
         tracing::info!(
             target: "trino_router::queries",
             query_id,
@@ -238,7 +238,8 @@ pub fn header_pairs(headers: Option<&HeaderMap>) -> impl Iterator<Item = (&str, 
 
 /// An answer Envoy sends to the client in the router's name; nothing goes upstream.
 pub fn refuse(local: &LocalReply) -> ProcessingResponse {
-    crate::metrics::METRICS.refused(local.details.strip_prefix("trino_router_").unwrap_or(local.details));
+    crate::state::metrics::METRICS
+        .refused(local.details.strip_prefix("trino_router_").unwrap_or(local.details));
     let mut set_headers = vec![set_header("content-type", local.content_type)];
     if let Some(seconds) = local.retry_after {
         set_headers.push(set_header("retry-after", &seconds.to_string()));

@@ -16,8 +16,8 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::stream::{ProcessingStream, Role, Step};
-use crate::envoy_bootstrap::ROLE_METADATA;
-use crate::routing::Router;
+use crate::envoy::bootstrap::ROLE_METADATA;
+use crate::state::router::Router;
 
 /// The `envoy.service.ext_proc.v3.ExternalProcessor` service.
 pub struct ExtProcService {
@@ -40,7 +40,7 @@ impl ExternalProcessor for ExtProcService {
     ) -> Result<Response<Replies>, Status> {
         let role = request.metadata().get(ROLE_METADATA).and_then(|v| v.to_str().ok());
         let role = Role::from_metadata(role);
-        crate::metrics::METRICS.stream_opened(role.as_str());
+        crate::state::metrics::METRICS.stream_opened(role.as_str());
         let machine = ProcessingStream::new(self.router.clone(), role);
         Ok(Response::new(Replies {
             role,
@@ -110,7 +110,7 @@ impl Stream for Replies {
                 Some(Err(status)) => {
                     // Envoy reset the stream (client gone, timeout): nothing left to answer.
                     tracing::debug!(%status, "ext_proc stream ended with an error");
-                    crate::metrics::METRICS.stream_failed(this.role.as_str());
+                    crate::state::metrics::METRICS.stream_failed(this.role.as_str());
                     this.done = true;
                 }
                 None => this.done = true,

@@ -25,17 +25,17 @@ use super::messages::{
     LearnNote, Phase, QueryLine, header, header_pairs, pass, read_note, refuse, route, with_note,
     with_response_body, with_response_headers, without_request_body,
 };
-use crate::decision::{
+use crate::domain::client_request::RequestInfo;
+use crate::domain::decision::{
     Basis, Decision, Pin, RequestFacts, permitted_routing_group, pin_refused_by, split_prefixed,
 };
-use crate::metrics::METRICS;
-use crate::query_id::{QueryId, QueryIdError};
-use crate::refusal::Refusal;
-use crate::request_facts::RequestInfo;
-use crate::routing::{Router, Snapshot};
-use crate::rules::LazyStatement;
-use crate::statement::Limits;
-use crate::target::{Target, classify};
+use crate::domain::query_id::{QueryId, QueryIdError};
+use crate::domain::refusal::Refusal;
+use crate::domain::rules::LazyStatement;
+use crate::domain::statement::Limits;
+use crate::domain::target::{Target, classify};
+use crate::state::metrics::METRICS;
+use crate::state::router::{Router, Snapshot};
 
 /// The routing-group header clients (and trino-gateway users) send.
 pub const ROUTING_GROUP_HEADER: &str = "x-trino-routing-group";
@@ -639,7 +639,7 @@ impl ProcessingStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, Overrides};
+    use crate::domain::config::{Config, Overrides};
     use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
     use envoy_types::pb::envoy::service::ext_proc::v3::processing_response::Response;
     use std::path::Path;
