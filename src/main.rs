@@ -74,7 +74,7 @@ fn main() -> ExitCode {
             }
             pairs.extend(user.map(|u| ("x-trino-user".to_owned(), u)));
             pairs.extend(source.map(|s| ("x-trino-source".to_owned(), s)));
-            let request = trino_router::domain::client_request::RequestInfo::from_headers(
+            let request = trino_router::domain::client_request::ClientRequest::from_headers(
                 pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
                 &loaded.jwt_user_claim,
             );

@@ -12,7 +12,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use trino_router::domain::decision::split_prefixed;
+use trino_router::domain::decision::follow_up::split_prefixed;
 use trino_router::domain::query_id::{COORDINATOR_ID_ALPHABET, MAX_LEN, QueryId, QueryIdError};
 use trino_router::domain::target::{Target, classify};
 

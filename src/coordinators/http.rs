@@ -1,10 +1,11 @@
 //! The HTTP clients of the router's own calls to coordinators (health polls, load statistics, discovery
 //! lookups): one per coordinator URL, so that each keeps its own connections (and, for the poller, its
-//! web-UI session cookie), made afresh when what they trust (`coordinator_tls`) changes with a reload.
+//! web-UI session cookie), made afresh when what they trust (`coordinator_tls`) changes with a reload;
+//! and how a failed call is described (a TLS failure named as such).
 
 use std::collections::HashMap;
 
-use crate::domain::config::tls::{CoordinatorTls, coordinator_client};
+use crate::domain::config::tls::CoordinatorTls;
 
 /// The clients made so far, and the TLS settings they were made with.
 pub struct CoordinatorClients {
@@ -42,9 +43,45 @@ impl CoordinatorClients {
 pub fn describe(error: &reqwest::Error) -> String {
     if error.is_timeout() {
         "timed out".to_owned()
-    } else if let Some(tls) = crate::domain::config::tls::tls_failure(error) {
+    } else if let Some(tls) = tls_failure(error) {
         format!("TLS handshake failed: {tls}")
     } else {
         error.to_string()
     }
+}
+
+/// Applies `tls` to an HTTP client for coordinators: which CAs it trusts for `https://` URLs.
+pub fn coordinator_client(
+    builder: reqwest::ClientBuilder,
+    tls: &CoordinatorTls,
+) -> Result<reqwest::ClientBuilder, String> {
+    crate::domain::config::tls::install_crypto_provider();
+    let Some(ca) = &tls.ca else {
+        return Ok(builder);
+    };
+    let certs = crate::domain::config::tls::ca_certificates(ca)?
+        .iter()
+        .map(|der| reqwest::Certificate::from_der(der))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("`{}`: {e}", ca.path.display()))?;
+    Ok(if tls.system_roots { builder.tls_certs_merge(certs) } else { builder.tls_certs_only(certs) })
+}
+
+/// When `error` (or an error it wraps) is a TLS failure, what went wrong, e.g. `invalid peer
+/// certificate: UnknownIssuer`.
+pub fn tls_failure(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+            return Some(tls.to_string());
+        }
+        // An io::Error hides the error it wraps from `source()`: look inside.
+        if let Some(inner) = error.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref())
+            && let Some(tls) = tls_failure(inner)
+        {
+            return Some(tls);
+        }
+        next = error.source();
+    }
+    None
 }

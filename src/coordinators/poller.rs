@@ -146,7 +146,7 @@ async fn poll_health(client: &reqwest::Client, base: &str, timeout: Duration) ->
     let info = match client.get(format!("{base}/v1/info")).timeout(timeout).send().await {
         Ok(response) if response.status().is_success() => response,
         Ok(response) => return Observation::Failed(format!("/v1/info answered {}", response.status())),
-        Err(e) if e.is_connect() && crate::domain::config::tls::tls_failure(&e).is_none() => {
+        Err(e) if e.is_connect() && crate::coordinators::http::tls_failure(&e).is_none() => {
             return Observation::Refused;
         }
         Err(e) => return Observation::Failed(format!("/v1/info: {}", describe(&e))),
@@ -167,7 +167,7 @@ async fn poll_health(client: &reqwest::Client, base: &str, timeout: Duration) ->
             }
         }
         Ok(response) => return Observation::Failed(format!("/v1/info/state answered {}", response.status())),
-        Err(e) if e.is_connect() && crate::domain::config::tls::tls_failure(&e).is_none() => {
+        Err(e) if e.is_connect() && crate::coordinators::http::tls_failure(&e).is_none() => {
             return Observation::Refused;
         }
         Err(e) => return Observation::Failed(format!("/v1/info/state: {}", describe(&e))),

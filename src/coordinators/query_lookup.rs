@@ -1,4 +1,4 @@
-//! Discovery on a miss: a query id the router cannot place is looked up on every cluster at once
+//! Finding a query on the coordinators: a query id the router cannot place is looked up on every cluster at once
 //! (`GET /v1/query/{id}`), with a short timeout. The first cluster that knows it (200, or 410 for a query
 //! it ran and already forgot) owns it. Answers — found or not — are cached briefly, and concurrent misses
 //! for the same coordinator id (or, for ambiguous ids, the same query id) share one lookup, so a burst
@@ -13,7 +13,8 @@ use tokio::task::JoinSet;
 use crate::coordinators::http::{CoordinatorClients, describe};
 use crate::domain::config::tls::CoordinatorTls;
 use crate::domain::query_id::QueryId;
-use crate::state::router::Snapshot;
+use crate::state::metrics::METRICS;
+use crate::state::router::{Learned, Router, Snapshot};
 
 /// How long an answer (found or not) is reused.
 pub const ANSWER_TTL: Duration = Duration::from_secs(2);
@@ -22,21 +23,40 @@ pub const ANSWER_TTL: Duration = Duration::from_secs(2);
 pub const ROUTER_USER: &str = "trino-router";
 
 /// Looks up query owners on the clusters.
-pub struct Discovery {
+pub struct QueryLookup {
     answers: Cache<String, Option<Arc<str>>>,
     clients: Mutex<CoordinatorClients>,
 }
 
-impl Default for Discovery {
+impl Default for QueryLookup {
     fn default() -> Self {
-        Discovery {
+        QueryLookup {
             answers: Cache::builder().time_to_live(ANSWER_TTL).max_capacity(100_000).build(),
             clients: Mutex::new(CoordinatorClients::new(false)),
         }
     }
 }
 
-impl Discovery {
+impl QueryLookup {
+    /// Asks the clusters who owns `query` and has the router learn the answer; returns whether an owner
+    /// was found.
+    pub async fn find_owner(&self, router: &Router, query: &QueryId) -> bool {
+        let snapshot = router.snapshot();
+        let by_suffix = query.coordinator_id().is_some_and(|s| !router.affinity().is_shared_suffix(s));
+        let timeout = snapshot.config.affinity.discovery_timeout;
+        let started = std::time::Instant::now();
+        let found = self.locate(snapshot.clone(), query, by_suffix, timeout).await;
+        METRICS.looked_up(found.is_some(), started.elapsed());
+        match found.and_then(|name| snapshot.cluster_by_name(&name)) {
+            Some(cluster) => {
+                tracing::info!(query_id = %query, cluster = %snapshot.config.clusters[cluster].name, "discovered query owner");
+                router.learn(&snapshot, Learned::QueryOwner { query: query.clone(), cluster });
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The name of the cluster that knows `query`, if any answers within `timeout`. `by_suffix`: the
     /// query's coordinator id is unambiguous, so one lookup serves every query of that coordinator.
     pub async fn locate(

@@ -1,6 +1,7 @@
-//! The facts about a new statement's HTTP request that routing rules can test: who asks (user, source,
-//! client tags and info), what they name (routing group, catalog, schema, session properties), and the
-//! raw headers. Pure: read from header pairs, once per new statement.
+//! What a new statement's HTTP request says, as routing rules test it (the CEL variable `request`): who
+//! asks (user, source, client tags and info), what they name (routing group, catalog, schema, session
+//! properties, transaction), and the raw headers. Pure: read from header pairs, once per new statement.
+//! Also the names of the Trino protocol headers the router reads or sets.
 //!
 //! The user is `X-Trino-User`; without it, the user of `Authorization: Basic`, or the configured claim of
 //! an `Authorization: Bearer` JWT. The JWT is only decoded, not verified: it picks a route, it grants
@@ -9,9 +10,20 @@
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 
-/// The request side of the facts rules see (CEL variable `request`).
+/// The routing-group header clients (and trino-gateway users) send.
+pub const ROUTING_GROUP_HEADER: &str = "x-trino-routing-group";
+
+/// The header with which a coordinator (`http-server.process-forwarded=true`) prefixes its URIs.
+pub const FORWARDED_PREFIX_HEADER: &str = "x-forwarded-prefix";
+
+/// Trino's transaction headers: the client's, and the coordinator's answers.
+pub const TRANSACTION_HEADER: &str = "x-trino-transaction-id";
+pub const STARTED_TRANSACTION_HEADER: &str = "x-trino-started-transaction-id";
+pub const CLEAR_TRANSACTION_HEADER: &str = "x-trino-clear-transaction-id";
+
+/// What a new statement's request says (the CEL variable `request` of the routing rules).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RequestInfo {
+pub struct ClientRequest {
     pub method: String,
     pub path: String,
     pub user: String,
@@ -29,14 +41,14 @@ pub struct RequestInfo {
     pub prepared_statements: String,
 }
 
-impl RequestInfo {
+impl ClientRequest {
     /// Reads the facts from `(name, value)` header pairs (pseudo-headers `:method` and `:path` included).
     /// `jwt_user_claim`: the claim that names the user in a bearer JWT.
     pub fn from_headers<'a>(
         pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
         jwt_user_claim: &str,
-    ) -> RequestInfo {
-        let mut info = RequestInfo::default();
+    ) -> ClientRequest {
+        let mut info = ClientRequest::default();
         let mut authorization = None;
         for (name, value) in pairs {
             let name = name.to_ascii_lowercase();
@@ -116,8 +128,8 @@ fn user_from_authorization(value: &str, jwt_user_claim: &str) -> Option<String> 
 mod tests {
     use super::*;
 
-    fn info(pairs: &[(&str, &str)]) -> RequestInfo {
-        RequestInfo::from_headers(pairs.iter().copied(), "sub")
+    fn info(pairs: &[(&str, &str)]) -> ClientRequest {
+        ClientRequest::from_headers(pairs.iter().copied(), "sub")
     }
 
     fn jwt(claims: &str) -> String {
@@ -150,7 +162,7 @@ mod tests {
         for (pairs, user) in cases {
             assert_eq!(info(&pairs).user, user, "{pairs:?}");
         }
-        let by_email = RequestInfo::from_headers([("authorization", bearer.as_str())], "email");
+        let by_email = ClientRequest::from_headers([("authorization", bearer.as_str())], "email");
         assert_eq!(by_email.user, "erin@example.com");
     }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
+use crate::domain::pin::Pin;
 use crate::domain::query_id::{QueryId, QueryIdError};
 
 /// Why the router answers a request itself.
@@ -27,10 +28,10 @@ pub enum Refusal {
     NoCapacity { group: Arc<str>, retry_after_seconds: u64 },
     /// A new statement must run on a cluster (its transaction's, or the one running the query it names)
     /// that is down or no longer configured.
-    PinnedClusterDown { cluster: Arc<str>, pin: crate::domain::decision::Pin },
+    PinnedClusterDown { cluster: Arc<str>, pin: Pin },
     /// A new statement is pinned (by its transaction, or by the query it names) to a cluster whose group
     /// does not admit the client.
-    PinnedGroupNotAllowed { cluster: Arc<str>, group: Arc<str>, pin: crate::domain::decision::Pin },
+    PinnedGroupNotAllowed { cluster: Arc<str>, group: Arc<str>, pin: Pin },
     /// A URL-placed path names a cluster the config does not have.
     UnknownClusterInPath(Arc<str>),
     /// A spooled segment whose cluster the router does not know.
@@ -95,12 +96,12 @@ impl Refusal {
                 "CLUSTER_UNAVAILABLE",
                 "trino_router_pinned_cluster_down",
                 match pin {
-                    crate::domain::decision::Pin::Transaction => {
+                    Pin::Transaction => {
                         format!(
                             "The transaction of this statement ran on cluster {cluster}, which is unavailable"
                         )
                     }
-                    crate::domain::decision::Pin::NamedQuery => {
+                    Pin::NamedQuery => {
                         format!(
                             "The query this statement names runs on cluster {cluster}, which is unavailable"
                         )
@@ -114,9 +115,8 @@ impl Refusal {
                 format!(
                     "{} cluster {cluster} of routing group {group}, which does not admit this user or source",
                     match pin {
-                        crate::domain::decision::Pin::Transaction =>
-                            "The transaction of this statement is on",
-                        crate::domain::decision::Pin::NamedQuery => "The query this statement names runs on",
+                        Pin::Transaction => "The transaction of this statement is on",
+                        Pin::NamedQuery => "The query this statement names runs on",
                     }
                 ),
             ),
@@ -209,8 +209,8 @@ mod tests {
             (Refusal::OwnerRemoved { query_id: id(), cluster: "old".into() }, 404, "QUERY_NOT_FOUND"),
             (Refusal::SpooledSegmentUnplaced, 404, "SPOOLED_SEGMENT_NOT_FOUND"),
             (Refusal::UnknownClusterInPath("x".into()), 404, "CLUSTER_NOT_FOUND"),
-            (Refusal::PinnedGroupNotAllowed { cluster: "e".into(), group: "etl".into(), pin: crate::domain::decision::Pin::Transaction }, 403, "PERMISSION_DENIED"),
-            (Refusal::PinnedClusterDown { cluster: "a".into(), pin: crate::domain::decision::Pin::Transaction }, 502, "CLUSTER_UNAVAILABLE"),
+            (Refusal::PinnedGroupNotAllowed { cluster: "e".into(), group: "etl".into(), pin: Pin::Transaction }, 403, "PERMISSION_DENIED"),
+            (Refusal::PinnedClusterDown { cluster: "a".into(), pin: Pin::Transaction }, 502, "CLUSTER_UNAVAILABLE"),
             (Refusal::OwnerDown { query_id: id(), cluster: "a".into(), as_query_failure: true }, 200, "CLUSTER_UNAVAILABLE"),
             (Refusal::OwnerDown { query_id: id(), cluster: "a".into(), as_query_failure: false }, 502, "CLUSTER_UNAVAILABLE"),
             (Refusal::NoCapacity { group: "adhoc".into(), retry_after_seconds: 2 }, 503, "NO_CLUSTER_AVAILABLE"),

@@ -5,8 +5,8 @@
 //! A condition is simple matchers (`match:` fact → value, list of values, or `{regex: ...}`; all must
 //! hold) and/or a CEL expression (`when:`) over the variables `request` and `statement`. The SQL text is
 //! analysed only when a rule that needs statement facts is reached, and only once per request. A CEL
-//! expression that fails at run time (a missing field, a wrong type) counts as "no match" and is logged
-//! once per rule, not per request.
+//! expression that fails at run time (a missing field, a wrong type) counts as "no match"; the
+//! evaluation names it, and the caller logs it once per rule ([`Rule::first_failure`]), not per request.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use regex::Regex;
 use serde::Deserialize;
 
-use crate::domain::client_request::RequestInfo;
+use crate::domain::client_request::ClientRequest;
 use crate::domain::statement::{
     Defaults, Limits, StatementFacts, analyze, analyze_execute, execute_name, quick_placement,
 };
@@ -159,18 +159,20 @@ pub struct Evaluation {
     pub matched: Option<usize>,
     /// Each rule tried, in order (only when asked for).
     pub trace: Vec<(usize, RuleResult)>,
+    /// The rules whose CEL condition failed (counted as no match), with why.
+    pub failures: Vec<(usize, String)>,
 }
 
 /// The statement facts of one request, analysed on first use.
 pub struct LazyStatement<'a> {
     sql: &'a str,
-    request: &'a RequestInfo,
+    request: &'a ClientRequest,
     limits: Limits,
     facts: Option<StatementFacts>,
 }
 
 impl<'a> LazyStatement<'a> {
-    pub fn new(sql: &'a str, request: &'a RequestInfo, limits: Limits) -> LazyStatement<'a> {
+    pub fn new(sql: &'a str, request: &'a ClientRequest, limits: Limits) -> LazyStatement<'a> {
         LazyStatement { sql, request, limits, facts: None }
     }
 
@@ -208,6 +210,14 @@ impl<'a> LazyStatement<'a> {
     /// Whether the SQL was analysed (for tests and traces).
     pub fn analysed(&self) -> bool {
         self.facts.is_some()
+    }
+}
+
+impl Rule {
+    /// True the first time this rule's failure is reported (a failing rule is logged once, not per
+    /// request; a reload compiles the rules anew).
+    pub fn first_failure(&self) -> bool {
+        !self.error_logged.swap(true, Ordering::Relaxed)
     }
 }
 
@@ -317,7 +327,7 @@ impl RuleSet {
     /// Tries the rules in order; the first that holds wins. With `trace`, records each rule tried.
     pub fn evaluate(
         &self,
-        request: &RequestInfo,
+        request: &ClientRequest,
         statement: &mut LazyStatement<'_>,
         trace: bool,
     ) -> Evaluation {
@@ -326,10 +336,8 @@ impl RuleSet {
         let mut context = CelContext { context: None, has_statement: false };
         for (index, rule) in self.rules.iter().enumerate() {
             let result = self.try_rule(rule, request, statement, &mut context);
-            if let RuleResult::Error(message) = &result
-                && !rule.error_logged.swap(true, Ordering::Relaxed)
-            {
-                tracing::warn!(rule = %rule.name, "rule failed and counts as no match (logged once): {message}");
+            if let RuleResult::Error(message) = &result {
+                evaluation.failures.push((index, message.clone()));
             }
             let matched = result == RuleResult::Matched;
             if trace {
@@ -346,7 +354,7 @@ impl RuleSet {
     fn try_rule(
         &self,
         rule: &Rule,
-        request: &RequestInfo,
+        request: &ClientRequest,
         statement: &mut LazyStatement<'_>,
         cel_context: &mut CelContext,
     ) -> RuleResult {
@@ -380,7 +388,7 @@ struct CelContext {
     has_statement: bool,
 }
 
-fn fact_holds(fact: &Fact, test: &Test, request: &RequestInfo, statement: &mut LazyStatement<'_>) -> bool {
+fn fact_holds(fact: &Fact, test: &Test, request: &ClientRequest, statement: &mut LazyStatement<'_>) -> bool {
     let any = |values: &[String]| values.iter().any(|v| test.holds(v));
     match fact {
         Fact::User => test.holds(&request.user),
@@ -406,7 +414,7 @@ fn strings(values: &[String]) -> cel::Value {
 }
 
 /// The CEL variable `request`; `headers` is an empty map unless `with_headers`.
-fn request_to_cel(request: &RequestInfo, with_headers: bool) -> cel::Value {
+fn request_to_cel(request: &ClientRequest, with_headers: bool) -> cel::Value {
     let mut headers: HashMap<String, cel::Value> = HashMap::new();
     for (name, value) in request.headers.iter().filter(|_| with_headers) {
         headers.entry(name.clone()).or_insert_with(|| cel::Value::from(value.as_str()));
@@ -492,10 +500,10 @@ mod tests {
   group: interactive
 "#;
 
-    fn request(headers: &[(&str, &str)]) -> RequestInfo {
+    fn request(headers: &[(&str, &str)]) -> ClientRequest {
         let mut pairs = vec![(":method", "POST"), (":path", "/v1/statement")];
         pairs.extend_from_slice(headers);
-        RequestInfo::from_headers(pairs, "sub")
+        ClientRequest::from_headers(pairs, "sub")
     }
 
     /// The rule that matches (or "none"), and whether the SQL was analysed.

@@ -29,14 +29,10 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use crate::domain::config::{Cluster, Config};
-use crate::envoy::ext_proc::messages::NOTE_NAMESPACE;
+use crate::envoy::protocol::{DECIDE_FILTER, LEARN_FILTER, NOTE_NAMESPACE, ROLE_METADATA};
 
 /// Name of the Envoy cluster that reaches the router.
 pub const ROUTER_CLUSTER: &str = "trino-router";
-/// Name of the ext_proc filter that decides where each request goes.
-pub const DECIDE_FILTER: &str = "trino-router.decide";
-/// Name of the ext_proc filter that learns the owner of each new query.
-pub const LEARN_FILTER: &str = "trino-router.learn";
 /// Name of the Trino listener (and its stats prefix).
 pub const LISTENER: &str = "trino";
 
@@ -94,9 +90,6 @@ pub fn check_tls(config: &Config, tls: &EnvoyTls) -> Result<(), String> {
 /// Envoy's per-message timeout for the router's filters. Past it, decide answers 503 (nothing was
 /// submitted) and learn lets the answer through unlearned.
 pub const MESSAGE_TIMEOUT: &str = "0.5s";
-
-/// The gRPC metadata key that tells the router which filter a stream comes from.
-pub const ROLE_METADATA: &str = "x-trino-router-role";
 
 /// The name of the route configuration (what Envoy asks the router for over RDS).
 pub const ROUTE_CONFIG_NAME: &str = LISTENER;

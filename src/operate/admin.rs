@@ -214,7 +214,9 @@ clusters:
         let admin = service(Some("t"));
         let snapshot = admin.router.snapshot();
         let id = QueryId::parse("20260101_120000_00001_abcde").unwrap();
-        admin.router.learn(&snapshot, id.clone(), 1);
+        admin
+            .router
+            .learn(&snapshot, crate::state::router::Learned::QueryOwner { query: id.clone(), cluster: 1 });
         let found = admin
             .locate_query(with_token(LocateQueryRequest { query_id: id.to_string() }, "t"))
             .await

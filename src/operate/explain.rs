@@ -3,38 +3,93 @@
 //! before a rules change ships) and the rule test cases that `trino-router check` runs.
 
 use std::fmt::Write;
+use std::sync::Arc;
 
-use crate::domain::client_request::RequestInfo;
+use crate::domain::client_request::ClientRequest;
 use crate::domain::config::{Config, RuleTest};
-use crate::domain::decision::{ClusterView, Decision, RequestFacts, decide, requested_group};
+use crate::domain::decision::new_statement::{
+    GroupReason, NewStatement, NewStatementDecision, Outcome, Placed, decide,
+};
+use crate::domain::decision::{ClusterView, Lookups};
+use crate::domain::query_id::QueryId;
 use crate::domain::rules::{LazyStatement, RuleResult};
 use crate::domain::statement::Limits;
 
-/// Where the rules send a new statement: the rule that matched (if any) and the group.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verdict {
-    pub rule: Option<String>,
-    pub group: String,
+/// What `explain` assumes of the live state: every cluster healthy and idle, nothing learned.
+struct Idle;
+
+impl Lookups for Idle {
+    fn owner_of(&self, _: &QueryId) -> Option<Arc<str>> {
+        None
+    }
+
+    fn transaction_owner(&self, _: &str) -> Option<Arc<str>> {
+        None
+    }
+
+    fn view(&self, _: usize) -> ClusterView {
+        ClusterView { accepts_new: true, down: false, load: 0.0 }
+    }
+
+    fn turn(&self) -> usize {
+        0
+    }
 }
 
-/// Evaluates the rules (with a trace) and the group choice for one request.
-fn evaluate(config: &Config, request: &RequestInfo, sql: &str) -> (Verdict, Vec<(usize, RuleResult)>, usize) {
-    let limits = Limits { max_bytes: config.max_sql_bytes };
-    let mut statement = LazyStatement::new(sql, request, limits);
-    let evaluation = config.rules.evaluate(request, &mut statement, true);
-    let rule = evaluation.matched.map(|i| &config.rules.rules()[i]);
-    let asked = Some(request.routing_group.as_str()).filter(|g| !g.is_empty());
-    let permitted =
-        crate::domain::decision::permitted_routing_group(config, asked, &request.user, &request.source);
-    let group = requested_group(config, rule.map(|r| r.group), permitted);
-    let verdict =
-        Verdict { rule: rule.map(|r| r.name.clone()), group: config.groups[group].name.to_string() };
-    (verdict, evaluation.trace, group)
+/// The new-statement decision for `request` and `sql`, as the ext_proc stream makes it, with every rule
+/// traced, over [`Idle`] clusters.
+fn decide_offline(config: &Config, request: &ClientRequest, sql: &str) -> NewStatementDecision {
+    let statement = NewStatement { request, sql: Some(sql), may_look_up: false, trace_rules: true };
+    decide(config, &statement, &Idle)
 }
 
 /// The report `trino-router explain` prints.
-pub fn explain(config: &Config, request: &RequestInfo, sql: &str) -> String {
+pub fn explain(config: &Config, request: &ClientRequest, sql: &str) -> String {
     let mut out = String::new();
+    write_request(&mut out, request);
+    write_statement(&mut out, config, request, sql);
+    let decision = decide_offline(config, request, sql);
+    let _ = writeln!(out, "rules ({}):", config.rules.rules().len());
+    for (index, rule) in config.rules.rules().iter().enumerate() {
+        let result = match decision.rules.trace.iter().find(|(i, _)| *i == index).map(|(_, r)| r) {
+            Some(RuleResult::Matched) => "MATCHED".to_owned(),
+            Some(RuleResult::NotMatched) => "no match".to_owned(),
+            Some(RuleResult::Error(e)) => format!("error (counts as no match): {e}"),
+            None => "not tried (an earlier rule matched)".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "  {}. {} -> group {}: {result}",
+            index + 1,
+            rule.name,
+            config.groups[rule.group].name
+        );
+    }
+    let why = match decision.why {
+        GroupReason::Rule(rule) => format!("rule {}", config.rules.rules()[rule].name),
+        GroupReason::RoutingGroupHeader => "X-Trino-Routing-Group".to_owned(),
+        GroupReason::DefaultGroup if decision.refused_routing_group.is_some() => {
+            "default_group (the X-Trino-Routing-Group it names does not admit this user or source)".to_owned()
+        }
+        GroupReason::DefaultGroup => "default_group".to_owned(),
+    };
+    let cluster = match &decision.outcome {
+        Outcome::Route { cluster, placed: Placed::InGroup(_) } => config.clusters[*cluster].name.to_string(),
+        Outcome::Route { cluster, placed: Placed::Pinned(pin) } => {
+            format!("{} (pinned: {pin:?})", config.clusters[*cluster].name)
+        }
+        Outcome::Refuse(refusal) => format!("none ({refusal:?})"),
+        Outcome::LookUp(id) => format!("none (query {id} is unknown)"),
+    };
+    let _ = writeln!(
+        out,
+        "decision: {why} -> group {} -> cluster {cluster} (if every cluster were healthy and idle)",
+        config.groups[decision.group].name
+    );
+    out
+}
+
+fn write_request(out: &mut String, request: &ClientRequest) {
     let list = |items: &[String]| format!("[{}]", items.join(", "));
     let _ = writeln!(out, "request:");
     let _ = writeln!(out, "  method: {}  path: {}", request.method, request.path);
@@ -52,7 +107,10 @@ pub fn explain(config: &Config, request: &RequestInfo, sql: &str) -> String {
     );
     let session: Vec<String> = request.session.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let _ = writeln!(out, "  session: {}", list(&session));
+}
 
+fn write_statement(out: &mut String, config: &Config, request: &ClientRequest, sql: &str) {
+    let list = |items: &[String]| format!("[{}]", items.join(", "));
     let limits = Limits { max_bytes: config.max_sql_bytes };
     let mut statement = LazyStatement::new(sql, request, limits);
     let facts = statement.facts();
@@ -67,61 +125,6 @@ pub fn explain(config: &Config, request: &RequestInfo, sql: &str) -> String {
         list(&facts.tables_read),
         list(&facts.tables_written)
     );
-
-    let (verdict, trace, group) = evaluate(config, request, sql);
-    let _ = writeln!(out, "rules ({}):", config.rules.rules().len());
-    for (index, rule) in config.rules.rules().iter().enumerate() {
-        let result = match trace.iter().find(|(i, _)| *i == index).map(|(_, r)| r) {
-            Some(RuleResult::Matched) => "MATCHED".to_owned(),
-            Some(RuleResult::NotMatched) => "no match".to_owned(),
-            Some(RuleResult::Error(e)) => format!("error (counts as no match): {e}"),
-            None => "not tried (an earlier rule matched)".to_owned(),
-        };
-        let _ = writeln!(
-            out,
-            "  {}. {} -> group {}: {result}",
-            index + 1,
-            rule.name,
-            config.groups[rule.group].name
-        );
-    }
-    let why = match &verdict.rule {
-        Some(rule) => format!("rule {rule}"),
-        None if config.group_named(request.routing_group.trim()).is_some() => {
-            let asked = Some(request.routing_group.as_str());
-            match crate::domain::decision::permitted_routing_group(
-                config,
-                asked,
-                &request.user,
-                &request.source,
-            ) {
-                Some(_) => "X-Trino-Routing-Group".to_owned(),
-                None => {
-                    "default_group (the X-Trino-Routing-Group it names does not admit this user or source)"
-                        .to_owned()
-                }
-            }
-        }
-        None => "default_group".to_owned(),
-    };
-    let facts = RequestFacts {
-        method: "POST",
-        path: "/v1/statement",
-        routing_group: None,
-        rule_group: Some(group),
-        pinned: None,
-    };
-    let idle = |_| ClusterView { accepts_new: true, down: false, load: 0.0 };
-    let cluster = match decide(config, &facts, |_| None, idle, 0) {
-        Decision::Route { cluster, .. } => config.clusters[cluster].name.to_string(),
-        Decision::Refuse(refusal) => format!("none ({refusal:?})"),
-    };
-    let _ = writeln!(
-        out,
-        "decision: {why} -> group {} -> cluster {cluster} (if every cluster were healthy and idle)",
-        verdict.group
-    );
-    out
 }
 
 /// Runs the config's rule test cases: each name with `Ok` or what went wrong.
@@ -132,11 +135,12 @@ pub fn run_rule_tests(config: &Config) -> Vec<(String, Result<(), String>)> {
 fn run_rule_test(config: &Config, test: &RuleTest) -> Result<(), String> {
     let mut pairs: Vec<(&str, &str)> = vec![(":method", "POST"), (":path", "/v1/statement")];
     pairs.extend(test.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    let request = RequestInfo::from_headers(pairs, &config.jwt_user_claim);
-    let (verdict, _, _) = evaluate(config, &request, &test.sql);
-    let got_rule = verdict.rule.as_deref().unwrap_or("none");
-    if verdict.group != test.expect_group {
-        return Err(format!("expected group {}, got {} (rule {got_rule})", test.expect_group, verdict.group));
+    let request = ClientRequest::from_headers(pairs, &config.jwt_user_claim);
+    let decision = decide_offline(config, &request, &test.sql);
+    let got_rule = decision.rules.matched.map_or("none", |i| config.rules.rules()[i].name.as_str());
+    let got_group = &config.groups[decision.group].name;
+    if **got_group != *test.expect_group {
+        return Err(format!("expected group {}, got {got_group} (rule {got_rule})", test.expect_group));
     }
     match &test.expect_rule {
         Some(expected) if expected != got_rule => {
@@ -200,7 +204,7 @@ rule_tests:
 
     #[test]
     fn explain_shows_facts_rules_and_decision() {
-        let request = RequestInfo::from_headers(
+        let request = ClientRequest::from_headers(
             [
                 (":method", "POST"),
                 (":path", "/v1/statement"),

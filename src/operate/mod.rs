@@ -5,6 +5,7 @@ pub mod admin;
 pub mod admin_client;
 pub mod cli;
 pub mod explain;
+pub mod metrics_endpoint;
 pub mod reload;
 pub mod server;
 pub mod status_page;

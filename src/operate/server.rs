@@ -23,6 +23,8 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::coordinators::poller::Poller;
+use crate::coordinators::query_lookup::QueryLookup;
+use crate::domain::config::tls::ListenTls;
 use crate::domain::config::{Config, Overrides};
 use crate::envoy::ext_proc::service::ExtProcService;
 use crate::envoy::route_discovery::{RouteDiscovery, RouteTable, initial_table, publish};
@@ -38,6 +40,19 @@ pub const SHUTDOWN_DRAIN: Duration = Duration::from_millis(1500);
 /// milliseconds (a discovery lookup at most `affinity.discovery_timeout`); Envoy's per-message timeout is
 /// 0.5 s.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The tonic TLS settings of the gRPC listener.
+fn server_tls_config(tls: &ListenTls) -> tonic::transport::ServerTlsConfig {
+    let identity = tonic::transport::Identity::from_pem(&*tls.cert.pem, &*tls.key.pem);
+    let config = tonic::transport::ServerTlsConfig::new()
+        .identity(identity)
+        // A client that connects and says nothing must not hold a handshake slot for ever.
+        .timeout(std::time::Duration::from_secs(10));
+    match &tls.client_ca {
+        Some(ca) => config.client_ca_root(tonic::transport::Certificate::from_pem(&*ca.pem)),
+        None => config,
+    }
+}
 
 /// Reports the router ready (SERVING) or not, for every service name callers check.
 async fn set_health(reporter: &tonic_health::server::HealthReporter, ready: bool) {
@@ -73,7 +88,7 @@ impl Server {
     /// Binds `config.listen`. With a `source`, the config file is watched and reloaded.
     pub async fn bind(config: Config, source: Option<ConfigSource>) -> std::io::Result<Server> {
         crate::domain::config::tls::install_crypto_provider();
-        let tls = config.listen_tls.as_ref().map(crate::domain::config::tls::server_tls_config);
+        let tls = config.listen_tls.as_ref().map(server_tls_config);
         if let Some(tls) = &tls {
             // Fails here, before the router says it listens, rather than when it starts serving.
             tonic::transport::Server::builder().tls_config(tls.clone()).map_err(std::io::Error::other)?;
@@ -117,9 +132,9 @@ impl Server {
         });
         let (tables, tables_rx) = tokio::sync::watch::channel(Arc::new(self.routes));
         let publisher = tokio::spawn(publish(self.router.clone(), tables));
-        let metrics = self
-            .metrics
-            .map(|listener| tokio::spawn(crate::state::metrics::serve(listener, self.router.clone())));
+        let metrics = self.metrics.map(|listener| {
+            tokio::spawn(crate::operate::metrics_endpoint::serve(listener, self.router.clone()))
+        });
         let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
         let mut stopped = stopping_rx.clone();
         let shutdown = async move {
@@ -150,7 +165,10 @@ impl Server {
             .add_service(health_service)
             .add_service(reflection)
             .add_service(AdminServer::new(AdminService::new(self.router.clone())))
-            .add_service(ExternalProcessorServer::new(ExtProcService::new(self.router.clone())))
+            .add_service(ExternalProcessorServer::new(ExtProcService::new(
+                self.router.clone(),
+                Arc::new(QueryLookup::default()),
+            )))
             .add_service(RouteDiscoveryServiceServer::new(RouteDiscovery::new(tables_rx, stopping_rx)))
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown);
         let deadline = async {

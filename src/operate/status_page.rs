@@ -1,30 +1,11 @@
 //! The built-in status page (`GET /` on the metrics port): every cluster's state and load, and the most
-//! recent new queries, as one server-rendered HTML page that refreshes itself. Owns the ring of recent
-//! decisions it shows; everything else it reads from the live snapshot.
+//! recent new queries (kept by [`crate::state::telemetry`]), as one server-rendered HTML page that refreshes
+//! itself.
 
-use std::collections::VecDeque;
 use std::fmt::Write;
-use std::sync::Mutex;
-use std::time::SystemTime;
 
-use crate::envoy::ext_proc::messages::QueryLine;
 use crate::state::router::Router;
-
-/// New queries kept for the page.
-pub const RECENT: usize = 50;
-
-static RECENT_QUERIES: Mutex<VecDeque<(SystemTime, String, QueryLine)>> = Mutex::new(VecDeque::new());
-
-/// Remembers a new query for the page (its id when known); the oldest goes when [`RECENT`] are kept.
-pub fn record(line: &QueryLine, query_id: &str) {
-    let mut recent = RECENT_QUERIES.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if recent.len() == RECENT {
-        recent.pop_front();
-    }
-    let mut line = line.clone();
-    line.sql = None; // the page never shows SQL
-    recent.push_back((SystemTime::now(), query_id.to_owned(), line));
-}
+use crate::state::telemetry::recent_queries;
 
 /// The page.
 pub fn render(router: &Router) -> String {
@@ -62,8 +43,7 @@ pub fn render(router: &Router) -> String {
         "</table><h2>Recent new queries</h2><table id=\"recent\"><tr><th>time (UTC)</th><th>query id</th>\
          <th>user</th><th>source</th><th>group</th><th>cluster</th><th>rule</th><th>decision µs</th></tr>",
     );
-    let recent = RECENT_QUERIES.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    for (at, query_id, line) in recent.iter().rev() {
+    for (at, query_id, line) in recent_queries().iter().rev() {
         let _ = write!(
             html,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -100,17 +80,18 @@ fn escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::telemetry::QueryLine;
 
     #[test]
     fn clusters_and_recent_queries_escaped() {
-        let router = crate::state::router::one_cluster_router();
+        let router = crate::state::router::testing::one_cluster_router();
         let line = QueryLine {
             user: "<script>alert(1)</script>".into(),
             cluster: "a".into(),
             sql: Some("SELECT secret".into()),
             ..Default::default()
         };
-        record(&line, "20260101_000000_00001_abcde");
+        line.log("20260101_000000_00001_abcde");
         let page = render(&router);
         assert!(page.contains("<td>a</td><td>adhoc</td>"), "{page}");
         assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;") && !page.contains("<script>"));

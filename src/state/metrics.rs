@@ -6,8 +6,7 @@
 //! reloads in `reload`); the per-cluster gauges are read from the live snapshot at each scrape. Names
 //! follow Prometheus conventions: `trino_router_` prefix, `_total` counters, `_seconds` histograms.
 
-use std::net::SocketAddr;
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -218,47 +217,13 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` on `listener` until the task is dropped.
-pub async fn serve(listener: tokio::net::TcpListener, router: Arc<Router>) {
-    use axum::routing::get;
-    let page_router = router.clone();
-    let app = axum::Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let router = router.clone();
-                async move {
-                    (
-                        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-                        METRICS.render(&router),
-                    )
-                }
-            }),
-        )
-        .route(
-            "/",
-            get(move || {
-                let router = page_router.clone();
-                async move { axum::response::Html(crate::operate::status_page::render(&router)) }
-            }),
-        );
-    if let Err(error) = axum::serve(listener, app).await {
-        tracing::error!(%error, "the metrics endpoint stopped");
-    }
-}
-
-/// Binds the metrics endpoint's address (so callers learn the real port before serving).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn prometheus_names_and_cluster_gauges() {
-        let router = crate::state::router::one_cluster_router();
+        let router = crate::state::router::testing::one_cluster_router();
         METRICS.new_query("adhoc", "a", Some("r"), Duration::from_micros(50));
         METRICS.reloaded(false);
         let rendered = METRICS.render(&router);

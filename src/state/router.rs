@@ -1,5 +1,8 @@
-//! The router's live state and its questions: where does this request go ([`Router::decide`]), which
-//! cluster owns this new query ([`Router::learn`]), and what changed (health, operator, config).
+//! The router's live state and the door to it: where does this request go
+//! ([`Router::decide_new_statement`], [`Router::decide_follow_up`]: the pure decisions of
+//! [`crate::domain::decision`] over this state), what the router learned ([`Router::learn`], the one
+//! door through which anything is written to the affinity tables), and what changed (health, operator,
+//! config).
 //!
 //! The config and the per-cluster run-time state are published together as one immutable
 //! [`Snapshot`], swapped atomically on reload; a stream reads one snapshot for each decision. Run-time
@@ -12,17 +15,13 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 
-use crate::coordinators::query_lookup::Discovery;
-use crate::domain::client_request::RequestInfo;
 use crate::domain::config::Config;
-use crate::domain::decision::{
-    Basis, ClusterView, Decision, PrefixedPath, RequestFacts, decide, decide_prefixed,
-};
+use crate::domain::decision::follow_up::{self, Decision, FollowUp};
+use crate::domain::decision::new_statement::{self, NewStatement, NewStatementDecision, Outcome, Placed};
+use crate::domain::decision::{ClusterView, Lookups};
 use crate::domain::health::Health;
 use crate::domain::query_id::QueryId;
-use crate::domain::rules::LazyStatement;
-use crate::domain::statement::Limits;
-use crate::domain::target::{Target, classify};
+use crate::domain::target::Target;
 use crate::state::affinity::Affinity;
 use crate::state::cluster_state::{ClusterRuntime, Operator};
 
@@ -35,12 +34,12 @@ pub struct Snapshot {
 impl Snapshot {
     /// The index of the cluster whose routing-header value (Envoy cluster name) is `value`.
     pub fn cluster_by_header_value(&self, value: &str) -> Option<usize> {
-        self.config.clusters.iter().position(|c| &*c.envoy_cluster == value)
+        self.config.cluster_by_envoy_cluster(value)
     }
 
     /// The index of the cluster named `name`.
     pub fn cluster_by_name(&self, name: &str) -> Option<usize> {
-        self.config.clusters.iter().position(|c| &*c.name == name)
+        self.config.cluster_index(name)
     }
 
     fn view(&self, cluster: usize) -> ClusterView {
@@ -53,17 +52,108 @@ impl Snapshot {
     }
 }
 
+/// Whether a decision is the one that counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// It may be replaced by a later one (a new statement routed on its headers while its SQL is on the
+    /// way): nothing is recorded, no turn is taken.
+    Tentative,
+    /// It counts: a new query is recorded as dispatched, a turn among equals is taken.
+    Final,
+}
+
+/// Something the router learned: what [`Router::learn`] writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Learned {
+    /// `Config::clusters[cluster]` owns `query` (from its first answer, or a lookup).
+    QueryOwner { query: QueryId, cluster: usize },
+    /// `query` starts a transaction: its answers are watched for the transaction's id.
+    TransactionStarting(QueryId),
+    /// `Config::clusters[cluster]` started transaction `id`.
+    TransactionStarted { id: String, cluster: usize },
+    /// Transaction `id` ended.
+    TransactionEnded(String),
+}
+
 /// Shared by every ext_proc stream, the poller, the admin service and the reloader.
 pub struct Router {
     current: ArcSwap<Snapshot>,
     /// Every cluster's run-time state by name, including clusters a reload removed (they may return).
     runtimes: Mutex<HashMap<Arc<str>, Arc<ClusterRuntime>>>,
     affinity: Affinity,
-    discovery: Discovery,
     /// Something Envoy's learned routes depend on changed (see `route_discovery`).
     routes_changed: Notify,
     /// Breaks ties between equally loaded clusters (round-robin among equals).
     turn: AtomicUsize,
+}
+
+/// The live state as a decision asks for it.
+struct LiveLookups<'a> {
+    router: &'a Router,
+    snapshot: &'a Snapshot,
+    stage: Stage,
+}
+
+impl Lookups for LiveLookups<'_> {
+    fn owner_of(&self, query: &QueryId) -> Option<Arc<str>> {
+        self.router.affinity.owner_of(query)
+    }
+
+    fn transaction_owner(&self, id: &str) -> Option<Arc<str>> {
+        self.router.affinity.transaction_owner(id)
+    }
+
+    fn view(&self, cluster: usize) -> ClusterView {
+        self.snapshot.view(cluster)
+    }
+
+    fn turn(&self) -> usize {
+        match self.stage {
+            Stage::Final => self.router.turn.fetch_add(1, Ordering::Relaxed),
+            Stage::Tentative => self.router.turn.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What the router has learned, for reading: writes go through [`Router::learn`] only.
+#[derive(Clone, Copy)]
+pub struct AffinityView<'a>(&'a Affinity);
+
+impl AffinityView<'_> {
+    /// The cluster that owns `query`, if known.
+    pub fn owner_of(&self, query: &QueryId) -> Option<Arc<str>> {
+        self.0.owner_of(query)
+    }
+
+    /// Whether `query`'s answers are watched for the transaction it starts.
+    pub fn is_watched(&self, query: &QueryId) -> bool {
+        self.0.is_watched(query)
+    }
+
+    /// Whether a coordinator id is known to be ambiguous (so lookups must go by exact id).
+    pub fn is_shared_suffix(&self, suffix: &str) -> bool {
+        self.0.is_shared_suffix(suffix)
+    }
+
+    /// Coordinator ids known.
+    pub fn coordinator_ids(&self) -> usize {
+        self.0.coordinator_ids()
+    }
+
+    /// Exact entries remembered.
+    pub fn exact_entries(&self) -> u64 {
+        self.0.exact_entries()
+    }
+
+    /// See [`Affinity::coordinator_id_changes`].
+    pub fn coordinator_id_changes(&self) -> u64 {
+        self.0.coordinator_id_changes()
+    }
+
+    /// See [`Affinity::recent_coordinator_ids`].
+    pub fn recent_coordinator_ids(&self, cluster: &str, limit: usize) -> Vec<Box<str>> {
+        self.0.recent_coordinator_ids(cluster, limit)
+    }
 }
 
 impl Router {
@@ -75,7 +165,6 @@ impl Router {
             current: ArcSwap::from_pointee(snapshot),
             runtimes,
             affinity,
-            discovery: Discovery::default(),
             routes_changed: Notify::new(),
             turn: AtomicUsize::new(0),
         }
@@ -92,106 +181,59 @@ impl Router {
         self.current.load_full()
     }
 
-    pub fn affinity(&self) -> &Affinity {
-        &self.affinity
+    /// What the router has learned about where queries and transactions live.
+    pub fn affinity(&self) -> AffinityView<'_> {
+        AffinityView(&self.affinity)
     }
 
-    /// The routing rule (index into the config's rules) that picks the group of a new statement, if any;
-    /// `sql` is read only when a rule needs statement facts.
-    pub fn apply_rules(&self, snapshot: &Snapshot, request: &RequestInfo, sql: &str) -> Option<usize> {
-        let limits = Limits { max_bytes: snapshot.config.max_sql_bytes };
-        self.apply_rules_to(snapshot, request, &mut LazyStatement::new(sql, request, limits))
-    }
-
-    /// [`Router::apply_rules`] with a statement the caller may read facts from afterwards.
-    pub fn apply_rules_to(
+    /// Where a new statement goes ([`new_statement::decide`] on `snapshot`). A final decision that
+    /// places the statement in a group records the dispatch.
+    pub fn decide_new_statement(
         &self,
         snapshot: &Snapshot,
-        request: &RequestInfo,
-        statement: &mut LazyStatement<'_>,
-    ) -> Option<usize> {
-        let rules = &snapshot.config.rules;
-        if rules.is_empty() {
-            return None;
-        }
-        rules.evaluate(request, statement, false).matched
-    }
-
-    /// Where a request whose path names its cluster goes (URL-carried placement); records activity.
-    pub fn decide_prefixed(
-        &self,
-        snapshot: &Snapshot,
-        prefixed: &PrefixedPath<'_>,
-        facts: &RequestFacts<'_>,
-    ) -> Decision {
-        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
-        let decision = decide_prefixed(
-            &snapshot.config,
-            prefixed,
-            facts,
-            |id| self.affinity.owner_of(id),
-            |c| snapshot.view(c),
-            turn,
-        );
-        if let (Decision::Route { cluster, .. }, Target::Query(id)) =
-            (&decision, classify(facts.method, prefixed.rest))
+        statement: &NewStatement<'_>,
+        stage: Stage,
+    ) -> NewStatementDecision {
+        let lookups = LiveLookups { router: self, snapshot, stage };
+        let decision = new_statement::decide(&snapshot.config, statement, &lookups);
+        if let (Stage::Final, Outcome::Route { cluster, placed: Placed::InGroup(_) }) =
+            (stage, &decision.outcome)
         {
-            snapshot.clusters[*cluster].heard_from(&id);
+            snapshot.clusters[*cluster].dispatched();
         }
         decision
     }
 
-    /// Where this request would go, without recording it (a decision a later message may replace).
-    pub fn decide_tentatively(&self, snapshot: &Snapshot, facts: &RequestFacts<'_>) -> Decision {
-        let turn = self.turn.load(Ordering::Relaxed);
-        decide(&snapshot.config, facts, |id| self.affinity.owner_of(id), |c| snapshot.view(c), turn)
-    }
-
-    /// Where this request goes, decided on `snapshot`; records dispatches and activity.
-    pub fn decide(&self, snapshot: &Snapshot, facts: &RequestFacts<'_>) -> Decision {
-        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
-        let decision =
-            decide(&snapshot.config, facts, |id| self.affinity.owner_of(id), |c| snapshot.view(c), turn);
-        match &decision {
-            Decision::Route { cluster, basis: Basis::NewQuery { .. } } => {
-                snapshot.clusters[*cluster].dispatched()
-            }
-            Decision::Route { cluster, basis: Basis::QueryOwner(id) } => {
-                snapshot.clusters[*cluster].heard_from(id)
-            }
-            _ => {}
+    /// Where any other request goes ([`follow_up::decide`] on `snapshot`); records that the clients of
+    /// a query placed on a cluster are still there (queries in flight).
+    pub fn decide_follow_up(&self, snapshot: &Snapshot, request: &FollowUp<'_>) -> Decision {
+        let lookups = LiveLookups { router: self, snapshot, stage: Stage::Final };
+        let decision = follow_up::decide(&snapshot.config, request, &lookups);
+        if let (Decision::Route { cluster, .. }, Target::Query(id)) = (&decision, &request.target) {
+            snapshot.clusters[*cluster].heard_from(id);
         }
         decision
     }
 
-    /// Records that `snapshot.config.clusters[cluster]` owns `query`.
-    pub fn learn(&self, snapshot: &Snapshot, query: QueryId, cluster: usize) {
-        let name = snapshot.config.clusters[cluster].name.clone();
-        tracing::debug!(query_id = %query, cluster = %name, "learned query owner");
-        snapshot.clusters[cluster].heard_from(&query);
-        snapshot.clusters[cluster].learned_now();
-        let before = self.affinity.coordinator_id_changes();
-        self.affinity.learn(query, name);
-        if self.affinity.coordinator_id_changes() != before {
-            self.routes_changed.notify_one();
-        }
-    }
-
-    /// Asks the clusters who owns `query` and learns the answer; returns whether an owner was found.
-    pub async fn discover(&self, query: &QueryId) -> bool {
-        let snapshot = self.snapshot();
-        let by_suffix = query.coordinator_id().is_some_and(|s| !self.affinity.is_shared_suffix(s));
-        let timeout = snapshot.config.affinity.discovery_timeout;
-        let started = std::time::Instant::now();
-        let found = self.discovery.locate(snapshot.clone(), query, by_suffix, timeout).await;
-        crate::state::metrics::METRICS.looked_up(found.is_some(), started.elapsed());
-        match found.and_then(|name| snapshot.cluster_by_name(&name)) {
-            Some(cluster) => {
-                tracing::info!(query_id = %query, cluster = %snapshot.config.clusters[cluster].name, "discovered query owner");
-                self.learn(&snapshot, query.clone(), cluster);
-                true
+    /// Records what was learned: the one door to the affinity tables.
+    pub fn learn(&self, snapshot: &Snapshot, learned: Learned) {
+        match learned {
+            Learned::QueryOwner { query, cluster } => {
+                let name = snapshot.config.clusters[cluster].name.clone();
+                tracing::debug!(query_id = %query, cluster = %name, "learned query owner");
+                snapshot.clusters[cluster].heard_from(&query);
+                snapshot.clusters[cluster].learned_now();
+                let before = self.affinity.coordinator_id_changes();
+                self.affinity.learn(query, name);
+                if self.affinity.coordinator_id_changes() != before {
+                    self.routes_changed.notify_one();
+                }
             }
-            None => false,
+            Learned::TransactionStarting(query) => self.affinity.watch(query),
+            Learned::TransactionStarted { id, cluster } => {
+                self.affinity.learn_transaction(&id, snapshot.config.clusters[cluster].name.clone())
+            }
+            Learned::TransactionEnded(id) => self.affinity.forget_transaction(&id),
         }
     }
 
@@ -265,14 +307,23 @@ impl Router {
     }
 }
 
-/// A router over one cluster `a` (group `adhoc`) on an unused loopback port, for tests.
+/// Router fixtures for unit tests.
 #[cfg(test)]
-pub(crate) fn one_cluster_router() -> Router {
-    let text = "listen: 127.0.0.1:1\ndefault_group: adhoc\nclusters:\n  - {name: a, url: 'http://127.0.0.1:1', group: adhoc}\n";
-    Router::new(
-        Config::from_yaml(std::path::Path::new("t"), text, &crate::domain::config::Overrides::default())
-            .unwrap(),
-    )
+pub(crate) mod testing {
+    use std::sync::Arc;
+
+    use super::Router;
+    use crate::domain::config::testing::{ONE_CLUSTER, config};
+
+    /// A router over a config from YAML text.
+    pub fn router_from(yaml: &str) -> Arc<Router> {
+        Arc::new(Router::new(config(yaml)))
+    }
+
+    /// A router over one cluster `a` (group `adhoc`) on an unused loopback port.
+    pub fn one_cluster_router() -> Arc<Router> {
+        router_from(ONE_CLUSTER)
+    }
 }
 
 /// Logs a cluster's health change: one line per change.
@@ -285,13 +336,14 @@ pub fn log_health_change(cluster: &str, health: Health, why: &str) {
 
 #[cfg(test)]
 mod tests {
+    use super::testing::router_from;
     use super::*;
-    use crate::domain::config::Overrides;
-    use crate::domain::decision::Basis;
-    use std::path::Path;
+    use crate::domain::client_request::ClientRequest;
+    use crate::domain::config::testing::config;
+    use crate::domain::decision::follow_up::Basis;
+    use crate::domain::target::classify;
 
-    fn router() -> Router {
-        let text = "
+    const CLUSTERS: &str = "
 listen: 127.0.0.1:1
 default_group: adhoc
 clusters:
@@ -300,26 +352,21 @@ clusters:
   - {name: c, url: 'http://127.0.0.1:3', group: adhoc}
   - {name: e, url: 'http://127.0.0.1:4', group: etl, envoy_cluster: 'outbound|8080||e.svc'}
 ";
-        Router::new(Config::from_yaml(Path::new("t.yaml"), text, &Overrides::default()).unwrap())
-    }
 
     fn new_query(router: &Router, group: Option<&str>) -> usize {
-        let facts = RequestFacts {
-            method: "POST",
-            path: "/v1/statement",
-            routing_group: group,
-            rule_group: None,
-            pinned: None,
-        };
-        match router.decide(&router.snapshot(), &facts) {
-            Decision::Route { cluster, basis: Basis::NewQuery { .. } } => cluster,
+        let mut pairs = vec![(":method", "POST"), (":path", "/v1/statement")];
+        pairs.extend(group.map(|g| ("x-trino-routing-group", g)));
+        let request = ClientRequest::from_headers(pairs, "sub");
+        let statement = NewStatement { request: &request, sql: None, may_look_up: false, trace_rules: false };
+        match router.decide_new_statement(&router.snapshot(), &statement, Stage::Final).outcome {
+            Outcome::Route { cluster, placed: Placed::InGroup(_) } => cluster,
             other => panic!("{other:?}"),
         }
     }
 
     #[test]
     fn new_queries_spread_by_load() {
-        let router = router();
+        let router = router_from(CLUSTERS);
         let picks: Vec<usize> = (0..6).map(|_| new_query(&router, None)).collect();
         let mut counts = [0; 3];
         picks.iter().for_each(|&c| counts[c] += 1);
@@ -331,25 +378,51 @@ clusters:
     }
 
     #[test]
+    fn tentative_decisions_record_nothing() {
+        let router = router_from(CLUSTERS);
+        let request = ClientRequest::from_headers([(":method", "POST"), (":path", "/v1/statement")], "sub");
+        let statement = NewStatement { request: &request, sql: None, may_look_up: false, trace_rules: false };
+        let snapshot = router.snapshot();
+        for _ in 0..3 {
+            let d = router.decide_new_statement(&snapshot, &statement, Stage::Tentative);
+            assert!(matches!(d.outcome, Outcome::Route { cluster: 0, .. }), "no turn taken: {d:?}");
+        }
+        assert_eq!(snapshot.clusters.iter().map(|c| c.queries_routed()).sum::<u64>(), 0);
+    }
+
+    #[test]
     fn learned_owner_places_follow_ups() {
-        let router = router();
+        let router = router_from(CLUSTERS);
         let snapshot = router.snapshot();
         let id = QueryId::parse("20260101_120000_00001_abcde").unwrap();
         let path = format!("/v1/statement/executing/{id}/y/1");
-        let facts =
-            RequestFacts { method: "GET", path: &path, routing_group: None, rule_group: None, pinned: None };
-        assert!(matches!(router.decide(&snapshot, &facts), Decision::Refuse(_)));
-        router.learn(&snapshot, id.clone(), 2);
+        let request =
+            FollowUp { method: "GET", path: &path, target: classify("GET", &path), url_cluster: None };
+        assert!(matches!(router.decide_follow_up(&snapshot, &request), Decision::Refuse(_)));
+        router.learn(&snapshot, Learned::QueryOwner { query: id.clone(), cluster: 2 });
         assert_eq!(
-            router.decide(&snapshot, &facts),
+            router.decide_follow_up(&snapshot, &request),
             Decision::Route { cluster: 2, basis: Basis::QueryOwner(id) }
         );
         assert_eq!(snapshot.clusters[2].in_flight(), 1);
     }
 
     #[test]
+    fn transactions_are_learned_and_forgotten() {
+        let router = router_from(CLUSTERS);
+        let snapshot = router.snapshot();
+        let query = QueryId::parse("20260101_120000_00001_abcde").unwrap();
+        router.learn(&snapshot, Learned::TransactionStarting(query.clone()));
+        assert!(router.affinity().is_watched(&query));
+        router.learn(&snapshot, Learned::TransactionStarted { id: "tx-1".into(), cluster: 1 });
+        assert_eq!(router.affinity.transaction_owner("tx-1").as_deref(), Some("b"));
+        router.learn(&snapshot, Learned::TransactionEnded("tx-1".into()));
+        assert_eq!(router.affinity.transaction_owner("tx-1"), None);
+    }
+
+    #[test]
     fn header_values_map_back_to_clusters() {
-        let snapshot = router().snapshot();
+        let snapshot = router_from(CLUSTERS).snapshot();
         assert_eq!(snapshot.cluster_by_header_value("outbound|8080||e.svc"), Some(3));
         assert_eq!(snapshot.cluster_by_header_value("a"), Some(0));
         assert_eq!(snapshot.cluster_by_header_value("e"), None);
@@ -357,7 +430,7 @@ clusters:
 
     #[test]
     fn operator_and_passive_failures_steer_new_queries() {
-        let router = router();
+        let router = router_from(CLUSTERS);
         assert_eq!(router.set_operator("a", Operator::Draining), Some(Operator::Active));
         assert_eq!(router.set_operator("nope", Operator::Draining), None);
         let snapshot = router.snapshot();
@@ -368,7 +441,7 @@ clusters:
 
     #[test]
     fn reload_keeps_state_by_name() {
-        let router = router();
+        let router = router_from(CLUSTERS);
         router.set_operator("b", Operator::Draining);
         router.snapshot().clusters[2].coordinator_reported(9);
         let text = "
@@ -379,7 +452,7 @@ clusters:
   - {name: b, url: 'http://127.0.0.1:2', group: adhoc}
   - {name: e, url: 'http://127.0.0.1:4', group: adhoc, enabled: false}
 ";
-        router.apply(Config::from_yaml(Path::new("t.yaml"), text, &Overrides::default()).unwrap());
+        router.apply(config(text));
         let snapshot = router.snapshot();
         assert_eq!(snapshot.clusters[0].coordinator_queries(), Some(9), "c kept its load");
         assert_eq!(snapshot.clusters[1].operator(), Operator::Draining, "b is still draining");

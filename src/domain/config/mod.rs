@@ -16,6 +16,9 @@ use serde::{Deserialize, Deserializer};
 
 pub mod tls;
 
+#[cfg(test)]
+pub(crate) mod testing;
+
 use crate::domain::config::tls::{CoordinatorTls, ListenTls};
 use crate::domain::rules::{RawRule, RuleSet};
 
@@ -364,6 +367,16 @@ impl Config {
     /// The cluster with this name, if the config has it.
     pub fn cluster_named(&self, name: &str) -> Option<&Cluster> {
         self.clusters.iter().find(|c| &*c.name == name)
+    }
+
+    /// The index of the cluster with this name.
+    pub fn cluster_index(&self, name: &str) -> Option<usize> {
+        self.clusters.iter().position(|c| &*c.name == name)
+    }
+
+    /// The index of the cluster whose routing-header value (Envoy cluster name) is `value`.
+    pub fn cluster_by_envoy_cluster(&self, value: &str) -> Option<usize> {
+        self.clusters.iter().position(|c| &*c.envoy_cluster == value)
     }
 
     /// The path prefix that names `clusters[cluster]` under URL-carried placement (`{url_prefix}/{name}`).

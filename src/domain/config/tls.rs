@@ -124,53 +124,9 @@ fn private_key(path: &Path, pem: &[u8]) -> Result<PrivateKeyDer<'static>, String
     })
 }
 
-/// The tonic TLS settings of the gRPC listener.
-pub fn server_tls_config(tls: &ListenTls) -> tonic::transport::ServerTlsConfig {
-    let identity = tonic::transport::Identity::from_pem(&*tls.cert.pem, &*tls.key.pem);
-    let config = tonic::transport::ServerTlsConfig::new()
-        .identity(identity)
-        // A client that connects and says nothing must not hold a handshake slot for ever.
-        .timeout(std::time::Duration::from_secs(10));
-    match &tls.client_ca {
-        Some(ca) => config.client_ca_root(tonic::transport::Certificate::from_pem(&*ca.pem)),
-        None => config,
-    }
-}
-
-/// Applies `tls` to an HTTP client for coordinators: which CAs it trusts for `https://` URLs.
-pub fn coordinator_client(
-    builder: reqwest::ClientBuilder,
-    tls: &CoordinatorTls,
-) -> Result<reqwest::ClientBuilder, String> {
-    install_crypto_provider();
-    let Some(ca) = &tls.ca else {
-        return Ok(builder);
-    };
-    let certs = certificates(&ca.path, &ca.pem)?
-        .iter()
-        .map(|der| reqwest::Certificate::from_der(der))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("`{}`: {e}", ca.path.display()))?;
-    Ok(if tls.system_roots { builder.tls_certs_merge(certs) } else { builder.tls_certs_only(certs) })
-}
-
-/// When `error` (or an error it wraps) is a TLS failure, what went wrong, e.g. `invalid peer
-/// certificate: UnknownIssuer`.
-pub fn tls_failure(error: &(dyn std::error::Error + 'static)) -> Option<String> {
-    let mut next = Some(error);
-    while let Some(error) = next {
-        if let Some(tls) = error.downcast_ref::<rustls::Error>() {
-            return Some(tls.to_string());
-        }
-        // An io::Error hides the error it wraps from `source()`: look inside.
-        if let Some(inner) = error.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref())
-            && let Some(tls) = tls_failure(inner)
-        {
-            return Some(tls);
-        }
-        next = error.source();
-    }
-    None
+/// The certificates of a CA file read at load.
+pub fn ca_certificates(ca: &PemFile) -> Result<Vec<CertificateDer<'static>>, String> {
+    certificates(&ca.path, &ca.pem)
 }
 
 /// Certificates made at test time (rcgen): a CA and the certificates it signs, as PEM files in a

@@ -1,5 +1,7 @@
 //! The tonic glue of the ext_proc service: each `Process` call (one HTTP request in Envoy) becomes a
-//! [`ProcessingStream`] fed by the inbound messages, its replies streamed back in order.
+//! [`ProcessingStream`] — decode ([`super::messages`]), step the [`StreamMachine`], encode — fed by the
+//! inbound messages, its replies streamed back in order; a lookup the machine asks for is made with
+//! [`QueryLookup`] before reading on.
 //!
 //! No task is spawned per stream: the reply stream polls the inbound stream itself, so back-pressure is
 //! natural and a stream costs one small state object. When the machine asks for a discovery lookup, the
@@ -15,18 +17,44 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{ProcessingRequest, Processin
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::stream::{ProcessingStream, Role, Step};
-use crate::envoy::bootstrap::ROLE_METADATA;
+use super::messages::{decode, encode};
+use super::stream::{Role, Step, StreamMachine};
+use crate::coordinators::query_lookup::QueryLookup;
+use crate::domain::query_id::QueryId;
+use crate::envoy::protocol::ROLE_METADATA;
+use crate::state::metrics::METRICS;
 use crate::state::router::Router;
+
+/// One stream at the protobuf level: each message decoded, fed to the machine, its reply encoded.
+pub struct ProcessingStream {
+    machine: StreamMachine,
+}
+
+impl ProcessingStream {
+    pub fn new(router: Arc<Router>, role: Role) -> ProcessingStream {
+        ProcessingStream { machine: StreamMachine::new(router, role) }
+    }
+
+    /// Feeds one message from Envoy.
+    pub fn on_message(&mut self, message: ProcessingRequest) -> Step<Box<ProcessingResponse>> {
+        self.machine.on_message(decode(message)).map(|reply| Box::new(encode(reply)))
+    }
+
+    /// After a [`Step::Locate`] lookup: decide again with what was learned.
+    pub fn resume(&mut self) -> Step<Box<ProcessingResponse>> {
+        self.machine.resume().map(|reply| Box::new(encode(reply)))
+    }
+}
 
 /// The `envoy.service.ext_proc.v3.ExternalProcessor` service.
 pub struct ExtProcService {
     router: Arc<Router>,
+    lookup: Arc<QueryLookup>,
 }
 
 impl ExtProcService {
-    pub fn new(router: Arc<Router>) -> ExtProcService {
-        ExtProcService { router }
+    pub fn new(router: Arc<Router>, lookup: Arc<QueryLookup>) -> ExtProcService {
+        ExtProcService { router, lookup }
     }
 }
 
@@ -40,13 +68,14 @@ impl ExternalProcessor for ExtProcService {
     ) -> Result<Response<Replies>, Status> {
         let role = request.metadata().get(ROLE_METADATA).and_then(|v| v.to_str().ok());
         let role = Role::from_metadata(role);
-        crate::state::metrics::METRICS.stream_opened(role.as_str());
+        METRICS.stream_opened(role.as_str());
         let machine = ProcessingStream::new(self.router.clone(), role);
         Ok(Response::new(Replies {
             role,
             inbound: request.into_inner(),
             machine,
             router: self.router.clone(),
+            lookups: self.lookup.clone(),
             lookup: None,
             done: false,
         }))
@@ -59,14 +88,18 @@ pub struct Replies {
     inbound: Streaming<ProcessingRequest>,
     machine: ProcessingStream,
     router: Arc<Router>,
-    /// A discovery lookup the machine waits for.
+    lookups: Arc<QueryLookup>,
+    /// A lookup the machine waits for.
     lookup: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     done: bool,
 }
 
 impl Replies {
     /// Acts on a step; `Some` ends this poll with an item (or the end of the stream).
-    fn step(&mut self, step: Step) -> Option<Poll<Option<Result<ProcessingResponse, Status>>>> {
+    fn step(
+        &mut self,
+        step: Step<Box<ProcessingResponse>>,
+    ) -> Option<Poll<Option<Result<ProcessingResponse, Status>>>> {
         match step {
             Step::Reply(reply) => Some(Poll::Ready(Some(Ok(*reply)))),
             Step::Quiet => None,
@@ -75,14 +108,22 @@ impl Replies {
                 None
             }
             Step::Locate(query) => {
-                let router = self.router.clone();
-                self.lookup = Some(Box::pin(async move {
-                    router.discover(&query).await;
-                }));
+                self.lookup = Some(find_owner(self.lookups.clone(), self.router.clone(), query));
                 None
             }
         }
     }
+}
+
+/// The lookup of `query`, as a future the reply stream polls.
+fn find_owner(
+    lookups: Arc<QueryLookup>,
+    router: Arc<Router>,
+    query: QueryId,
+) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        lookups.find_owner(&router, &query).await;
+    })
 }
 
 impl Stream for Replies {
@@ -110,7 +151,7 @@ impl Stream for Replies {
                 Some(Err(status)) => {
                     // Envoy reset the stream (client gone, timeout): nothing left to answer.
                     tracing::debug!(%status, "ext_proc stream ended with an error");
-                    crate::state::metrics::METRICS.stream_failed(this.role.as_str());
+                    METRICS.stream_failed(this.role.as_str());
                     this.done = true;
                 }
                 None => this.done = true,
