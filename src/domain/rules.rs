@@ -228,83 +228,30 @@ impl RuleSet {
     }
 
     /// Compiles rules; `group_index` resolves group names. Errors are `(field, message)` with the field
-    /// relative to `rules[i]`.
+    /// as `rules[i]....`: the first problem of every rule that has one.
     pub fn compile(
         raw: &[RawRule],
         group_index: impl Fn(&str) -> Option<usize>,
-    ) -> Result<RuleSet, (String, String)> {
+    ) -> Result<RuleSet, Vec<(String, String)>> {
         let env = Arc::new(cel::Env::stdlib());
         let mut rules = Vec::with_capacity(raw.len());
+        let mut errors = Vec::new();
         let mut names = std::collections::HashSet::new();
         for (i, rule) in raw.iter().enumerate() {
-            let at = |field: &str| format!("rules[{i}].{field}");
-            if rule.name.trim().is_empty() {
-                return Err((at("name"), "must not be empty".to_owned()));
-            }
-            if !names.insert(rule.name.as_str()) {
-                return Err((at("name"), format!("another rule is named `{}` too", rule.name)));
-            }
-            let group = group_index(&rule.group)
-                .ok_or_else(|| (at("group"), format!("no group is named `{}`", rule.group)))?;
-            if rule.when.is_none() && rule.matches.is_empty() {
-                return Err((at("when"), "a rule needs `when`, `match`, or both".to_owned()));
-            }
-            let mut matchers = Vec::with_capacity(rule.matches.len());
-            for (fact, raw_test) in &rule.matches {
-                let field = at(&format!("match.{fact}"));
-                let parsed = Fact::parse(fact).map_err(|m| (field.clone(), m))?;
-                let test = match raw_test {
-                    RawMatcher::Equals(v) => Test::Equals(v.clone()),
-                    RawMatcher::AnyOf(v) => Test::AnyOf(v.clone()),
-                    RawMatcher::Regex { regex } => Test::Regex(
-                        Regex::new(regex)
-                            .map_err(|e| (field.clone(), format!("bad regular expression: {e}")))?,
-                    ),
-                };
-                matchers.push((parsed, test));
-            }
-            let when = match &rule.when {
-                None => None,
-                Some(source) => {
-                    let program = env.compile(source).map_err(|e| {
-                        (at("when"), format!("{}", e).replace("ERROR: <input>:", "CEL error at line:column "))
-                    })?;
-                    Some((source.clone(), program))
-                }
+            let named = if rule.name.trim().is_empty() {
+                Err((format!("rules[{i}].name"), "must not be empty".to_owned()))
+            } else if !names.insert(rule.name.as_str()) {
+                Err((format!("rules[{i}].name"), format!("another rule is named `{}` too", rule.name)))
+            } else {
+                Ok(())
             };
-            let needs_statement = matchers.iter().any(|(f, _)| f.needs_statement())
-                || when.as_ref().is_some_and(|(_, p)| p.references().has_variable("statement"));
-            let mut set_headers = Vec::with_capacity(rule.set_headers.len());
-            for (name, value) in &rule.set_headers {
-                let lower = name.to_ascii_lowercase();
-                let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-                if lower.is_empty()
-                    || !lower.bytes().all(token)
-                    || lower.starts_with("x-envoy-")
-                    || lower == "host"
-                {
-                    return Err((
-                        at(&format!("set_headers.{name}")),
-                        "not a header a rule may set".to_owned(),
-                    ));
-                }
-                if value.bytes().any(|b| b.is_ascii_control()) {
-                    return Err((
-                        at(&format!("set_headers.{name}")),
-                        "control characters in the value".to_owned(),
-                    ));
-                }
-                set_headers.push((lower, value.clone()));
+            match named.and_then(|()| compile_rule(i, rule, &env, &group_index)) {
+                Ok(compiled) => rules.push(compiled),
+                Err(error) => errors.push(error),
             }
-            rules.push(Rule {
-                name: rule.name.clone(),
-                group,
-                set_headers,
-                matchers,
-                when,
-                needs_statement,
-                error_logged: AtomicBool::new(false),
-            });
+        }
+        if !errors.is_empty() {
+            return Err(errors);
         }
         let cel_reads_headers =
             rules.iter().any(|r| r.when.as_ref().is_some_and(|(source, _)| source.contains("headers")));
@@ -380,6 +327,66 @@ impl RuleSet {
             Err(e) => RuleResult::Error(e.to_string()),
         }
     }
+}
+
+/// Compiles rule `raw[i]`: its first problem, if it has one.
+fn compile_rule(
+    i: usize,
+    rule: &RawRule,
+    env: &cel::Env,
+    group_index: impl Fn(&str) -> Option<usize>,
+) -> Result<Rule, (String, String)> {
+    let at = |field: &str| format!("rules[{i}].{field}");
+    let group = group_index(&rule.group)
+        .ok_or_else(|| (at("group"), format!("no group is named `{}`", rule.group)))?;
+    if rule.when.is_none() && rule.matches.is_empty() {
+        return Err((at("when"), "a rule needs `when`, `match`, or both".to_owned()));
+    }
+    let mut matchers = Vec::with_capacity(rule.matches.len());
+    for (fact, raw_test) in &rule.matches {
+        let field = at(&format!("match.{fact}"));
+        let parsed = Fact::parse(fact).map_err(|m| (field.clone(), m))?;
+        let test = match raw_test {
+            RawMatcher::Equals(v) => Test::Equals(v.clone()),
+            RawMatcher::AnyOf(v) => Test::AnyOf(v.clone()),
+            RawMatcher::Regex { regex } => Test::Regex(
+                Regex::new(regex).map_err(|e| (field.clone(), format!("bad regular expression: {e}")))?,
+            ),
+        };
+        matchers.push((parsed, test));
+    }
+    let when = match &rule.when {
+        None => None,
+        Some(source) => {
+            let program = env.compile(source).map_err(|e| {
+                (at("when"), format!("{}", e).replace("ERROR: <input>:", "CEL error at line:column "))
+            })?;
+            Some((source.clone(), program))
+        }
+    };
+    let needs_statement = matchers.iter().any(|(f, _)| f.needs_statement())
+        || when.as_ref().is_some_and(|(_, p)| p.references().has_variable("statement"));
+    let mut set_headers = Vec::with_capacity(rule.set_headers.len());
+    for (name, value) in &rule.set_headers {
+        let lower = name.to_ascii_lowercase();
+        let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        if lower.is_empty() || !lower.bytes().all(token) || lower.starts_with("x-envoy-") || lower == "host" {
+            return Err((at(&format!("set_headers.{name}")), "not a header a rule may set".to_owned()));
+        }
+        if value.bytes().any(|b| b.is_ascii_control()) {
+            return Err((at(&format!("set_headers.{name}")), "control characters in the value".to_owned()));
+        }
+        set_headers.push((lower, value.clone()));
+    }
+    Ok(Rule {
+        name: rule.name.clone(),
+        group,
+        set_headers,
+        matchers,
+        when,
+        needs_statement,
+        error_logged: AtomicBool::new(false),
+    })
 }
 
 /// The CEL context of one request, built on first use.
@@ -483,9 +490,10 @@ mod tests {
         GROUPS.iter().position(|g| *g == name)
     }
 
+    /// The rules, or the first problem.
     fn compile(yaml: &str) -> Result<RuleSet, (String, String)> {
         let raw: Vec<RawRule> = serde_norway::from_str(yaml).unwrap();
-        RuleSet::compile(&raw, group_index)
+        RuleSet::compile(&raw, group_index).map_err(|mut errors| errors.remove(0))
     }
 
     const ISSUE_RULES: &str = r#"
@@ -657,6 +665,15 @@ mod tests {
             assert_eq!(&got_field, field, "{yaml}");
             assert!(got_message.contains(message), "{yaml}: {got_message}");
         }
+    }
+
+    #[test]
+    fn every_rule_s_problem_is_reported() {
+        let yaml = "- {name: a, when: 'true', group: nope}\n- {name: ok, when: 'true', group: etl}\n- {name: a, when: 'true', group: etl}\n- {name: c, group: etl}";
+        let raw: Vec<RawRule> = serde_norway::from_str(yaml).unwrap();
+        let Err(errors) = RuleSet::compile(&raw, group_index) else { panic!("compiled") };
+        let fields: Vec<&str> = errors.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(fields, ["rules[0].group", "rules[2].name", "rules[3].when"]);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::domain::config::{Config, ConfigError, Overrides};
+use crate::domain::config::{Config, ConfigErrors, Overrides};
 use crate::envoy::bootstrap::{EnvoyTls, RouterTls};
 
 #[derive(Debug, Parser)]
@@ -181,7 +181,7 @@ pub struct ConfigArgs {
 }
 
 impl ConfigArgs {
-    pub fn load(&self) -> Result<Config, ConfigError> {
+    pub fn load(&self) -> Result<Config, ConfigErrors> {
         Config::load(&self.config, &self.overrides())
     }
 

@@ -70,7 +70,8 @@ pub fn reload(router: &Router, path: &std::path::Path, overrides: &Overrides, wh
             true
         }
         Err(e) => {
-            tracing::error!(why, "config reload rejected, the previous config stays in force: {e}");
+            let problems = e.to_string().replace('\n', "; ");
+            tracing::error!(why, "config reload rejected, the previous config stays in force: {problems}");
             crate::state::metrics::METRICS.reloaded(false);
             false
         }
