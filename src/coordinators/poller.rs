@@ -224,7 +224,7 @@ async fn poll_stats(
 mod tests {
     use super::*;
     use crate::domain::config::tls::testing::TestPki;
-    use crate::domain::config::{Config, Overrides};
+
     use crate::domain::health::Health;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -282,9 +282,7 @@ mod tests {
              coordinator_tls: {{ca_file: '{}'}}\n",
             ca.display()
         );
-        Arc::new(Router::new(
-            Config::from_yaml(std::path::Path::new("t.yaml"), &text, &Overrides::default()).unwrap(),
-        ))
+        Arc::new(Router::new(crate::domain::config::testing::config(&text)))
     }
 
     #[tokio::test]

@@ -632,8 +632,6 @@ fn retry_policy(after_sent: bool) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::config::Overrides;
-    use std::path::Path;
 
     fn config() -> Config {
         let text = "
@@ -644,7 +642,7 @@ clusters:
   - {name: trino-b, url: 'https://trino-b.example.com', group: adhoc}
   - {name: trino-etl, url: 'http://10.0.0.3:8080', group: etl, envoy_cluster: 'outbound|8080||trino-etl.data.svc.cluster.local'}
 ";
-        Config::from_yaml(Path::new("t"), text, &Overrides::default()).unwrap()
+        crate::domain::config::testing::config(text)
     }
 
     fn addresses() -> Addresses {
@@ -755,7 +753,7 @@ clusters:
   - {name: trino-a, url: 'http://127.0.0.1:1', group: adhoc}
   - {name: trino-b, url: 'http://127.0.0.1:2', group: adhoc, envoy_cluster: 'outbound|2||b'}
 ";
-        let config = Config::from_yaml(Path::new("t"), text, &Overrides::default()).unwrap();
+        let config = crate::domain::config::testing::config(text);
         let routes = route_config(&config, &[])["virtual_hosts"][0]["routes"].as_array().unwrap().clone();
         let names: Vec<&str> = routes.iter().map(|r| r["name"].as_str().unwrap()).collect();
         assert_eq!(
@@ -859,7 +857,7 @@ clusters:
              clusters: [{{name: a, url: 'https://127.0.0.1:8443', group: a}}]\n",
             pki.ca.display()
         );
-        let config = Config::from_yaml(Path::new("t"), &text, &Overrides::default()).unwrap();
+        let config = crate::domain::config::testing::config(&text);
         let b = bootstrap(&config, &addresses(), RouteSource::Static, &EnvoyTls::default());
         let socket = &b["static_resources"]["clusters"][0]["transport_socket"]["typed_config"];
         assert!(socket.get("sni").is_none(), "{socket}");
@@ -885,7 +883,7 @@ clusters:
                 router.cert.display(),
                 router.key.display()
             );
-            Config::from_yaml(Path::new("t"), &text, &Overrides::default()).unwrap()
+            crate::domain::config::testing::config(&text)
         };
         let server_only = RouterTls { ca: "/ca.pem".into(), server_name: None, client_cert: None };
         let mutual =
@@ -923,13 +921,10 @@ clusters:
             router: Some(RouterTls { ca: "/ca.pem".into(), server_name: None, client_cert: None }),
             coordinator_ca: None,
         };
-        let prefixed = Config::from_yaml(
-            Path::new("t"),
+        let prefixed = crate::domain::config::testing::config(
             "listen: 127.0.0.1:1\ndefault_group: a\nurl_prefix: /_trino\n\
              clusters: [{name: a, url: 'https://[::1]:8443', group: a}]\n",
-            &Overrides::default(),
-        )
-        .unwrap();
+        );
         for config in [config(), prefixed] {
             for routes in [RouteSource::Discovered, RouteSource::Static] {
                 for tls in [EnvoyTls::default(), server_tls.clone(), full_tls()] {

@@ -297,8 +297,7 @@ impl RouteDiscoveryService for RouteDiscovery {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::config::{Config, Overrides};
-    use std::path::Path;
+    use crate::domain::config::Config;
 
     fn config(extra: &str) -> Config {
         let text = format!(
@@ -311,7 +310,7 @@ clusters:
   - {{name: trino-b, url: 'http://127.0.0.1:2', group: adhoc, envoy_cluster: 'outbound|2||b'}}
 "
         );
-        Config::from_yaml(Path::new("t"), &text, &Overrides::default()).unwrap()
+        crate::domain::config::testing::config(&text)
     }
 
     fn learned(cluster: &str, ids: &[&str]) -> LearnedRoutes {

@@ -133,8 +133,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::config::{Config, Overrides};
-    use std::path::Path;
 
     fn service(token: Option<&str>) -> AdminService {
         let mut text = "
@@ -148,7 +146,7 @@ clusters:
         if let Some(token) = token {
             text.push_str(&format!("admin: {{token: {token}}}\n"));
         }
-        let config = Config::from_yaml(Path::new("t"), &text, &Overrides::default()).unwrap();
+        let config = crate::domain::config::testing::config(&text);
         AdminService::new(Arc::new(Router::new(config)))
     }
 

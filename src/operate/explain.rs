@@ -153,8 +153,6 @@ fn run_rule_test(config: &Config, test: &RuleTest) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::config::Overrides;
-    use std::path::Path;
 
     const CONFIG: &str = r#"
 listen: 127.0.0.1:1
@@ -180,7 +178,7 @@ rule_tests:
 "#;
 
     fn config() -> Config {
-        Config::from_yaml(Path::new("t.yaml"), CONFIG, &Overrides::default()).unwrap()
+        crate::domain::config::testing::config(CONFIG)
     }
 
     #[test]

@@ -212,7 +212,7 @@ mod tests {
             served.key.display(),
             pki.ca.display()
         );
-        let config = Config::from_yaml(std::path::Path::new("t.yaml"), &text, &Overrides::default()).unwrap();
+        let config = crate::domain::config::testing::config(&text);
         let server = Server::bind(config, None).await.unwrap();
         let addr = server.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel();

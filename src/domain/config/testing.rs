@@ -29,6 +29,15 @@ clusters:
   - {name: trino-etl, url: 'http://127.0.0.1:3', group: etl, envoy_cluster: 'outbound|1||etl'}
 ";
 
+/// One cluster of the default group `adhoc` and one of `etl`: a base for configs with rules.
+pub const ADHOC_AND_ETL: &str = "
+listen: 127.0.0.1:1
+default_group: adhoc
+clusters:
+  - {name: trino-a, url: 'http://127.0.0.1:1', group: adhoc}
+  - {name: trino-etl, url: 'http://127.0.0.1:3', group: etl}
+";
+
 /// The decision tables' config. Groups (by index): 0 etl (falls back to adhoc), 1 BI (falls back to
 /// etl, then adhoc), 2 vault (admits only user `vault_bot` and sources `^airflow`), 3 adhoc (the
 /// default). Clusters: 0 trino-a, 1 trino-b (adhoc), 2 trino-etl, 3 trino-etl2 (etl), 4 trino-bi (BI),

@@ -11,7 +11,7 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
 };
 
 use super::{MAX_LEARN_BODY, Role, UPSTREAM_SERVICE_TIME};
-use crate::domain::config::testing::TWO_GROUPS;
+use crate::domain::config::testing::{ADHOC_AND_ETL, TWO_GROUPS};
 use crate::domain::query_id::QueryId;
 use crate::envoy::ext_proc::messages::{LearnNote, Phase, pass, read_note, with_note};
 use crate::envoy::ext_proc::service::ProcessingStream;
@@ -268,19 +268,8 @@ fn failed_delivery_stops_new_queries_at_once() {
 }
 
 fn router_with_rules() -> Arc<Router> {
-    let text = r#"
-listen: 127.0.0.1:1
-default_group: adhoc
-clusters:
-  - {name: trino-a, url: 'http://127.0.0.1:1', group: adhoc}
-  - {name: trino-etl, url: 'http://127.0.0.1:3', group: etl}
-rules:
-  - name: writes
-    when: 'statement.kind == "insert"'
-    group: etl
-    set_headers: {X-Trino-Client-Tags: etl-write}
-"#;
-    router_from(text)
+    let rules = r#"rules: [{name: writes, when: 'statement.kind == "insert"', group: etl, set_headers: {X-Trino-Client-Tags: etl-write}}]"#;
+    router_from(&format!("{ADHOC_AND_ETL}{rules}"))
 }
 
 fn sql_body(sql: &str) -> ProcessingRequest {
@@ -344,16 +333,8 @@ fn statement_rules_decide_on_the_body() {
 /// rule that matched `unknown`; they stayed on the request though the SQL then led elsewhere.
 #[test]
 fn a_tentative_reply_sets_no_rule_headers() {
-    let text = r#"
-listen: 127.0.0.1:1
-default_group: adhoc
-clusters:
-  - {name: trino-a, url: 'http://127.0.0.1:1', group: adhoc}
-  - {name: trino-etl, url: 'http://127.0.0.1:3', group: etl}
-rules:
-  - {name: not-select, when: 'statement.kind != "select"', group: etl, set_headers: {X-Trino-Client-Tags: batch}}
-"#;
-    let router = router_from(text);
+    let rules = r#"rules: [{name: not-select, when: 'statement.kind != "select"', group: etl, set_headers: {X-Trino-Client-Tags: batch}}]"#;
+    let router = router_from(&format!("{ADHOC_AND_ETL}{rules}"));
     let mut s = ProcessingStream::new(router.clone(), Role::Decide);
     assert_eq!(
         routed(s.on_message(request("POST", "/v1/statement", &[], false))),
