@@ -1,5 +1,6 @@
-//! How long the router takes to place one new statement, without Envoy: `RequestInfo::from_headers`, a
-//! snapshot, `Router::apply_rules` (rules, SQL analysis when a rule needs it) and `Router::decide`.
+//! How long the router takes to place one new statement, without Envoy: `ClientRequest::from_headers`, a
+//! snapshot and `Router::decide_new_statement` (the rules, SQL analysis when a rule needs it, pins and
+//! placement: what the ext_proc stream runs once the SQL arrived).
 //!
 //! `cargo bench --bench decisions` (release). No benchmark framework: each decision is timed on its own
 //! with `std::time::Instant` (two clock reads, about 20-40 ns, are included in every figure), after a
@@ -21,11 +22,11 @@ use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use trino_router::config::{Config, Overrides};
-use trino_router::decision::{Basis, Decision, RequestFacts};
-use trino_router::request_facts::RequestInfo;
-use trino_router::routing::Router;
-use trino_router::statement::{Defaults, Limits, StatementKind, analyze, quick_placement};
+use trino_router::domain::client_request::ClientRequest;
+use trino_router::domain::config::{Config, Overrides};
+use trino_router::domain::decision::new_statement::{NewStatement, NewStatementDecision, Outcome, Placed};
+use trino_router::domain::statement::{Defaults, Limits, StatementKind, analyze, quick_placement};
+use trino_router::state::router::{Router, Stage};
 
 const CLUSTERS: &str = "
 listen: 127.0.0.1:0
@@ -174,29 +175,23 @@ struct Scenario {
 }
 
 impl Scenario {
-    /// The whole per-new-statement path; returns the rule index and the decision.
-    fn decide(&self) -> (Option<usize>, Decision) {
+    /// The whole per-new-statement path.
+    fn decide(&self) -> NewStatementDecision {
         let pairs = self.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
-        let info = RequestInfo::from_headers(pairs, "sub");
+        let request = ClientRequest::from_headers(pairs, "sub");
         let snapshot = self.router.snapshot();
-        let rule = self.router.apply_rules(&snapshot, &info, &self.sql);
-        let facts = RequestFacts {
-            method: &info.method,
-            path: &info.path,
-            routing_group: Some(info.routing_group.as_str()).filter(|g| !g.is_empty()),
-            rule_group: rule.map(|i| snapshot.config.rules.rules()[i].group),
-            ..RequestFacts::default()
-        };
-        (rule, self.router.decide(&snapshot, &facts))
+        let statement =
+            NewStatement { request: &request, sql: Some(&self.sql), may_look_up: false, trace_rules: false };
+        self.router.decide_new_statement(&snapshot, &statement, Stage::Final)
     }
 
     /// Fails loudly when the scenario does not take the path it claims to measure.
     fn check(&self) {
         let snapshot = self.router.snapshot();
-        let (rule, decision) = self.decide();
-        let rule_name = rule.map(|i| snapshot.config.rules.rules()[i].name.as_str());
+        let decision = self.decide();
+        let rule_name = decision.rules.matched.map(|i| snapshot.config.rules.rules()[i].name.as_str());
         assert_eq!(rule_name, self.rule, "{}: the rule that matched", self.name);
-        let Decision::Route { cluster, basis: Basis::NewQuery { .. } } = decision else {
+        let Outcome::Route { cluster, placed: Placed::InGroup(_) } = decision.outcome else {
             panic!("{}: not routed as a new query: {decision:?}", self.name)
         };
         let cluster = &snapshot.config.clusters[cluster];

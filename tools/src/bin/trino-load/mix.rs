@@ -89,7 +89,7 @@ LIMIT 1000 \
 
 #[cfg(test)]
 mod tests {
-    use trino_router::statement::{Defaults, Limits, StatementKind, analyze};
+    use trino_router::domain::statement::{Defaults, Limits, StatementKind, analyze};
 
     use super::*;
 
