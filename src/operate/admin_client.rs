@@ -232,7 +232,13 @@ async fn gather(
         }
     }
     for (shown, why) in failures {
-        view.add_failure(shown, Status::Unreachable(why.clone()));
+        // Nothing listens there (a name's other address, a stopped replica): not running, nothing to count.
+        let status = if why.contains("Connection refused") {
+            Status::Absent(why.clone())
+        } else {
+            Status::Unreachable(why.clone())
+        };
+        view.add_failure(shown, status);
     }
     let answered = view.answered().next().is_some();
     match first_error {

@@ -96,8 +96,9 @@ pub struct Fleet {
     instance: u64,
     channels: Channels,
     peers: Mutex<BTreeMap<SocketAddr, PeerRecord>>,
-    /// The book's generation last written to the state file (one writer at a time).
-    saved: tokio::sync::Mutex<Option<u64>>,
+    /// The book's generation last written to the state file, and the last failure to write it (logged
+    /// once, not every second); one writer at a time.
+    saved: tokio::sync::Mutex<(Option<u64>, Option<String>)>,
 }
 
 impl Fleet {
@@ -108,7 +109,7 @@ impl Fleet {
             instance,
             channels: Channels::default(),
             peers: Mutex::new(BTreeMap::new()),
-            saved: tokio::sync::Mutex::new(None),
+            saved: tokio::sync::Mutex::new((None, None)),
         })
     }
 
@@ -159,18 +160,26 @@ impl Fleet {
         let Some(path) = self.router.snapshot().config.fleet.state_file.clone() else { return };
         let mut saved = self.saved.lock().await;
         let generation = self.router.operators().generation();
-        if *saved == Some(generation) {
+        if saved.0 == Some(generation) {
             return;
         }
         let book = self.router.operators().book();
         let replica = self.router.operators().replica().to_string();
-        let written = tokio::task::spawn_blocking(move || state_file::save(&path, &replica, &book)).await;
+        let written = tokio::task::spawn_blocking(move || state_file::save(&path, &replica, &book))
+            .await
+            .unwrap_or_else(|e| Err(format!("the state file writer failed: {e}")));
         match written {
-            Ok(Ok(())) => *saved = Some(generation),
-            Ok(Err(error)) => {
-                tracing::error!(%error, "could not write the state file: a restart of every replica would forget the operator's last say")
+            Ok(()) => {
+                if saved.1.take().is_some() {
+                    tracing::info!("the state file is written again");
+                }
+                saved.0 = Some(generation);
             }
-            Err(error) => tracing::error!(%error, "the state file writer failed"),
+            Err(error) if saved.1.as_deref() != Some(error.as_str()) => {
+                tracing::error!(%error, "could not write the state file: a restart of every replica at once would forget the operator's last say");
+                saved.1 = Some(error);
+            }
+            Err(error) => tracing::debug!(%error, "still cannot write the state file"),
         }
     }
 
