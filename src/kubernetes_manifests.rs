@@ -8,8 +8,8 @@
 //!   gateway the cluster already runs (never `*`), and an EnvoyFilter that inserts the router's filters
 //!   into that gateway **disabled**: Trino's virtual host turns decide on, the new-statement routes add the
 //!   SQL body and learn, the URL-placed routes (`url_prefix`) turn it off again. Every other host on the
-//!   shared listener never reaches the router, and keeps the listener's own buffer limit: the 8 MiB that
-//!   new statements need is set on Trino's virtual host (`request_body_buffer_limit`).
+//!   shared listener never reaches the router. The listener gets envoy-config's 8 MiB connection buffer, so
+//!   that a new statement's SQL is buffered whole for the router.
 //! - **Envoy Gateway** ([`envoy_gateway`]): a Gateway, an HTTPRoute with a rule per cluster (and per
 //!   URL-placed cluster), EnvoyExtensionPolicies that put decide (and, on new statements, the SQL body and
 //!   learn) on exactly the rules that need the router, BackendTrafficPolicies with envoy-config's timeouts
@@ -367,12 +367,16 @@ pub fn istio(config: &Config, args: &IstioArgs) -> Result<Vec<Value>, String> {
             "value": istio_filter(decide_filter(), &router_cluster, &router_host) } }),
         json!({ "applyTo": "HTTP_FILTER", "match": listener, "patch": { "operation": "INSERT_BEFORE",
             "value": istio_filter(learn_filter(), &router_cluster, &router_host) } }),
+        // Room for a whole statement's SQL, as envoy-config's listener has. It is the listener's (every host
+        // on the port shares it): a per-route `request_body_buffer_limit` above the listener's limit left
+        // buffered statements hanging in Envoy 1.40 now and then (tests/e2e/test_deploy.py showed it).
+        json!({ "applyTo": "LISTENER", "match": { "context": "GATEWAY", "listener": { "portNumber": args.target_port } },
+            "patch": { "operation": "MERGE", "value": { "per_connection_buffer_limit_bytes": REQUEST_BUFFER_LIMIT_BYTES } } }),
         // Trino's host only: decide on for every request (it always overwrites a client's routing header),
-        // the transaction-id rewrite, and room for a whole statement's SQL.
+        // and the transaction-id rewrite.
         json!({ "applyTo": "VIRTUAL_HOST", "match": vhost_match(None), "patch": { "operation": "MERGE", "value": {
             "typed_per_filter_config": envoy.decide_filters,
             "response_headers_to_add": envoy.response_headers_to_add,
-            "request_body_buffer_limit": REQUEST_BUFFER_LIMIT_BYTES,
         } } }),
     ];
     for route in &new_statement_routes {
@@ -771,7 +775,15 @@ mod tests {
         let vhost = patches.iter().find(|p| p["applyTo"] == "VIRTUAL_HOST").unwrap();
         assert_eq!(vhost["match"]["routeConfiguration"]["vhost"]["name"], "trino.example.com:80");
         assert!(vhost["patch"]["value"]["typed_per_filter_config"][DECIDE_FILTER].is_object());
-        assert_eq!(vhost["patch"]["value"]["request_body_buffer_limit"], REQUEST_BUFFER_LIMIT_BYTES);
+        let listener = patches.iter().find(|p| p["applyTo"] == "LISTENER").unwrap();
+        assert_eq!(
+            listener["patch"]["value"]["per_connection_buffer_limit_bytes"],
+            REQUEST_BUFFER_LIMIT_BYTES
+        );
+        assert_eq!(
+            listener["match"]["listener"]["portNumber"], 8080,
+            "the gateway's own port, not the Service's"
+        );
         let routes: Vec<&str> = objects[1]["spec"]["http"]
             .as_array()
             .unwrap()
