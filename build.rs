@@ -3,7 +3,7 @@
 //!
 //! Also writes a descriptor set of the Envoy route API (from the `.proto` files the `envoy-types` crate
 //! ships), so the router can turn the route configuration it renders as JSON — the same JSON
-//! `envoy-config` prints — into the protobuf it serves Envoy over RDS (see `src/route_discovery.rs`), and
+//! `envoy-config` prints — into the protobuf it serves Envoy over RDS (see `src/envoy/route_discovery.rs`), and
 //! one of the whole bootstrap (with every typed config it holds), against which the unit tests check each
 //! bootstrap `envoy-config` can print (it is not compiled into the router).
 

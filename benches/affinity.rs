@@ -24,9 +24,9 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use trino_router::affinity::{Affinity, Placement};
-use trino_router::config::AffinitySettings;
-use trino_router::query_id::QueryId;
+use trino_router::domain::config::AffinitySettings;
+use trino_router::domain::query_id::QueryId;
+use trino_router::state::affinity::{Affinity, Placement};
 
 /// The 4 coordinators of the suffix scenario: (coordinator id, cluster).
 const COORDINATORS: [(&str, &str); 4] =

@@ -1,5 +1,6 @@
-//! How long the router takes to place one new statement, without Envoy: `RequestInfo::from_headers`, a
-//! snapshot, `Router::apply_rules` (rules, SQL analysis when a rule needs it) and `Router::decide`.
+//! How long the router takes to place one new statement, without Envoy: `ClientRequest::from_headers`, a
+//! snapshot and `Router::decide_new_statement` (the rules, SQL analysis when a rule needs it, pins and
+//! placement: what the ext_proc stream runs once the SQL arrived).
 //!
 //! `cargo bench --bench decisions` (release). No benchmark framework: each decision is timed on its own
 //! with `std::time::Instant` (two clock reads, about 20-40 ns, are included in every figure), after a
@@ -11,6 +12,8 @@
 //! - (b) 50 rules on statement facts (CEL and `match:`) and a 2 KB SELECT: the last rule matches, or
 //!   (user `guest`) none does. The SQL is analysed once per decision.
 //! - baseline: no rules (the routing-group header alone), for scale.
+//! - the SQL's cost by statement size (8 B to 32 KB): the full analysis rules on statement facts need,
+//!   and the first-keywords scan `placement_from_sql` does when no rule reads them.
 //!
 //! Targets: (a) p99 ≤ 20 µs, (b) p99 ≤ 1 ms.
 
@@ -19,11 +22,11 @@ use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use trino_router::config::{Config, Overrides};
-use trino_router::decision::{Basis, Decision, RequestFacts};
-use trino_router::request_facts::RequestInfo;
-use trino_router::routing::Router;
-use trino_router::statement::{Defaults, Limits, StatementKind, analyze};
+use trino_router::domain::client_request::ClientRequest;
+use trino_router::domain::config::{Config, Overrides};
+use trino_router::domain::decision::new_statement::{NewStatement, NewStatementDecision, Outcome, Placed};
+use trino_router::domain::statement::{Defaults, Limits, StatementKind, analyze, quick_placement};
+use trino_router::state::router::{Router, Stage};
 
 const CLUSTERS: &str = "
 listen: 127.0.0.1:0
@@ -103,6 +106,33 @@ fn sql() -> String {
     sql
 }
 
+/// Statements of growing size, each named for its analysis and its placement scan: `SELECT 1`, a short
+/// single-table query, the 2 KB bench query, and that query with 8 and 32 KB of predicates.
+fn sized_statements(two_kb: &str) -> Vec<((&'static str, &'static str), String)> {
+    let grown = |target: usize| {
+        let mut text = two_kb.strip_suffix("ORDER BY r.total DESC\nLIMIT 100").unwrap_or(two_kb).to_owned();
+        let mut i = 1000;
+        while text.len() < target {
+            let _ = writeln!(text, "  AND (c.attr_{i} IS NULL OR c.attr_{i} <> 'value-{i}')");
+            i += 1;
+        }
+        text.push_str("ORDER BY r.total DESC\nLIMIT 100");
+        text
+    };
+    vec![
+        (("  analyze: SELECT 1 (8 B)", "  quick_placement: SELECT 1"), "SELECT 1".to_owned()),
+        (
+            ("  analyze: one-table query (~150 B)", "  quick_placement: one-table query"),
+            "SELECT id, name, total FROM iceberg.sales.orders WHERE created_at > DATE '2026-01-01' \
+             AND status = 'SHIPPED' ORDER BY total DESC LIMIT 10"
+                .to_owned(),
+        ),
+        (("  analyze: the 2 KB query", "  quick_placement: the 2 KB query"), two_kb.to_owned()),
+        (("  analyze: 8 KB", "  quick_placement: 8 KB"), grown(8 * 1024)),
+        (("  analyze: 32 KB", "  quick_placement: 32 KB"), grown(32 * 1024)),
+    ]
+}
+
 fn headers(user: &str, source: &str, tags: &str) -> Vec<(String, String)> {
     [
         (":method", "POST"),
@@ -145,29 +175,23 @@ struct Scenario {
 }
 
 impl Scenario {
-    /// The whole per-new-statement path; returns the rule index and the decision.
-    fn decide(&self) -> (Option<usize>, Decision) {
+    /// The whole per-new-statement path.
+    fn decide(&self) -> NewStatementDecision {
         let pairs = self.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
-        let info = RequestInfo::from_headers(pairs, "sub");
+        let request = ClientRequest::from_headers(pairs, "sub");
         let snapshot = self.router.snapshot();
-        let rule = self.router.apply_rules(&snapshot, &info, &self.sql);
-        let facts = RequestFacts {
-            method: &info.method,
-            path: &info.path,
-            routing_group: Some(info.routing_group.as_str()).filter(|g| !g.is_empty()),
-            rule_group: rule.map(|i| snapshot.config.rules.rules()[i].group),
-            ..RequestFacts::default()
-        };
-        (rule, self.router.decide(&snapshot, &facts))
+        let statement =
+            NewStatement { request: &request, sql: Some(&self.sql), may_look_up: false, trace_rules: false };
+        self.router.decide_new_statement(&snapshot, &statement, Stage::Final)
     }
 
     /// Fails loudly when the scenario does not take the path it claims to measure.
     fn check(&self) {
         let snapshot = self.router.snapshot();
-        let (rule, decision) = self.decide();
-        let rule_name = rule.map(|i| snapshot.config.rules.rules()[i].name.as_str());
+        let decision = self.decide();
+        let rule_name = decision.rules.matched.map(|i| snapshot.config.rules.rules()[i].name.as_str());
         assert_eq!(rule_name, self.rule, "{}: the rule that matched", self.name);
-        let Decision::Route { cluster, basis: Basis::NewQuery { .. } } = decision else {
+        let Outcome::Route { cluster, placed: Placed::InGroup(_) } = decision.outcome else {
             panic!("{}: not routed as a new query: {decision:?}", self.name)
         };
         let cluster = &snapshot.config.clusters[cluster];
@@ -348,6 +372,14 @@ fn main() {
     print(measure("  (b) its SQL analysis alone (statement::analyze)", scale(20_000), None, || {
         analyze(&sql, &defaults, &Limits::default())
     }));
+    // What a new statement's SQL costs by its size (issue 18): the full analysis rules need, and the
+    // scan `placement_from_sql` does when no rule reads statement facts.
+    println!("SQL cost by statement size (statement::analyze, statement::quick_placement):");
+    for (name, text) in sized_statements(&sql) {
+        let n = if text.len() > 8_000 { scale(2_000) } else { scale(20_000) };
+        print(measure(name.0, n, None, || analyze(&text, &defaults, &Limits::default())));
+        print(measure(name.1, scale(200_000), None, || quick_placement(&text, &Limits::default())));
+    }
     if missed > 0 {
         println!("{missed} target(s) missed");
     }

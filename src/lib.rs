@@ -1,44 +1,20 @@
 //! trino-router: the routing decisions for Trino traffic, made for Envoy over ext_proc.
 //!
-//! Envoy carries every byte; the router answers, per request, which Trino cluster it goes to. The
-//! decision itself is pure ([`decision`], over [`target`] and [`query_id`]); [`routing`] holds the live
-//! state it needs; [`ext_proc`] speaks Envoy's protocol; [`refusal`] is where refusals become answers;
-//! [`envoy_bootstrap`] writes the Envoy configuration that goes with a router config.
+//! Envoy carries every byte; the router answers, per request, which Trino cluster it goes to. The code
+//! is layered, each layer a folder, and a module imports only from its own layer or the ones below it
+//! (`tests/layers.rs` checks this, and that no two modules import each other, directly or in a circle):
+//!
+//! 1. [`domain`] — pure: the validated config, what a request and its SQL say, the routing rules, and
+//!    the decisions themselves. A new statement is decided in [`domain::decision::new_statement`].
+//! 2. [`state`] — the live state: learned query owners, each cluster's health and load, the published
+//!    snapshot ([`state::router::Router`]), and what the router counts and logs about its decisions.
+//! 3. [`coordinators`] — talking to coordinators: HTTP clients, the health poller, query lookups.
+//! 4. [`envoy`] — talking to Envoy: ext_proc streams, route discovery (RDS), the bootstrap.
+//! 5. [`operate`] — running it: the server, admin API and client, metrics endpoint and status page,
+//!    config reload, `explain`, the command line.
 
-pub mod admin;
-pub mod admin_client;
-pub mod affinity;
-pub mod cli;
-pub mod cluster_state;
-pub mod config;
-pub mod coordinator_http;
-pub mod decision;
-pub mod discovery;
-pub mod envoy_bootstrap;
-pub mod explain;
-pub mod ext_proc;
-pub mod health;
-pub mod kubernetes_manifests;
-pub mod metrics;
-pub mod poller;
-pub mod query_id;
-pub mod refusal;
-pub mod reload;
-pub mod request_facts;
-pub mod route_discovery;
-pub mod router_address;
-pub mod routing;
-pub mod rules;
-pub mod server;
-pub mod statement;
-pub mod status;
-pub mod target;
-pub mod tls;
-
-/// The router's own gRPC API, compiled from `proto/` by `build.rs`.
-pub mod api {
-    tonic::include_proto!("trino_router.v1");
-
-    /// The encoded descriptor set of the API, for gRPC server reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("trino_router_descriptor");
-}
+pub mod coordinators;
+pub mod domain;
+pub mod envoy;
+pub mod operate;
+pub mod state;

@@ -3,10 +3,10 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use trino_router::cli::{Cli, Command, LogFormat};
-use trino_router::config::Config;
-use trino_router::envoy_bootstrap::{Addresses, RouteSource, bootstrap_yaml, check_tls};
-use trino_router::server::{ConfigSource, Server};
+use trino_router::domain::config::Config;
+use trino_router::envoy::bootstrap::{Addresses, RouteSource, bootstrap_yaml, check_tls};
+use trino_router::operate::cli::{Cli, Command, LogFormat};
+use trino_router::operate::server::{ConfigSource, Server};
 
 // The SQL analysis and the gRPC stack allocate many small, short-lived objects: mimalloc cut the
 // router's CPU per new query (see benches/datapath-results.md) compared with glibc's allocator.
@@ -18,7 +18,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => match config.load() {
             Ok(loaded) => {
-                let results = trino_router::explain::run_rule_tests(&loaded);
+                let results = trino_router::operate::explain::run_rule_tests(&loaded);
                 let failed = results.iter().filter(|(_, r)| r.is_err()).count();
                 for (name, result) in &results {
                     match result {
@@ -74,11 +74,11 @@ fn main() -> ExitCode {
             }
             pairs.extend(user.map(|u| ("x-trino-user".to_owned(), u)));
             pairs.extend(source.map(|s| ("x-trino-source".to_owned(), s)));
-            let request = trino_router::request_facts::RequestInfo::from_headers(
+            let request = trino_router::domain::client_request::ClientRequest::from_headers(
                 pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
                 &loaded.jwt_user_claim,
             );
-            print!("{}", trino_router::explain::explain(&loaded, &request, &sql));
+            print!("{}", trino_router::operate::explain::explain(&loaded, &request, &sql));
             ExitCode::SUCCESS
         }
         Command::EnvoyConfig { config, listen, admin, mut routers, static_routes, tls } => {
@@ -106,7 +106,7 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
-        Command::Kubernetes(args) => match trino_router::kubernetes_manifests::render(&args) {
+        Command::Kubernetes(args) => match trino_router::operate::kubernetes_manifests::render(&args) {
             Ok(text) => {
                 print!("{text}");
                 ExitCode::SUCCESS
@@ -126,7 +126,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Admin { connection, action } => {
-            match runtime().block_on(trino_router::admin_client::run(&connection, &action)) {
+            match runtime().block_on(trino_router::operate::admin_client::run(&connection, &action)) {
                 Ok(output) => {
                     print!("{output}");
                     ExitCode::SUCCESS

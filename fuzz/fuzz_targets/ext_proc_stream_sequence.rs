@@ -39,9 +39,13 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
 };
 use envoy_types::pb::google::protobuf::value::Kind;
 use libfuzzer_sys::fuzz_target;
-use trino_router::ext_proc::messages::{LearnNote, Phase, QueryLine, pass, with_note};
-use trino_router::ext_proc::stream::{ProcessingStream, Role, Step};
-use trino_router::routing::{Router, Snapshot};
+use trino_router::envoy::ext_proc::messages::{LearnNote, Phase, pass, with_note};
+use trino_router::envoy::ext_proc::service::ProcessingStream;
+use trino_router::envoy::ext_proc::stream::Role;
+use trino_router::state::router::{Learned, Router, Snapshot};
+use trino_router::state::telemetry::QueryLine;
+
+type Step = trino_router::envoy::ext_proc::stream::Step<Box<ProcessingResponse>>;
 use trino_router_fuzz::{
     Answer, answer_of, changes_anything, fresh_router, header_lines, header_map, phase_of,
 };
@@ -164,7 +168,7 @@ impl Script {
                     "a lookup for {phase:?}"
                 );
                 if let Some(cluster) = found {
-                    router.learn(&router.snapshot(), id, cluster);
+                    router.learn(&router.snapshot(), Learned::QueryOwner { query: id, cluster });
                 }
                 let resumed = stream.stream.resume();
                 trace(|| format!("resumed (found: {found:?}) -> {}", summary(&resumed)));

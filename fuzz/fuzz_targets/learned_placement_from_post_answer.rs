@@ -14,7 +14,8 @@
 use envoy_types::pb::envoy::service::ext_proc::v3::processing_request::Request;
 use envoy_types::pb::envoy::service::ext_proc::v3::{HttpBody, HttpHeaders, ProcessingRequest};
 use libfuzzer_sys::fuzz_target;
-use trino_router::ext_proc::stream::{MAX_LEARN_BODY, ProcessingStream, Role, Step, first_page_query_id};
+use trino_router::envoy::ext_proc::service::ProcessingStream;
+use trino_router::envoy::ext_proc::stream::{MAX_LEARN_BODY, Role, Step, first_page_query_id};
 use trino_router_fuzz::{Answer, answer_of, changes_anything, fresh_router, header_map, phase_of};
 
 fuzz_target!(|data: &[u8]| {

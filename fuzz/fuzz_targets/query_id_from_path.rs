@@ -12,9 +12,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use trino_router::decision::split_prefixed;
-use trino_router::query_id::{COORDINATOR_ID_ALPHABET, MAX_LEN, QueryId, QueryIdError};
-use trino_router::target::{Target, classify};
+use trino_router::domain::decision::follow_up::split_prefixed;
+use trino_router::domain::query_id::{COORDINATOR_ID_ALPHABET, MAX_LEN, QueryId, QueryIdError};
+use trino_router::domain::target::{Target, classify};
 
 fuzz_target!(|data: &[u8]| {
     let line = String::from_utf8_lossy(data);

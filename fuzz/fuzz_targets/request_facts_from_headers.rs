@@ -1,26 +1,29 @@
 //! Feeds arbitrary request headers (`Name: value` lines; values are raw bytes, so not always UTF-8, as
 //! Envoy's `raw_value` may be; a name starting with `~` is sent old-style in the `value` field) through
 //! what the decide role does with a new statement's headers: the Envoy header map is read
-//! (`header_pairs`), [`RequestInfo::from_headers`] reads the facts (Basic and JWT users, client tags,
+//! (`header_pairs`), [`ClientRequest::from_headers`] reads the facts (Basic and JWT users, client tags,
 //! session, prepared statements), the routing-group header is checked against the restricted group,
-//! the routing rules run over the facts (matchers and CEL), and the decision is taken.
+//! and the new-statement decision is taken on the headers alone (rules over the facts, matchers and CEL;
+//! transaction pins; placement), as the decide role's tentative reply is.
 //!
 //! Checks, beyond not panicking: every non-pseudo header with a UTF-8 value is in the facts' headers,
 //! lower-cased and in order, and no other; `X-Trino-User` wins over `Authorization`; list and session
 //! items are trimmed and non-empty; a refused routing group is restricted and does not admit the
-//! client; a routed new statement went to the rule's group (or its fallback) when a rule matched, and
-//! every route names a configured cluster.
+//! client; the decision names the same refused group; a statement placed in a group went to the
+//! rule's group (or its fallback) when a rule matched, and every route names a configured cluster.
 
 #![no_main]
 
 use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
-use trino_router::decision::{Basis, Decision, RequestFacts, permitted_routing_group};
-use trino_router::ext_proc::messages::header_pairs;
-use trino_router::request_facts::RequestInfo;
-use trino_router::routing::Router;
-use trino_router::statement::{Defaults, Limits, analyze_execute};
+use trino_router::domain::client_request::ClientRequest;
+use trino_router::domain::decision::new_statement::{
+    GroupReason, NewStatement, Outcome, Placed, permitted_routing_group,
+};
+use trino_router::domain::statement::{Defaults, Limits, analyze_execute};
+use trino_router::envoy::ext_proc::messages::header_pairs;
+use trino_router::state::router::{Router, Stage};
 use trino_router_fuzz::{fresh_router, header_lines, header_map};
 
 fuzz_target!(|data: &[u8]| {
@@ -33,7 +36,7 @@ fuzz_target!(|data: &[u8]| {
     let lines = header_lines(data);
     let map = header_map(lines.iter().map(|(name, value)| (name.as_str(), value.as_slice())));
     let claim = if data.first().is_some_and(|b| b % 2 == 1) { "email" } else { "sub" };
-    let info = RequestInfo::from_headers(header_pairs(Some(&map)), claim);
+    let info = ClientRequest::from_headers(header_pairs(Some(&map)), claim);
 
     // The facts' headers: every header whose value Envoy sent as UTF-8, pseudo-headers left out.
     let expected: Vec<(String, String)> = lines
@@ -65,28 +68,25 @@ fuzz_target!(|data: &[u8]| {
         assert!(!access.admits(&info.user, &info.source));
     }
 
-    let rule = router.apply_rules(&snapshot, &info, "");
-    let facts = RequestFacts {
-        method: &info.method,
-        path: &info.path,
-        routing_group: permitted,
-        rule_group: rule.map(|r| config.rules.rules()[r].group),
-        pinned: None,
-    };
-    match router.decide_tentatively(&snapshot, &facts) {
-        Decision::Route { cluster, basis } => {
+    let statement = NewStatement { request: &info, sql: None, may_look_up: false, trace_rules: false };
+    let decision = router.decide_new_statement(&snapshot, &statement, Stage::Tentative);
+    assert_eq!(decision.refused_routing_group.as_deref(), requested.filter(|_| permitted.is_none()));
+    match decision.outcome {
+        Outcome::Route { cluster, placed } => {
             assert!(cluster < config.clusters.len());
-            if let (Basis::NewQuery { requested, placed }, Some(rule)) = (basis, rule) {
-                assert_eq!(requested, config.rules.rules()[rule].group);
+            if let (Placed::InGroup(placed), GroupReason::Rule(rule)) = (placed, decision.why) {
+                let requested = config.rules.rules()[rule].group;
+                assert_eq!(requested, decision.group);
                 let group = &config.groups[requested];
                 assert!(placed == requested || group.fallback.contains(&placed));
                 assert!(config.groups[placed].members.contains(&cluster));
             }
         }
-        Decision::Refuse(refusal) => {
+        Outcome::Refuse(refusal) => {
             let status = refusal.reply().status;
             assert!((400..600).contains(&status), "{refusal:?}");
         }
+        Outcome::LookUp(id) => panic!("a lookup of {id} without the SQL"),
     }
 
     // `EXECUTE name` reads the prepared statement from its header: every name in it.

@@ -14,8 +14,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
-use trino_router::query_id::QueryId;
-use trino_router::statement::{
+use trino_router::domain::query_id::QueryId;
+use trino_router::domain::statement::{
     Defaults, Limits, StatementFacts, StatementKind, analyze, analyze_execute, execute_name, quick_placement,
 };
 

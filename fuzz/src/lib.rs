@@ -8,9 +8,9 @@ use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
 use envoy_types::pb::envoy::service::ext_proc::v3::processing_request::Request;
 use envoy_types::pb::envoy::service::ext_proc::v3::processing_response::Response;
 use envoy_types::pb::envoy::service::ext_proc::v3::{CommonResponse, ProcessingResponse};
-use trino_router::config::{Config, Overrides};
-use trino_router::ext_proc::messages::Phase;
-use trino_router::routing::Router;
+use trino_router::domain::config::{Config, Overrides};
+use trino_router::envoy::ext_proc::messages::Phase;
+use trino_router::state::router::Router;
 
 /// Two groups (etl restricted to one user and one source pattern), three clusters (one with an Envoy
 /// cluster name of its own), statement rules and a request rule, every new query's id logged (so the

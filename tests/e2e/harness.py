@@ -492,6 +492,8 @@ class Emulator:
     env: dict[str, str] = field(default_factory=dict)
     #: ``(certificate, key)`` PEM files when it serves HTTPS (``url`` is then ``https://``).
     tls: tuple[Path, Path] | None = None
+    #: ``--forwarded`` it was started with (``None``: Trino's default, reject).
+    forwarded: str | None = None
 
     def stop(self) -> int | None:
         return self.proc.stop()
@@ -552,6 +554,13 @@ class Emulator:
         return self.proc.kill()
 
 
+#: The forwarded-header mode emulators start in unless a test says otherwise. Trino's default is
+#: ``reject`` (406 for any X-Forwarded-* header), and Envoy adds X-Forwarded-Proto to every request, so an
+#: Envoy-fronted coordinator only works with ``accept`` until the router makes default-mode coordinators
+#: work: issue 14 phase B. Tests that exercise Trino's default pass ``forwarded=None``.
+EMULATOR_FORWARDED_DEFAULT = "accept"
+
+
 def start_emulator(
     name: str,
     coordinator_id: str | None = None,
@@ -559,10 +568,12 @@ def start_emulator(
     env: Mapping[str, str] | None = None,
     listen: str = "127.0.0.1:0",
     tls: tuple[Path, Path] | None = None,
+    forwarded: str | None = EMULATOR_FORWARDED_DEFAULT,
 ) -> Emulator:
     """Start ``trino-emulator --name NAME --listen LISTEN`` (an ephemeral port by default) and wait until it
     listens. ``listen`` with a fixed port restarts an emulator where a router and Envoy expect it. ``tls``,
-    ``(certificate, key)`` PEM files, makes it serve HTTPS."""
+    ``(certificate, key)`` PEM files, makes it serve HTTPS. ``forwarded`` is its ``--forwarded`` mode
+    (see :data:`EMULATOR_FORWARDED_DEFAULT`; ``None`` leaves Trino's default, reject)."""
     exe = require_binary("trino-emulator")
     extra_args = list(extra_args)
     argv: list[str] = [str(exe), "--name", name, "--listen", listen]
@@ -570,6 +581,8 @@ def start_emulator(
         argv += ["--coordinator-id", coordinator_id]
     if tls:
         argv += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
+    if forwarded:
+        argv += ["--forwarded", forwarded]
     argv += extra_args
     proc = Process(f"emulator-{name}", argv, env=env)
     try:
@@ -580,7 +593,7 @@ def start_emulator(
     scheme = "https" if tls else "http"
     return Emulator(
         name=name, url=f"{scheme}://{host}:{port}", port=port, proc=proc, coordinator_id=coordinator_id,
-        extra_args=extra_args, env=dict(env or {}), tls=tls,
+        extra_args=extra_args, env=dict(env or {}), tls=tls, forwarded=forwarded,
     )
 
 
@@ -597,7 +610,7 @@ def restart_emulator(old: Emulator, coordinator_id: str | None = None, timeout: 
         try:
             return start_emulator(
                 old.name, coordinator_id=coordinator_id, extra_args=old.extra_args, env=old.env,
-                listen=f"127.0.0.1:{old.port}", tls=old.tls,
+                listen=f"127.0.0.1:{old.port}", tls=old.tls, forwarded=old.forwarded,
             )
         except ProcessFailed:
             if time.monotonic() > deadline:
@@ -1070,11 +1083,13 @@ def start_stack(
     extra_config: Mapping[str, object] | None = None,
     cluster_options: Mapping[str, Mapping[str, object]] | None = None,
     emulator_args: Mapping[str, Sequence[str]] | None = None,
+    emulator_forwarded: str | None = EMULATOR_FORWARDED_DEFAULT,
 ) -> Stack:
     """Start one emulator per ``(name, group)``, a router over them and Envoy from ``envoy-config``.
 
     ``cluster_options`` adds fields to a cluster's config entry (``{"green": {"enabled": False}}``);
-    ``emulator_args`` adds command-line options to an emulator (``{"a": ["--ui-password", "pw"]}``);
+    ``emulator_args`` adds command-line options to an emulator (``{"a": ["--ui-password", "pw"]}``; a
+    later ``--forwarded`` overrides ``emulator_forwarded``, the mode every emulator starts in);
     ``extra_config`` adds top-level fields (``health``, ``groups``, ``admin``, ``coordinator_auth``).
     """
     require_binary("trino-emulator")
@@ -1087,7 +1102,7 @@ def start_stack(
         emulators: dict[str, Emulator] = {}
         groups: dict[str, str] = {}
         for name, group in clusters:
-            emu = start_emulator(name, extra_args=emulator_args.get(name, ()))
+            emu = start_emulator(name, extra_args=emulator_args.get(name, ()), forwarded=emulator_forwarded)
             started.append(emu.proc)
             emulators[name] = emu
             groups[name] = group

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import harness
+import known_bugs
 from raw_http import NoAnswer, raw_http, request
 
 ADHOC = ("trino-a", "trino-b")
@@ -67,6 +68,9 @@ class Case:
     expect: Callable[["Context", Answer], None]
     #: The clusters whose protocol counters may move (None: any).
     may_reach: tuple[str, ...] | None = None
+    #: A router bug that makes this case fail today (:mod:`known_bugs`): its failure is reported, not
+    #: counted, and the case passing fails the test (the mark must then go).
+    known_bug: str | None = None
 
 
 @dataclass
@@ -220,7 +224,7 @@ CASES = [
          get(lambda ctx: ctx.live["trino-a"][1].rsplit("/", 2)[0] + "/yforged/1"), refused_by_coordinator(404),
          may_reach=("trino-a",)),
     Case("never-issued-id-unknown-suffix", get(lambda ctx: f"/v1/query/{NEVER_ISSUED.format('zzzzz')}"),
-         trino_error(404, names=("QUERY_NOT_FOUND",)), may_reach=None),
+         trino_error(404, names=("QUERY_NOT_FOUND",)), may_reach=None, known_bug=known_bugs.DISCOVERY_410),
     # spoofed routing headers
     Case("routing-header-naming-etl", post(b"SELECT 1", [(b"X-Trino-Cluster", b"trino-etl")]), placed_in(*ADHOC)),
     Case("routing-header-naming-no-cluster", post(b"SELECT 1", [(b"X-Trino-Cluster", b"nowhere")]),
@@ -295,7 +299,7 @@ def print_table(title: str, rows: list[tuple[str, str, str, str | None]]) -> Non
     print(f"\n{title}: {len(rows)} cases ran, {passed} passed")
     print(f"  {'case':<38} {'answer':<48} {'expected':<60} result")
     for name, got, expected, reason in rows:
-        print(f"  {name:<38} {got:<48} {expected[:60]:<60} {'pass' if reason is None else 'FAIL: ' + reason}")
+        print(f"  {name:<38} {got:<48} {expected[:60]:<60} {'pass' if reason is None else reason}")
 
 
 def test_bad_requests_through_envoy(make_stack, trino_connect):
@@ -303,13 +307,22 @@ def test_bad_requests_through_envoy(make_stack, trino_connect):
     ctx = Context(stack, live={}, coordinator={n: e.emulator_info()["coordinatorId"] for n, e in stack.emulators.items()})
     for cluster in stack.emulators:
         ctx.live[cluster] = _live_query(stack, cluster)
-    rows = []
+    rows, failed, known = [], [], []
     for case in CASES:
         reason = _run_case(ctx, case)
         answer = getattr(case, "answer", None)
+        if case.known_bug and reason:
+            known.append(case.name)
+            reason = f"KNOWN BUG ({case.known_bug}): {reason}"
+        elif case.known_bug:
+            reason = f"FAIL: passes, but is marked as a known bug ({case.known_bug}): remove the mark"
+            failed.append((case.name, reason))
+        elif reason:
+            reason = "FAIL: " + reason
+            failed.append((case.name, reason))
         rows.append((case.name, answer.brief() if answer else "-", case.expect.__doc__ or "", reason))
     print_table("bad input through Envoy", rows)
-    failed = [(name, reason) for name, _, _, reason in rows if reason]
+    print(f"  known router bugs (issue 14 phase B), not counted: {known}")
     assert not failed, f"{len(failed)} of {len(rows)} cases failed: {failed}"
     assert "routing group refused" in stack.router.log(), "the refused routing group was not logged"
     rows = harness.run_query(stack, "after-bad-input", "/* emulator: pages=2 */ SELECT 1")
@@ -373,7 +386,7 @@ def test_coordinators_that_misbehave(make_stack):
         for emu in (a, b):
             emu.set_fault("none")
         harness.wait_for(lambda: all(_healthy(stack).values()), 10)
-        rows.append((name, got, expected, reason))
+        rows.append((name, got, expected, reason and f"FAIL: {reason}"))
 
     def garbage_to_new_query() -> str:
         a.set_fault("garbage")

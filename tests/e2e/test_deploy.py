@@ -642,8 +642,11 @@ def test_envoy_sees_every_router_replica_behind_a_name(tmp_path):
     health-checks each address as its own endpoint; a stopped replica is the only one marked down."""
     emulators = [harness.start_emulator(name) for name in ("trino-a", "trino-b")]
     port = harness.free_port()
+    # URL-carried placement: a follow-up names its cluster, so whichever replica a query's streams reach,
+    # none has to look the query up (cross-replica lookups are issue 14's known discovery bug).
     config_path = harness.write_router_config(
-        tmp_path / "router.yaml", [(e.name, e.url, "adhoc") for e in emulators], listen=f"127.0.0.1:{port}")
+        tmp_path / "router.yaml", [(e.name, e.url, "adhoc") for e in emulators], listen=f"127.0.0.1:{port}",
+        extra={"url_prefix": "/_trino"})
     routers = [harness.start_router(config_path, listen=f"{ip}:{port}", name=f"router-{ip}") for ip in ("127.0.0.1", "127.0.0.2")]
     dns = _DnsServer("trino-router-headless", ["127.0.0.1", "127.0.0.2"])
     try:

@@ -4,6 +4,10 @@ These pin the emulator's protocol behaviour that every routing test relies on: m
 ``cluster`` column, session and transaction headers, cancel, strictness (404 for forged ids and slugs,
 410 for older tokens), FAILED pages, long polls, the introspection endpoint ``/v1/emulator/queries``, and
 the spooling protocol (inline and spooled segments, download and ack, 404 for identifiers it did not issue).
+
+The second half checks the emulator row by row against docs/trino-conformance.md: each test names the rows
+it covers (``conformance: ID, ...``), and ``test_conformance_doc.py`` checks that every row has one. The
+emulators here run with Trino's defaults (``forwarded=None``: reject) unless a test says otherwise.
 """
 
 from __future__ import annotations
@@ -21,14 +25,16 @@ import pytest
 import requests
 
 import harness
+from raw_http import raw_http, request
 
 NAME = "emu-east"
+USER = {"X-Trino-User": "raw"}
 
 
 @pytest.fixture(scope="module")
 def emu():
     harness.require_trino_client()
-    emulator = harness.start_emulator(NAME, coordinator_id="k2m3n")
+    emulator = harness.start_emulator(NAME, coordinator_id="k2m3n", forwarded=None)
     emulator.proc.pinned = True
     try:
         yield emulator
@@ -76,7 +82,7 @@ def test_multi_page_result_is_read_fully(emu):
 
 
 def test_cluster_column_names_the_emulator_that_ran_the_query(emu):
-    other = harness.start_emulator("emu-west")
+    other = harness.start_emulator("emu-west", forwarded=None)
     rows_east, _ = run(emu, "SELECT 1")
     rows_west, cur = run(other, "SELECT 1")
     assert rows_east == [[NAME, 1, 1]] and rows_west == [["emu-west", 1, 1]]
@@ -139,13 +145,17 @@ def test_cancel_mid_way(emu):
 
 def test_cancel_through_query_api(emu):
     first = post(emu, "SELECT 1 /* emulator: pages=2 */")
-    assert requests.delete(f"{emu.url}/v1/query/{first['id']}").status_code == 204
+    assert requests.delete(f"{emu.url}/v1/query/{first['id']}", headers=USER).status_code == 204
     page = follow(first["nextUri"])
     assert page["stats"]["state"] == "FAILED" and page["error"]["errorName"] == "USER_CANCELED"
     assert "nextUri" not in page
 
 
+QUERY_NOT_FOUND = "Error 404 Not Found: Query not found"
+
+
 def test_forged_ids_and_slugs_get_404(emu):
+    """conformance: S3, S5, Q2, Q5"""
     first = post(emu, "SELECT 1")
     query_id, uri = first["id"], first["nextUri"]
     prefix, slug, token = uri.rsplit("/", 2)
@@ -154,26 +164,31 @@ def test_forged_ids_and_slugs_get_404(emu):
         uri.replace(query_id, forged_id),
         f"{prefix}/{'y' + '0' * 16}/{token}",
         f"{prefix}/{slug}/0",  # the slug of token 1 does not fit token 0
-        uri.replace("/queued/", "/executing/"),  # nor the executing resource
+        uri.replace("/queued/", "/executing/"),  # nor the executing resource (not dispatched yet)
     ):
         resp = requests.get(bad)
-        assert (resp.status_code, resp.text) == (404, "Query not found"), bad
-        assert resp.headers["content-type"].startswith("text/plain")
-    for path in (f"/v1/query/{forged_id}", f"/ui/api/query/{forged_id}", f"/ui/query.html?{forged_id}"):
-        assert requests.get(emu.url + path).status_code == 404, path
-    assert requests.delete(f"{emu.url}/v1/query/{forged_id}").status_code == 404
+        assert (resp.status_code, resp.text) == (404, QUERY_NOT_FOUND), bad
+        assert resp.headers["content-type"] == "text/plain"
+    # /v1/query answers 410 for an id it does not hold, and a DELETE is 204 whether it holds it or not.
+    resp = requests.get(f"{emu.url}/v1/query/{forged_id}", headers=USER)
+    assert (resp.status_code, resp.content) == (410, b"")
+    assert requests.delete(f"{emu.url}/v1/query/{forged_id}", headers=USER).status_code == 204
     # The real query still works after all that.
     assert follow(uri)["nextUri"]
 
 
 def test_older_token_gets_410_and_the_current_one_repeats(emu):
+    """conformance: S6, S9"""
     page = follow(post(emu, "SELECT 1 /* emulator: pages=3 rows=2 */")["nextUri"])
     first = follow(page["nextUri"])  # executing token 0
     second = follow(first["nextUri"])  # executing token 1
-    assert requests.get(page["nextUri"]).status_code == 410
+    gone = requests.get(page["nextUri"])
+    assert (gone.status_code, gone.content, "content-type" in gone.headers) == (410, b"", False)
     assert requests.get(first["nextUri"]).json()["data"] == second["data"]  # same token, same page
+    # Another token with this slug: the slug fits only its own token, so Query not found.
     skip = second["nextUri"].rsplit("/", 1)[0] + "/9"
-    assert requests.get(skip).status_code == 404
+    unknown = requests.get(skip)
+    assert (unknown.status_code, unknown.text) == (404, QUERY_NOT_FOUND)
     before = emu.query(second["id"])["requests"]
     head = requests.head(second["nextUri"])
     assert (head.status_code, head.content) == (200, b"")
@@ -193,6 +208,7 @@ def test_emulator_fail_raises(emu):
 
 
 def test_slow_pages_long_poll_and_still_arrive(emu):
+    """conformance: S11"""
     started = time.monotonic()
     rows, cur = run(emu, "SELECT 1 /* emulator: pages=1 rows=1 delay_ms=1500 */")
     assert rows == [[NAME, 1, 1]]
@@ -207,33 +223,50 @@ def test_queued_polls_hint(emu):
 
 
 def test_uris_follow_the_host_header(emu):
+    """conformance: U1, U3"""
     first = post(emu, "SELECT 1", Host="envoy.example:8080")
     assert first["nextUri"].startswith("http://envoy.example:8080/v1/statement/queued/")
-    assert first["infoUri"] == f"http://envoy.example:8080/ui/query.html?{first['id']}"
+    assert first["infoUri"] == f"http://envoy.example:8080/ui#/queries/{first['id']}"
+    executing = follow(emu.url + first["nextUri"][len("http://envoy.example:8080"):])
+    assert executing["nextUri"].startswith(f"{emu.url}/v1/statement/executing/{first['id']}/")
 
 
 def test_info_endpoints(emu):
+    """conformance: N1, N2, N3, N4, Q1, Q8, E4"""
     info = harness.get_json(f"{emu.url}/v1/info")
     assert re.fullmatch(r"\d+\.\d\d(ns|us|ms|s|m|h|d)", info.pop("uptime")), info
     assert info == {
-        "nodeVersion": {"version": "476-emulator"},
+        "nodeVersion": {"version": "483"},
         "environment": "emulator",
         "coordinator": True,
         "starting": False,
+        "nodeId": NAME,
+        "state": "ACTIVE",
+        "coordinatorId": "k2m3n",
     }
     assert harness.get_json(f"{emu.url}/v1/info/state") == "ACTIVE"
+    coordinator = requests.get(f"{emu.url}/v1/info/coordinator")
+    assert (coordinator.status_code, coordinator.content) == (200, b"")
     assert harness.get_json(f"{emu.url}/v1/status")["nodeId"] == NAME
     first = post(emu, "SELECT 42")
-    info = harness.get_json(f"{emu.url}/v1/query/{first['id']}")
+    info = requests.get(f"{emu.url}/v1/query/{first['id']}", headers=USER).json()
     assert (info["queryId"], info["query"], info["session"]["user"]) == (first["id"], "SELECT 42", "raw")
-    assert harness.get_json(f"{emu.url}/ui/api/query/{first['id']}")["queryId"] == first["id"]
-    html = requests.get(first["infoUri"])
-    assert html.status_code == 200 and first["id"] in html.text and NAME in html.text
+    # The web UI's resources want a UI session, not a user header.
+    ui_url = f"{emu.url}/ui/api/query/{first['id']}"
+    refused = requests.get(ui_url, headers=USER)
+    assert (refused.status_code, refused.headers["www-authenticate"]) == (401, "Trino-Form-Login")
+    session, _ = ui_login(emu)
+    assert session.get(ui_url).json()["queryId"] == first["id"]
+    forged = first["id"][:-5] + "zzzzz"
+    gone = session.get(f"{emu.url}/ui/api/query/{forged}")
+    assert (gone.status_code, gone.text) == (410, "Error 410 Gone: HTTP 410 Gone")
 
 
 def test_empty_statement_is_400(emu):
-    resp = requests.post(f"{emu.url}/v1/statement", data=b"")
-    assert resp.status_code == 400 and resp.headers["content-type"].startswith("text/plain")
+    """conformance: S2"""
+    resp = requests.post(f"{emu.url}/v1/statement", data=b"", headers=USER)
+    assert (resp.status_code, resp.text) == (400, "Error 400 Bad Request: SQL statement is empty")
+    assert resp.headers["content-type"] == "text/plain"
 
 
 def test_command_line_rejects_a_bad_coordinator_id():
@@ -271,10 +304,11 @@ def ui_login(emu, username: str = "router", password: str = "", redirect_path: s
 
 
 def test_shutting_down_refuses_new_queries_and_finishes_running_ones():
+    """conformance: E1, N3"""
     harness.require_trino_client()
     import trino
 
-    emu = harness.start_emulator("emu-drain")
+    emu = harness.start_emulator("emu-drain", forwarded=None)
     assert emu.counters()["rejected_new_queries"] == 0
     # Started before the state changes: a real client reads its first page now, the rest later.
     cur = connect(emu).cursor()
@@ -315,7 +349,7 @@ def test_shutting_down_refuses_new_queries_and_finishes_running_ones():
     for state in ("DRAINING", "DRAINED", "INACTIVE", "INVALID"):
         assert put_json(emu, "/v1/emulator/state", f'"{state}"').status_code == 200
         assert harness.get_json(f"{emu.url}/v1/info/state") == state
-        assert requests.post(f"{emu.url}/v1/statement", data="SELECT 5").status_code == 503, state
+        assert requests.post(f"{emu.url}/v1/statement", data="SELECT 5", headers=USER).status_code == 503, state
     for bad in ('"shutting_down"', '"BOGUS"', "", "1", '["ACTIVE"]'):
         resp = put_json(emu, "/v1/emulator/state", bad)
         assert resp.status_code == 400, bad
@@ -331,7 +365,8 @@ def test_shutting_down_refuses_new_queries_and_finishes_running_ones():
 
 
 def test_starting_flag_from_the_command_line_and_put():
-    emu = harness.start_emulator("emu-starting", extra_args=["--starting-seconds", "2"])
+    """conformance: E3"""
+    emu = harness.start_emulator("emu-starting", extra_args=["--starting-seconds", "2"], forwarded=None)
     assert emu.info()["starting"] is True and emu.emulator_info()["starting"] is True
     assert harness.get_json(f"{emu.url}/v1/info/state") == "ACTIVE"
     # Queries are still accepted while starting, and counted as such.
@@ -352,15 +387,16 @@ def test_starting_flag_from_the_command_line_and_put():
     assert emu.info()["starting"] is False
 
     # Without the flag an emulator is never starting, until told so.
-    plain = harness.start_emulator("emu-not-starting")
+    plain = harness.start_emulator("emu-not-starting", forwarded=None)
     assert plain.info()["starting"] is False
     assert put_json(plain, "/v1/emulator/starting", "true").status_code == 200
     assert plain.info()["starting"] is True and harness.get_json(f"{plain.url}/v1/info/state") == "ACTIVE"
 
 
 def test_ui_stats_need_a_login_and_count_queued_and_running_queries():
+    """conformance: N5, N6"""
     harness.require_trino_client()
-    emu = harness.start_emulator("emu-ui")
+    emu = harness.start_emulator("emu-ui", forwarded=None)
     stats_url = f"{emu.url}/ui/api/stats"
     resp = requests.get(stats_url)
     assert resp.status_code == 401 and resp.headers["www-authenticate"] == "Trino-Form-Login"
@@ -374,7 +410,7 @@ def test_ui_stats_need_a_login_and_count_queued_and_running_queries():
     token = session.cookies.get("Trino-UI-Token")
     assert token and re.fullmatch(r"[0-9a-f]{64}", token)
     # The cookie is a session of this process only.
-    other = harness.start_emulator("emu-ui-other")
+    other = harness.start_emulator("emu-ui-other", forwarded=None)
     assert requests.get(f"{other.url}/ui/api/stats", cookies={"Trino-UI-Token": token}).status_code == 401
 
     def stats() -> dict:
@@ -404,7 +440,7 @@ def test_ui_stats_need_a_login_and_count_queued_and_running_queries():
     done = stats()
     assert (done["runningQueries"], done["queuedQueries"], done["totalInputRows"]) == (0, 1, 3), done
 
-    assert requests.delete(f"{emu.url}/v1/query/{queued['id']}").status_code == 204
+    assert requests.delete(f"{emu.url}/v1/query/{queued['id']}", headers=USER).status_code == 204
     assert stats()["queuedQueries"] == 0
 
     # A node that is not ACTIVE is no active coordinator.
@@ -421,7 +457,7 @@ def test_ui_stats_need_a_login_and_count_queued_and_running_queries():
 
 
 def test_ui_login_with_a_password():
-    emu = harness.start_emulator("emu-ui-pw", extra_args=["--ui-password", "s3cret"])
+    emu = harness.start_emulator("emu-ui-pw", extra_args=["--ui-password", "s3cret"], forwarded=None)
     for username, password in (("router", ""), ("router", "wrong"), ("", "s3cret")):
         session, resp = ui_login(emu, username, password)
         assert (resp.status_code, resp.headers["location"]) == (303, "/ui/login.html"), (username, password)
@@ -461,7 +497,7 @@ def _lingering_connections(port: int) -> int:
 
 
 def test_restart_on_the_same_port_right_after_kill_9():
-    first = harness.start_emulator("emu-restart", coordinator_id="r2r2r")
+    first = harness.start_emulator("emu-restart", coordinator_id="r2r2r", forwarded=None)
     port = first.port
     stop = threading.Event()
     finished = []
@@ -471,7 +507,7 @@ def test_restart_on_the_same_port_right_after_kill_9():
         with requests.Session() as http:
             while not stop.is_set():
                 try:
-                    page = http.post(f"{first.url}/v1/statement", data="SELECT 1", timeout=5).json()
+                    page = http.post(f"{first.url}/v1/statement", data="SELECT 1", headers=USER, timeout=5).json()
                     while "nextUri" in page:
                         page = http.get(page["nextUri"], timeout=5).json()
                     finished.append(page["id"])
@@ -493,7 +529,7 @@ def test_restart_on_the_same_port_right_after_kill_9():
         killed_at = time.monotonic()
         # At once, no retry: the port must bind while the old connections linger.
         lingering = _lingering_connections(port)
-        second = harness.start_emulator("emu-restart", extra_args=["--listen", f"127.0.0.1:{port}"])
+        second = harness.start_emulator("emu-restart", extra_args=["--listen", f"127.0.0.1:{port}"], forwarded=None)
         assert second.port == port
         rebound_after = time.monotonic() - killed_at
     finally:
@@ -507,12 +543,14 @@ def test_restart_on_the_same_port_right_after_kill_9():
     # A new process: it serves, and knows nothing of the old one's queries.
     rows, cur = run(second, "SELECT 1")
     assert rows == [["emu-restart", 1, 1]] and not cur.query_id.endswith("_r2r2r")
-    assert requests.get(f"{second.url}/v1/query/{old_id}").status_code == 404
+    assert requests.get(f"{second.url}/v1/query/{old_id}", headers=USER).status_code == 410
     assert second.stop() == 0
 
 
 # --------------------------------------------------------------------------------------------------
-# The spooling protocol (coordinator retrieval mode COORDINATOR_PROXY): segments served by the emulator.
+# The spooling protocol. In Trino's default retrieval mode (STORAGE) segments are downloaded from the
+# object store, which the emulator plays at its own address (`/v1/emulator/storage/{id}`), and acknowledged
+# at the coordinator; `--spooling-retrieval coordinator-proxy` serves downloads from the coordinator.
 
 SPOOLED_KEYS = ("spooled_downloads", "spooled_acks", "spooled_not_found", "spooled_bad_key")
 
@@ -545,7 +583,12 @@ def segment_headers(segment: dict) -> dict[str, str]:
     return {name: values[0] for name, values in segment.get("headers", {}).items()}
 
 
+def storage_uri(emu, identifier: str) -> str:
+    return f"{emu.url}/v1/emulator/storage/{identifier}"
+
+
 def test_spooled_query_through_the_real_client(emu):
+    """conformance: SP1, SP2"""
     before = spool_counters(emu)
     sql = "SELECT 1 /* emulator: pages=4 rows=3 spooled=1 */"
     rows, cur = run(emu, sql, encoding="json")
@@ -566,6 +609,7 @@ def test_spooled_query_through_the_real_client(emu):
 
 
 def test_real_client_default_encodings_inline_small_pages_and_spool_big_ones(emu):
+    """conformance: SP4"""
     import trino
 
     # The client offers json+zstd,json+lz4,json by default (those whose codec is installed): the emulator
@@ -592,6 +636,7 @@ def test_real_client_default_encodings_inline_small_pages_and_spool_big_ones(emu
 
 
 def test_spooled_segment_wire_shape_download_and_ack(emu):
+    """conformance: SP1, SP2, E2"""
     before = spool_counters(emu)
     pages = encoded_pages(emu, "SELECT 1 /* emulator: pages=2 rows=3 spooled=1 */", "json+zstd,json+lz4,json")
     data_pages = [p for p in pages if "data" in p]
@@ -604,7 +649,8 @@ def test_spooled_segment_wire_shape_download_and_ack(emu):
         assert segment["type"] == "spooled"
         identifier = segment["uri"].rsplit("/", 1)[1]
         assert re.fullmatch(r"[0-9a-f]{32}", identifier) and identifier not in pages[0]["id"]
-        assert segment["uri"] == f"{emu.url}/v1/spooled/download/{identifier}"
+        # STORAGE: the object store's URI to download, the coordinator's to acknowledge.
+        assert segment["uri"] == storage_uri(emu, identifier)
         assert segment["ackUri"] == f"{emu.url}/v1/spooled/ack/{identifier}"
         expected_rows = [[NAME, index + 1, row] for row in (1, 2, 3)]
         body = json.dumps(expected_rows, separators=(",", ":")).encode()
@@ -615,6 +661,11 @@ def test_spooled_segment_wire_shape_download_and_ack(emu):
         assert list(headers) == ["X-Trino-Emulator-Segment-Key"] and re.fullmatch(r"[0-9a-f]{32}", *headers.values())
         seen_ids.add(identifier)
 
+        # The coordinator's own download resource is not for this mode.
+        coordinator = requests.get(f"{emu.url}/v1/spooled/download/{identifier}", headers=headers)
+        assert (coordinator.status_code, coordinator.text) == (
+            503, "Error 503 Service Unavailable: Retrieval mode is STORAGE but segment resource was called"
+        )
         # Download (repeatable until the ack), with the segment's headers.
         for _ in range(2):
             resp = requests.get(segment["uri"], headers=headers)
@@ -623,8 +674,8 @@ def test_spooled_segment_wire_shape_download_and_ack(emu):
             assert resp.content == body and json.loads(resp.content) == expected_rows
         # Without the key, or with another segment's key: refused, and nothing is forgotten.
         for bad in ({}, {"X-Trino-Emulator-Segment-Key": "0" * 32}):
-            for method, uri in (("GET", segment["uri"]), ("GET", segment["ackUri"])):
-                resp = requests.request(method, uri, headers=bad)
+            for uri in (segment["uri"], segment["ackUri"]):
+                resp = requests.get(uri, headers=bad)
                 assert resp.status_code == 400 and resp.headers["content-type"].startswith("text/plain"), uri
         ack = requests.get(segment["ackUri"], headers=headers)
         assert (ack.status_code, ack.content) == (200, b"")
@@ -641,7 +692,8 @@ def test_spooled_segment_wire_shape_download_and_ack(emu):
     }
 
 
-def test_repeated_page_names_the_same_segment_and_old_segments_api(emu):
+def test_repeated_page_names_the_same_segment_and_the_old_segments_resource_is_gone(emu):
+    """conformance: SP5, M4"""
     first = post(emu, "SELECT 1 /* emulator: pages=1 rows=2 spooled=1 */", **{"X-Trino-Query-Data-Encoding": "json"})
     executing0 = follow(first["nextUri"])["nextUri"]
     page = follow(executing0)  # the data page
@@ -651,18 +703,19 @@ def test_repeated_page_names_the_same_segment_and_old_segments_api(emu):
     assert emu.query(first["id"])["segments"]["issued"] == 1
     identifier = segment["uri"].rsplit("/", 1)[1]
     headers = segment_headers(segment)
+    # Current releases serve no `/v1/spooled/segments/{id}` (the older SegmentResource): no resource, 404.
     old = f"{emu.url}/v1/spooled/segments/{identifier}"
-    resp = requests.get(old, headers=headers)
-    assert resp.status_code == 200 and json.loads(resp.content) == [[NAME, 1, 1], [NAME, 1, 2]]
-    assert requests.delete(old, headers={}).status_code == 400
-    assert requests.delete(old, headers=headers).status_code == 200
-    assert requests.get(segment["uri"], headers=headers).status_code == 404
-    assert requests.delete(old, headers=headers).status_code == 404
+    for method in ("GET", "DELETE"):
+        resp = requests.request(method, old, headers=headers)
+        assert (resp.status_code, resp.text) == (404, "Error 404 Not Found: HTTP 404 Not Found"), method
+    assert requests.get(segment["uri"], headers=headers).status_code == 200
+    assert requests.get(segment["ackUri"], headers=headers).status_code == 200
     assert emu.query(first["id"])["segments"] == {"issued": 1, "downloaded": 1, "acked": 1}
 
 
 def test_forged_and_foreign_segment_identifiers_get_404(emu):
-    other = harness.start_emulator("emu-spool-other")
+    """conformance: E2"""
+    other = harness.start_emulator("emu-spool-other", forwarded=None)
     pages = encoded_pages(other, "SELECT 1 /* emulator: rows=2 spooled=1 */")
     (segment,) = segments_of(next(p for p in pages if "data" in p))
     identifier = segment["uri"].rsplit("/", 1)[1]
@@ -670,16 +723,11 @@ def test_forged_and_foreign_segment_identifiers_get_404(emu):
     before = spool_counters(emu)
     forged = f"{int(identifier, 16) ^ 1:032x}"
     for ident in (identifier, forged, "0" * 32, pages[0]["id"], "x"):
-        for method, path in (
-            ("GET", f"/v1/spooled/download/{ident}"),
-            ("GET", f"/v1/spooled/ack/{ident}"),
-            ("GET", f"/v1/spooled/segments/{ident}"),
-            ("DELETE", f"/v1/spooled/segments/{ident}"),
-        ):
-            resp = requests.request(method, emu.url + path, headers=headers)
-            assert (resp.status_code, resp.text) == (404, "Segment not found"), (method, path)
+        for path in (f"/v1/emulator/storage/{ident}", f"/v1/spooled/ack/{ident}"):
+            resp = requests.get(emu.url + path, headers=headers)
+            assert (resp.status_code, resp.text) == (404, "Segment not found"), path
             assert resp.headers["content-type"].startswith("text/plain")
-    assert spool_counters(emu)["spooled_not_found"] - before["spooled_not_found"] == 20
+    assert spool_counters(emu)["spooled_not_found"] - before["spooled_not_found"] == 10
     # The emulator that issued it still serves it.
     resp = requests.get(segment["uri"], headers=headers)
     assert resp.status_code == 200 and json.loads(resp.content) == [["emu-spool-other", 1, 1], ["emu-spool-other", 1, 2]]
@@ -687,6 +735,7 @@ def test_forged_and_foreign_segment_identifiers_get_404(emu):
 
 
 def test_inline_segments_and_what_is_not_encoded(emu):
+    """conformance: SP4"""
     # Small pages: inline segments (base64 of the same JSON rows).
     pages = encoded_pages(emu, "SELECT 1 /* emulator: pages=2 rows=2 */")
     data_pages = [p for p in pages if "data" in p]
@@ -726,12 +775,12 @@ def test_inline_segments_and_what_is_not_encoded(emu):
 
 
 def test_segment_uris_follow_host_and_forwarded_headers():
-    emu = harness.start_emulator("emu-spool-fwd", extra_args=["--process-forwarded"])
-    pages = encoded_pages(
-        emu,
-        "SELECT 1 /* emulator: rows=1 spooled=1 */",
-        **{"X-Forwarded-Proto": "https", "X-Forwarded-Host": "gw.example", "X-Forwarded-Prefix": "/trino"},
+    """conformance: SP2, SP3, F2, U1"""
+    emu = harness.start_emulator(
+        "emu-spool-fwd", forwarded="accept", extra_args=["--spooling-retrieval", "coordinator-proxy"]
     )
+    forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "gw.example", "X-Forwarded-Prefix": "/trino"}
+    pages = encoded_pages(emu, "SELECT 1 /* emulator: rows=1 spooled=1 */", **forwarded)
     (segment,) = segments_of(next(p for p in pages if "data" in p))
     identifier = segment["uri"].rsplit("/", 1)[1]
     assert segment["uri"] == f"https://gw.example/trino/v1/spooled/download/{identifier}"
@@ -743,3 +792,231 @@ def test_segment_uris_follow_host_and_forwarded_headers():
     # The emulator itself serves the path under its own root (a router strips the prefix).
     local = segment["uri"].replace("http://envoy.example:8080", emu.url)
     assert requests.get(local, headers=segment_headers(segment)).status_code == 200
+
+    # STORAGE: the object store's URI is not the coordinator's, so forwarded headers do not touch it.
+    storage = harness.start_emulator("emu-spool-storage", forwarded="accept")
+    pages = encoded_pages(storage, "SELECT 1 /* emulator: rows=1 spooled=1 */", **forwarded)
+    (segment,) = segments_of(next(p for p in pages if "data" in p))
+    identifier = segment["uri"].rsplit("/", 1)[1]
+    assert segment["uri"] == storage_uri(storage, identifier)
+    assert segment["ackUri"] == f"https://gw.example/trino/v1/spooled/ack/{identifier}"
+
+    # COORDINATOR_STORAGE_REDIRECT: the coordinator's download answers 303 to the object store.
+    redirect = harness.start_emulator("emu-spool-redirect", extra_args=["--spooling-retrieval", "coordinator-storage-redirect"])
+    pages = encoded_pages(redirect, "SELECT 1 /* emulator: rows=1 spooled=1 */")
+    (segment,) = segments_of(next(p for p in pages if "data" in p))
+    identifier = segment["uri"].rsplit("/", 1)[1]
+    assert segment["uri"] == f"{redirect.url}/v1/spooled/download/{identifier}"
+    resp = requests.get(segment["uri"], headers=segment_headers(segment), allow_redirects=False)
+    assert (resp.status_code, resp.headers["location"]) == (303, storage_uri(redirect, identifier))
+    followed = requests.get(segment["uri"], headers=segment_headers(segment))
+    assert followed.status_code == 200 and json.loads(followed.content) == [["emu-spool-redirect", 1, 1]]
+
+
+# --------------------------------------------------------------------------------------------------
+# Conformance rows (docs/trino-conformance.md) the tests above do not show on the running binary.
+
+
+def raw(emu, method: str, path: str, body: bytes = b"", headers=(), user: bytes = b"raw"):
+    """(status, lower-case headers, body) of a request sent byte by byte (no client normalises the path)."""
+    return raw_http(emu.port, request(method, path, body, headers, user=user))
+
+
+def test_forwarded_headers_are_refused_by_default(emu):
+    """conformance: F1"""
+    before = emu.counters()
+    for method, path, header in (
+        ("GET", "/v1/info", b"X-Forwarded-Proto"),
+        ("POST", "/v1/statement", b"X-Forwarded-For"),
+        ("GET", "/v1/info/state", b"x-forwarded-prefix"),
+        ("GET", "/v1/statement/queued/x/y/1", b"X-Forwarded-Anything"),
+    ):
+        status, headers, body = raw(emu, method, path, b"SELECT 1" if method == "POST" else b"", [(header, b"v")])
+        assert status == 406, (path, header, status, body)
+        named = "-".join(word.capitalize() for word in header.decode().split("-"))
+        assert f"Server configuration does not allow processing of the {named} header".encode() in body, body
+        assert headers["content-type"].startswith("text/html")
+    after = emu.counters()
+    assert after["forwarded_refused"] - before["forwarded_refused"] == 4
+    assert after["statement_post"] == before["statement_post"], "a refused POST reached the resource"
+    # RFC 7239 Forwarded is not X-Forwarded-*: taken, and not read.
+    first = post(emu, "SELECT 1", Forwarded="proto=https;host=fw.example")
+    assert first["nextUri"].startswith(f"{emu.url}/v1/statement/queued/")
+
+
+def test_forwarded_modes_accept_and_ignore():
+    """conformance: F2, F3, F5, F6, U1"""
+    headers = {
+        "Host": "envoy:8080", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "gw.example:8443",
+        "X-Forwarded-Port": "9999", "X-Forwarded-Prefix": "/_trino/a",
+    }
+    accept = harness.start_emulator("emu-fwd-accept", forwarded="accept")
+    first = post(accept, "SELECT 1", **headers)
+    assert first["nextUri"].startswith(f"https://gw.example:8443/_trino/a/v1/statement/queued/{first['id']}/")
+    assert first["infoUri"] == f"https://gw.example:8443/_trino/a/ui#/queries/{first['id']}"
+    # `--process-forwarded` is `http-server.process-forwarded=true`: accept.
+    alias = harness.start_emulator("emu-fwd-alias", forwarded=None, extra_args=["--process-forwarded"])
+    assert post(alias, "SELECT 1", **headers)["nextUri"].startswith("https://gw.example:8443/_trino/a/")
+    assert alias.emulator_info()["forwarded"] == "accept"
+    ignore = harness.start_emulator("emu-fwd-ignore", forwarded="ignore")
+    first = post(ignore, "SELECT 1", **headers)
+    assert first["nextUri"].startswith(f"http://envoy:8080/v1/statement/queued/{first['id']}/")
+    assert ignore.emulator_info()["forwarded"] == "ignore"
+
+
+@pytest.mark.parametrize(
+    ("version", "prefixed", "info_uri", "identity"),
+    [
+        ("451", "http://h", "http://h/ui/query.html?{id}", False),
+        ("457", "http://h/%2F_trino%2Fa", "http://h/%2F_trino%2Fa/ui/query.html?{id}", False),
+        ("458", "http://h/_trino/a", "http://h/_trino/a/ui/query.html?{id}", False),
+        ("477", "http://h/_trino/a", "http://h/_trino/a/ui/query.html?{id}", True),
+        ("483", "http://h/_trino/a", "http://h/_trino/a/ui#/queries/{id}", True),
+    ],
+)
+def test_what_each_trino_version_answers(version, prefixed, info_uri, identity):
+    """conformance: F4, F5, U2, U3, N1, N2"""
+    emu = harness.start_emulator(f"emu-v{version}", forwarded="accept", extra_args=["--trino-version", version])
+    first = post(emu, "SELECT 1", Host="h", **{"X-Forwarded-Prefix": "/_trino/a"})
+    assert first["nextUri"].startswith(f"{prefixed}/v1/statement/queued/{first['id']}/"), first["nextUri"]
+    assert first["infoUri"] == info_uri.format(id=first["id"])
+    info = emu.info()
+    assert info["nodeVersion"] == {"version": version}
+    assert ({"nodeId", "state", "coordinatorId"} <= set(info)) is identity, info
+    if identity:
+        assert (info["nodeId"], info["state"], info["coordinatorId"]) == (
+            f"emu-v{version}", "ACTIVE", emu.emulator_info()["coordinatorId"]
+        )
+
+
+def test_the_query_page_is_the_web_uis_static_page(emu):
+    """conformance: U2"""
+    first = post(emu, "SELECT 1")
+    page = f"{emu.url}/ui/query.html?{first['id']}"
+    refused = requests.get(page, allow_redirects=False)
+    assert (refused.status_code, refused.headers["location"]) == (303, "/ui/login.html")
+    session, _ = ui_login(emu)
+    for query_id in (first["id"], first["id"][:-5] + "zzzzz"):
+        resp = session.get(f"{emu.url}/ui/query.html?{query_id}", allow_redirects=False)
+        assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/html"), query_id
+
+
+def test_query_resources_need_a_user_and_answer_by_access():
+    """conformance: Q3, Q4, Q5, Q6, Q7"""
+    emu = harness.start_emulator("emu-access", forwarded=None, extra_args=["--query-access", "owner"])
+    alice, bob = {"X-Trino-User": "alice"}, {"X-Trino-User": "bob"}
+    # No user: the authentication filter's 401, before any resource.
+    for method, path, body in (("POST", "/v1/statement", b"SELECT 1"), ("GET", "/v1/query/q", b""), ("DELETE", "/v1/query/q", b"")):
+        status, headers, text = raw(emu, method, path, body, user=b"")
+        assert (status, text) == (401, b"Basic authentication or X-Trino-User must be sent"), (method, path)
+        assert headers["www-authenticate"] == 'Basic realm="Trino"'
+    password = {"Authorization": "Basic " + base64.b64encode(b"alice:secret").decode()}
+    resp = requests.post(f"{emu.url}/v1/statement", data="SELECT 1", headers=password)
+    assert (resp.status_code, resp.text) == (401, "Password not allowed for insecure authentication")
+    basic = {"Authorization": "Basic " + base64.b64encode(b"alice").decode()}
+    mine = requests.post(f"{emu.url}/v1/statement", data="SELECT 1 /* emulator: pages=3 */", headers=basic).json()
+    info = f"{emu.url}/v1/query/{mine['id']}"
+    assert requests.get(info, headers=alice).json()["session"]["user"] == "alice"
+    forbidden = "Error 403 Forbidden: HTTP 403 Forbidden"
+    for method, url in (("GET", info), ("DELETE", info), ("PUT", f"{info}/killed"), ("PUT", f"{info}/preempted")):
+        resp = requests.request(method, url, headers=bob)
+        assert (resp.status_code, resp.text) == (403, forbidden), (method, url)
+    assert requests.put(f"{info}/killed", headers=alice).status_code == 202
+    assert requests.put(f"{info}/preempted", headers=alice).status_code == 409  # already done
+    assert emu.query(mine["id"])["canceled"]
+    unknown = f"{emu.url}/v1/query/{mine['id'][:-5]}zzzzz"
+    for method, url, expected in (("GET", unknown, 410), ("PUT", f"{unknown}/killed", 410), ("DELETE", unknown, 204)):
+        resp = requests.request(method, url, headers=bob)
+        assert (resp.status_code, resp.content) == (expected, b""), (method, url)
+    # A query id Jersey cannot convert (not [_a-z0-9]+): 404 without a body.
+    for bad in ("ABC", "2026-01-01"):
+        resp = requests.get(f"{emu.url}/v1/query/{bad}", headers=bob)
+        assert (resp.status_code, resp.content) == (404, b""), bad
+    # Trino's default access control lets anyone see and kill any query.
+    everyone = harness.start_emulator("emu-access-all", forwarded=None)
+    theirs = post(everyone, "SELECT 1")
+    assert requests.get(f"{everyone.url}/v1/query/{theirs['id']}", headers=bob).status_code == 200
+    assert requests.put(f"{everyone.url}/v1/query/{theirs['id']}/killed", headers=bob).status_code == 202
+
+
+def test_statement_resources_methods_and_parameters(emu):
+    """conformance: S7, S8, S10, S12"""
+    first = post(emu, "SELECT 1 /* emulator: pages=3 */")
+    queued = first["nextUri"]
+    executing = follow(queued)["nextUri"]
+    for method, uri, allow in (
+        ("POST", executing, "DELETE,GET,HEAD,OPTIONS"),
+        ("PUT", queued, "DELETE,GET,HEAD,OPTIONS"),
+        ("GET", f"{emu.url}/v1/statement", "OPTIONS,POST"),
+        ("POST", f"{emu.url}/v1/query/{first['id']}", "DELETE,GET,HEAD,OPTIONS"),
+    ):
+        resp = requests.request(method, uri, headers=USER)
+        assert (resp.status_code, resp.content, resp.headers.get("allow")) == (405, b"", allow), (method, uri)
+        options = requests.options(uri)
+        assert (options.status_code, options.headers.get("allow")) == (200, allow), uri
+    prefix, slug, token = executing.rsplit("/", 2)
+    # Path parameters Jersey cannot convert: 404 without a body; a negative token fits no slug.
+    for uri in (f"{prefix}/{slug}/abc", f"{prefix}/{slug}/1.5", prefix.replace(first["id"], first["id"].upper()) + f"/{slug}/0"):
+        resp = requests.get(uri)
+        assert (resp.status_code, resp.content) == (404, b""), uri
+    assert requests.get(f"{prefix}/{slug}/-1").text == QUERY_NOT_FOUND
+    # Partial cancel: 204 with the URI's slug; a stage that is not an int is 404 without a body.
+    partial = f"{emu.url}/v1/statement/executing/partialCancel/{first['id']}/0/{slug}/{token}"
+    assert requests.delete(partial).status_code == 204
+    resp = requests.delete(partial.replace("/0/", "/x/"))
+    assert (resp.status_code, resp.content) == (404, b"")
+    # DELETE: any token with the right slug, 204; a slug of another token, Query not found.
+    assert requests.delete(f"{prefix}/{slug}/{token}").status_code == 204
+    resp = requests.delete(f"{prefix}/{slug}/{int(token) + 1}")
+    assert (resp.status_code, resp.text) == (404, QUERY_NOT_FOUND)
+    other = post(emu, "SELECT 1")
+    assert requests.delete(other["nextUri"]).status_code == 204
+
+
+def test_new_statements_as_jersey_matches_them(emu):
+    """conformance: M1, M2, M3, M4, M5"""
+    for path in ("/v1/statement/", "/v1/statement;x=1", "/v1/statement;x=1/"):
+        status, _, body = raw(emu, "POST", path, b"SELECT 1")
+        assert status == 200 and json.loads(body)["nextUri"], (path, status, body)
+    status, headers, body = raw(emu, "POST", "/v1/%73tatement", b"SELECT 1")
+    assert (status, body) == (404, b"Error 404 Not Found: HTTP 404 Not Found")
+    assert raw(emu, "GET", "/v1/info/")[0] == 200
+    assert raw(emu, "GET", "/v1/nothing")[:3:2] == (404, b"Error 404 Not Found: HTTP 404 Not Found")
+    # `..` is matched as it is: an executing URI whose slug and token are `..`.
+    query_id = post(emu, "SELECT 1")["id"]
+    status, headers, _ = raw(emu, "POST", f"/v1/statement/executing/{query_id}/../..", b"x")
+    assert (status, headers["allow"]) == (405, "DELETE,GET,HEAD,OPTIONS")
+    status, _, body = raw(emu, "GET", f"/v1/statement/executing/{query_id}/../..")
+    assert (status, body) == (404, b"")
+
+
+@pytest.mark.parametrize(
+    ("row", "path", "reason"),
+    [
+        ("J1", "/v1/query/a%2Fb", "Ambiguous URI path separator"),
+        ("J2", "/v1//info", "Ambiguous URI empty segment"),
+        ("J3", "/v1/statement/executing/%2e%2e/y/1", "Ambiguous URI path segment"),
+        ("J4", "/v1/statement/..;x/info", "Ambiguous URI path parameter"),
+        ("J5", "/v1/query/20260101_000000_00000%255Fabcde", "Ambiguous URI path encoding"),
+        ("J6", "/v1/../../info", "Bad URI"),
+        ("J7", "/v1/query/a%5Cb", "Suspicious Path Character"),
+        ("J7", "/v1/query/%ff", "Bad UTF-8 encoding"),
+    ],
+)
+def test_jetty_refuses_ambiguous_paths(emu, row, path, reason):
+    """conformance: J1, J2, J3, J4, J5, J6, J7"""
+    before = emu.counters()
+    status, headers, body = raw(emu, "GET", path)
+    assert (status, headers["content-type"]) == (400, "text/html;charset=iso-8859-1"), (row, path, status, body)
+    assert f"HTTP ERROR 400 {reason}".encode() in body, (row, body)
+    after = emu.counters()
+    assert after["uri_refused"] == before["uri_refused"] + 1
+    assert after["unrouted"] == before["unrouted"] and after["query_api"] == before["query_api"]
+
+
+def test_a_plain_dot_dot_is_not_refused(emu):
+    """conformance: J6, M5"""
+    # Not a Jetty refusal: Jersey matches the raw path, where `/v1/query/../info` names no resource.
+    status, _, body = raw(emu, "GET", "/v1/query/../info")
+    assert (status, body) == (404, b"Error 404 Not Found: HTTP 404 Not Found")
+    assert raw(emu, "GET", "/v1/./info")[0] == 404

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import pytest
 
 import harness
+import known_bugs
 
 ADHOC = {"trino-a", "trino-b"}
 UNKNOWN_QUERY_ID = "20260101_000000_00001_zzzzz"
@@ -316,6 +317,7 @@ def test_other_paths_go_to_the_default_group(stack):
         ("DELETE", f"/v1/query/{UNKNOWN_QUERY_ID}"),
     ],
 )
+@known_bugs.discovery_takes_410_for_ownership()
 def test_unplaceable_query_id_gets_404_from_the_router(stack, method, path):
     queries_before = _query_ids(stack)
     counters_before = _protocol_counters(stack)
@@ -327,12 +329,12 @@ def test_unplaceable_query_id_gets_404_from_the_router(stack, method, path):
     assert isinstance(body.get("error"), dict), body
     assert stack.upstream_requests() == upstream_before, "Envoy sent the request to an emulator"
     # The router may ask each cluster about the id once (discovery: its own `GET /v1/query/{id}`, answered
-    # 404, cached for 2 s); nothing else may reach an emulator.
+    # 410 as Trino answers for an id it does not hold, cached for 2 s); nothing else may reach an emulator.
     counters_after = _protocol_counters(stack)
     for name, after in counters_after.items():
         delta = {k: v - counters_before[name].get(k, 0) for k, v in after.items()}
         lookups = delta.pop("query_api", 0)
-        assert delta.pop("not_found", 0) == lookups <= 1, f"{name}: {lookups} lookups, counters {delta}"
+        assert delta.pop("gone", 0) == lookups <= 1, f"{name}: {lookups} lookups, counters {delta}"
         assert not any(delta.values()), f"{name} counted the request: {delta}"
     assert _query_ids(stack) == queries_before
 

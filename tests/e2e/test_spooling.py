@@ -14,7 +14,10 @@ import re
 import harness
 
 CLUSTERS = [("a", "adhoc"), ("b", "adhoc")]
-FORWARDED = {"a": ["--process-forwarded"], "b": ["--process-forwarded"]}
+# Segments served by the coordinator (COORDINATOR_PROXY), so downloads go through Envoy to the cluster
+# their URL names; Trino's default (STORAGE) sends downloads straight to the object store instead.
+_MODES = ["--process-forwarded", "--spooling-retrieval", "coordinator-proxy"]
+FORWARDED = {"a": _MODES, "b": _MODES}
 
 
 def _url_stack(make_stack, **kwargs):

@@ -1,13 +1,18 @@
 //! `trino-emulator`: a stand-in Trino coordinator for end-to-end tests and load benchmarks.
 //!
 //! It speaks the client protocol (`/v1/statement` queued → executing pages, cancel, query info, node
-//! info) faithfully and strictly: any query id, slug or token it did not issue gets 404, so a misrouted
+//! info) faithfully and strictly, as docs/trino-conformance.md says Trino does, row by row: by default as
+//! the newest Trino it covers with Trino's default configuration, with flags for the other modes and
+//! releases. Any query id, slug or token it did not issue is refused as Trino refuses it, so a misrouted
 //! request fails loudly. Every row of an ordinary query names the emulator (`--name`), so a client can
 //! tell which instance ran it.
 //!
 //! ```text
 //! trino-emulator --name NAME [--listen HOST:PORT] [--coordinator-id XXXXX] [--queued-polls N]
-//!                [--forget-after-secs S] [--max-queries N] [--process-forwarded]
+//!                [--forget-after-secs S] [--max-queries N]
+//!                [--forwarded reject|accept|ignore] [--process-forwarded] [--trino-version N]
+//!                [--spooling-retrieval storage|coordinator-storage-redirect|coordinator-proxy]
+//!                [--query-access all|owner]
 //!                [--starting-seconds N] [--ui-password PASS] [--tls-cert FILE --tls-key FILE]
 //! ```
 //!
@@ -21,19 +26,26 @@
 //! Once bound it prints exactly one stdout line, `listening on IP:PORT`; logs go to stderr (`RUST_LOG`).
 //! SIGTERM or SIGINT stops it (in-flight requests get up to 5 s; exit status 0).
 //!
-//! Modules: [`query_id`] ids, [`slug`] URI slugs, [`sql`] statement kinds and hints, [`session`] session
+//! Modules: [`trino_version`] what differs between Trino releases, [`uri_compliance`] the paths Jetty
+//! refuses, [`forwarded`] forwarded headers and external URIs, [`jersey`] the path resources are matched
+//! on, [`auth`] users and query access, [`refusals`] how Trino spells refusals, [`query_id`] ids, [`slug`]
+//! URI slugs, [`sql`] statement kinds and hints, [`session`] session
 //! and transaction headers, [`plan`] what a query will answer, [`queries`] the per-query state machine,
 //! [`results`] QueryResults JSON, [`rows`] the rows of data pages (rendered once per shape),
 //! [`spooling`] the spooling protocol and its segments, [`registry`] the shared query map, [`node`]
 //! health documents, node state and load statistics, [`ui`] web UI login sessions, [`http`] the axum
 //! handlers, [`fault`] faults switched on at run time (hang, garbage, slow), [`tls`] the HTTPS listener.
 
+mod auth;
 mod fault;
+mod forwarded;
 mod http;
+mod jersey;
 mod node;
 mod plan;
 mod queries;
 mod query_id;
+mod refusals;
 mod registry;
 mod results;
 mod rows;
@@ -42,7 +54,9 @@ mod slug;
 mod spooling;
 mod sql;
 mod tls;
+mod trino_version;
 mod ui;
+mod uri_compliance;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -53,12 +67,14 @@ use axum::serve::ListenerExt;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+use crate::auth::QueryAccess;
 use crate::http::{App, Counters};
 use crate::node::NodeControl;
 use crate::query_id::CoordinatorId;
 use crate::registry::Registry;
 use crate::rows::PageRows;
-use crate::spooling::Segments;
+use crate::spooling::{Retrieval, Segments};
+use crate::trino_version::Version;
 use crate::ui::Sessions;
 
 /// How long in-flight requests may run after a shutdown signal.
@@ -95,10 +111,24 @@ struct Cli {
     /// Keep at most this many queries (beyond it the oldest are forgotten, finished ones first).
     #[arg(long, default_value_t = 100_000)]
     max_queries: usize,
-    /// Honour X-Forwarded-Proto/Host/Port/Prefix when building URIs (Trino's
-    /// `http-server.process-forwarded`).
+    /// Trino's `http-server.process-forwarded`: `reject` (Trino's default: 406 for any `X-Forwarded-*`
+    /// header), `accept` (URIs follow X-Forwarded-Proto/Host/Port/Prefix and Forwarded), `ignore` (they are
+    /// dropped unread).
+    #[arg(long, value_enum, default_value_t = forwarded::Mode::Reject)]
+    forwarded: forwarded::Mode,
+    /// The same as `--forwarded accept` (Trino's `http-server.process-forwarded=true`).
     #[arg(long)]
     process_forwarded: bool,
+    /// The Trino release to answer as (`/v1/info` fields, `infoUri`, `X-Forwarded-Prefix`).
+    #[arg(long, default_value_t = Version::NEWEST)]
+    trino_version: Version,
+    /// Trino's `protocol.spooling.retrieval-mode`.
+    #[arg(long, value_enum, default_value_t = Retrieval::Storage)]
+    spooling_retrieval: Retrieval,
+    /// Who may view and kill a query on `/v1/query` and `/ui/api/query`: `all` (Trino's default access
+    /// control) or `owner` (403 for anyone but the user who submitted it).
+    #[arg(long, value_enum, default_value_t = QueryAccess::All)]
+    query_access: QueryAccess,
     /// `/v1/info` says `"starting": true` for this many seconds after start (`PUT /v1/emulator/starting`
     /// overrides it).
     #[arg(long, default_value_t = 0)]
@@ -155,7 +185,10 @@ async fn run(cli: Cli) -> std::io::Result<()> {
         node: NodeControl::new(Duration::from_secs(cli.starting_seconds)),
         sessions: Sessions::new(cli.ui_password),
         segments: Segments::new(Duration::from_secs(cli.forget_after_secs)),
-        process_forwarded: cli.process_forwarded,
+        forwarded: if cli.process_forwarded { forwarded::Mode::Accept } else { cli.forwarded },
+        version: cli.trino_version,
+        retrieval: cli.spooling_retrieval,
+        query_access: cli.query_access,
         scheme: if tls.is_some() { "https" } else { "http" },
         local_address: local.to_string(),
     });
@@ -165,7 +198,16 @@ async fn run(cli: Cli) -> std::io::Result<()> {
         writeln!(stdout, "listening on {local}")?;
         stdout.flush()?;
     }
-    tracing::info!(name = %app.name, %coordinator_id, %local, https = tls.is_some(), "trino-emulator ready");
+    tracing::info!(
+        name = %app.name,
+        %coordinator_id,
+        %local,
+        https = tls.is_some(),
+        forwarded = app.forwarded.as_str(),
+        trino_version = %app.version,
+        spooling_retrieval = app.retrieval.as_str(),
+        "trino-emulator ready"
+    );
 
     let sweeper =
         tokio::spawn(sweep(app.clone(), Duration::from_secs(cli.forget_after_secs), cli.max_queries));
@@ -307,6 +349,57 @@ mod tests {
             "needs its key"
         );
         assert!(Cli::try_parse_from(["trino-emulator", "--name", "a", "--starting-seconds", "-1"]).is_err());
+    }
+
+    // conformance: F1, F2, F3
+    #[test]
+    fn defaults_are_trinos_and_the_modes_are_flags() {
+        let cli = Cli::try_parse_from(["trino-emulator", "--name", "a"]).unwrap();
+        assert_eq!(
+            (
+                cli.forwarded,
+                cli.process_forwarded,
+                cli.trino_version,
+                cli.spooling_retrieval,
+                cli.query_access
+            ),
+            (forwarded::Mode::Reject, false, Version::NEWEST, Retrieval::Storage, QueryAccess::All)
+        );
+        for (mode, expected) in [
+            ("reject", forwarded::Mode::Reject),
+            ("accept", forwarded::Mode::Accept),
+            ("ignore", forwarded::Mode::Ignore),
+        ] {
+            let cli = Cli::try_parse_from(["trino-emulator", "--name", "a", "--forwarded", mode]).unwrap();
+            assert_eq!(cli.forwarded, expected);
+        }
+        let cli = Cli::try_parse_from([
+            "trino-emulator",
+            "--name",
+            "a",
+            "--forwarded",
+            "accept",
+            "--process-forwarded",
+            "--trino-version",
+            "457",
+            "--spooling-retrieval",
+            "coordinator-proxy",
+            "--query-access",
+            "owner",
+        ])
+        .unwrap();
+        assert_eq!(
+            (cli.process_forwarded, cli.trino_version.number(), cli.spooling_retrieval, cli.query_access),
+            (true, 457, Retrieval::CoordinatorProxy, QueryAccess::Owner)
+        );
+        for bad in
+            [["--forwarded", "true"], ["--trino-version", "440"], ["--spooling-retrieval", "worker-proxy"]]
+        {
+            assert!(
+                Cli::try_parse_from(["trino-emulator", "--name", "a", bad[0], bad[1]]).is_err(),
+                "{bad:?}"
+            );
+        }
     }
 
     #[tokio::test]

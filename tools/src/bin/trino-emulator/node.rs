@@ -1,7 +1,9 @@
 //! The coordinator's health documents (`GET /v1/info`, `/v1/info/state`, `/v1/status`, and the web UI's
 //! `/ui/api/stats`), and the node state tests drive through the emulator-only endpoints.
 //!
-//! `/v1/info` is exactly Trino's shape (no coordinator id: trino#23910 was not merged). The node state
+//! `/v1/info` has Trino's shape for the release the emulator answers as (`--trino-version`): `nodeVersion`,
+//! `environment`, `coordinator`, `starting`, `uptime`, and from 477 also `nodeId`, `state` and
+//! `coordinatorId` (Trino's `ServerInfo` record; rows N1, N2 of docs/trino-conformance.md). The node state
 //! ([`NodeState`], Trino's `NodeState` names) starts ACTIVE and changes only by
 //! `PUT /v1/emulator/state`; `starting` is true for the first `--starting-seconds` after start unless
 //! `PUT /v1/emulator/starting` pinned it ([`NodeControl`]). Durations print like airlift's `Duration`
@@ -12,8 +14,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-/// The version string every emulator reports.
-pub const VERSION: &str = "476-emulator";
+use crate::trino_version::Version;
+
 pub const ENVIRONMENT: &str = "emulator";
 
 /// Trino's node states, as `/v1/info/state` spells them.
@@ -122,25 +124,40 @@ impl NodeControl {
     }
 }
 
-pub fn info(uptime: Duration, starting: bool) -> Value {
-    json!({
-        "nodeVersion": {"version": VERSION},
+/// Who the node is, for `/v1/info` from Trino 477 on.
+#[derive(Clone, Copy, Debug)]
+pub struct Identity<'a> {
+    pub node_id: &'a str,
+    pub coordinator_id: &'a str,
+    pub state: NodeState,
+}
+
+/// `GET /v1/info` as `version` answers it.
+pub fn info(version: Version, uptime: Duration, starting: bool, identity: Identity<'_>) -> Value {
+    let mut info = json!({
+        "nodeVersion": {"version": version.to_string()},
         "environment": ENVIRONMENT,
         "coordinator": true,
         "starting": starting,
         "uptime": succinct(uptime),
-    })
+    });
+    if version.publishes_node_identity() {
+        info["nodeId"] = Value::from(identity.node_id);
+        info["state"] = Value::from(identity.state.as_str());
+        info["coordinatorId"] = Value::from(identity.coordinator_id);
+    }
+    info
 }
 
 pub fn processors() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }
 
-pub fn status(node_id: &str, address: &str, uptime: Duration) -> Value {
+pub fn status(version: Version, node_id: &str, address: &str, uptime: Duration) -> Value {
     let processors = processors();
     json!({
         "nodeId": node_id,
-        "nodeVersion": {"version": VERSION},
+        "nodeVersion": {"version": version.to_string()},
         "environment": ENVIRONMENT,
         "coordinator": true,
         "uptime": succinct(uptime),
@@ -215,15 +232,33 @@ mod tests {
         }
     }
 
+    // conformance: N1, N2
     #[test]
-    fn info_shape() {
-        let v = info(Duration::from_secs(1), false);
-        assert_eq!(v["nodeVersion"]["version"], VERSION);
-        assert_eq!((v["coordinator"].clone(), v["starting"].clone()), (json!(true), json!(false)));
-        assert_eq!(v["uptime"], "1.00s");
-        assert_eq!(info(Duration::ZERO, true)["starting"], json!(true));
+    fn info_shape_by_version() {
+        let identity = Identity { node_id: "east", coordinator_id: "k2m3n", state: NodeState::Draining };
+        let v = info("476".parse().unwrap(), Duration::from_secs(1), false, identity);
+        assert_eq!(
+            v,
+            json!({
+                "nodeVersion": {"version": "476"},
+                "environment": ENVIRONMENT,
+                "coordinator": true,
+                "starting": false,
+                "uptime": "1.00s",
+            })
+        );
+        for version in ["477", "483"] {
+            let v = info(version.parse().unwrap(), Duration::ZERO, true, identity);
+            assert_eq!(v["nodeVersion"]["version"], version);
+            assert_eq!(
+                (&v["nodeId"], &v["state"], &v["coordinatorId"], &v["starting"]),
+                (&json!("east"), &json!("DRAINING"), &json!("k2m3n"), &json!(true)),
+                "{version}"
+            );
+        }
     }
 
+    // conformance: N3
     #[test]
     fn state_bodies() {
         for (body, expected) in [

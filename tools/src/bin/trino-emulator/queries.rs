@@ -141,13 +141,18 @@ impl Page {
     }
 }
 
-/// Why a request is refused.
+/// Why a request is refused (Trino answers each differently: docs/trino-conformance.md S3–S6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reject {
-    /// 404: unknown query, wrong slug, or a token the query never issued.
+    /// 404 `Query not found`: unknown query, wrong slug, or an executing URI of a query not yet dispatched.
     NotFound,
-    /// 410: a token older than the last one served.
+    /// 410: a queued token other than the last or the next one (`GoneException("Invalid token")`).
+    QueuedGone,
+    /// 410 without a body: an executing token older than the last one served.
     Gone,
+    /// 404 without a body: an executing token that is neither the last nor the next one, or one past
+    /// the final page.
+    UnknownToken,
 }
 
 /// What an executing GET gets.
@@ -268,7 +273,7 @@ impl Query {
             return Err(Reject::NotFound);
         }
         if token != self.queued_token && token != self.queued_token + 1 {
-            return Err(Reject::Gone);
+            return Err(Reject::QueuedGone);
         }
         self.queued_token = token;
         self.last_access = now;
@@ -304,8 +309,8 @@ impl Query {
         match &exec.last {
             Some((last, page)) if token == *last => return Ok(Step::Page(page.clone())),
             Some((last, _)) if token < *last => return Err(Reject::Gone),
-            Some((last, _)) if exec.final_sent || token != last + 1 => return Err(Reject::NotFound),
-            None if token != 0 => return Err(Reject::NotFound),
+            Some((last, _)) if exec.final_sent || token != last + 1 => return Err(Reject::UnknownToken),
+            None if token != 0 => return Err(Reject::UnknownToken),
             _ => {}
         }
         let data_pages = self.plan.data_pages();
@@ -439,6 +444,7 @@ mod tests {
         P(Page::Failed(QueryError::user_canceled()))
     }
 
+    // conformance: S3, S4
     #[test]
     fn queued_token_rules() {
         let t0 = Instant::now();
@@ -447,14 +453,14 @@ mod tests {
             q,
             t0,
             &[
-                (Op::Get(Q, 2), R(Gone)),
+                (Op::Get(Q, 2), R(QueuedGone)),
                 (Op::BadSlug(Q, 1), R(NotFound)),
                 (Op::Get(E, 0), R(NotFound)),
                 (Op::Get(Q, 0), P(Page::Queued { next: 1 })),
                 (Op::Get(Q, 1), P(Page::Queued { next: 2 })),
                 (Op::Get(Q, 1), P(Page::Queued { next: 2 })),
-                (Op::Get(Q, 0), R(Gone)),
-                (Op::Get(Q, 3), R(Gone)),
+                (Op::Get(Q, 0), R(QueuedGone)),
+                (Op::Get(Q, 3), R(QueuedGone)),
                 (Op::Get(Q, 2), P(Page::Queued { next: 3 })),
                 (Op::Get(Q, 3), P(Page::Dispatched)),
                 (Op::Get(Q, 3), P(Page::Dispatched)),
@@ -469,6 +475,7 @@ mod tests {
         run(query(rows(1), 0, 0, t0), t0, &[(Op::Get(Q, 1), P(Page::Dispatched))]);
     }
 
+    // conformance: S5, S6
     #[test]
     fn executing_token_rules() {
         let t0 = Instant::now();
@@ -477,17 +484,17 @@ mod tests {
             t0,
             &[
                 (Op::Get(Q, 1), P(Page::Dispatched)),
-                (Op::Get(E, 1), R(NotFound)),
+                (Op::Get(E, 1), R(UnknownToken)),
                 (Op::BadSlug(E, 0), R(NotFound)),
                 (Op::QueuedSlug(0), R(NotFound)),
                 (Op::Get(E, 0), data(0, 1)),
                 (Op::Get(E, 0), data(0, 1)),
-                (Op::Get(E, 2), R(NotFound)),
+                (Op::Get(E, 2), R(UnknownToken)),
                 (Op::Get(E, 1), data(1, 2)),
                 (Op::Get(E, 0), R(Gone)),
                 (Op::Get(E, 2), P(Page::Finished)),
                 (Op::Get(E, 2), P(Page::Finished)),
-                (Op::Get(E, 3), R(NotFound)),
+                (Op::Get(E, 3), R(UnknownToken)),
                 (Op::Get(E, 1), R(Gone)),
                 (Op::Cancel, Canceled(false)),
             ],
@@ -510,7 +517,7 @@ mod tests {
                 (Op::Get(E, 0), data(0, 1)),
                 (Op::Get(E, 1), canceled()),
                 (Op::Get(E, 1), canceled()),
-                (Op::Get(E, 2), R(NotFound)),
+                (Op::Get(E, 2), R(UnknownToken)),
                 (Op::Get(Q, 1), canceled()),
             ],
         );

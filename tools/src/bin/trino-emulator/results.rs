@@ -3,7 +3,9 @@
 //! executing page once known), `data` (data pages, and the result of an update), `stats`, `error`,
 //! `warnings`, `updateType`.
 //!
-//! URIs start with `base` (`http://{Host}`), so they point at whatever the client talked to. An ordinary
+//! URIs start with `base` (`http://{Host}`, [`crate::forwarded`]), so they point at whatever the client
+//! talked to; `infoUri` is `{base}/ui/query.html?{id}` before Trino 483 and `{base}/ui#/queries/{id}` from
+//! 483 (Trino's `QueryInfoUrlFactory`; rows U2, U3 of docs/trino-conformance.md). An ordinary
 //! query's page `p` (1-based) holds rows `(cluster, p, r)` for `r` in `1..=rows`, rendered once per shape
 //! and spliced in ([`crate::rows`]). Response headers (`X-Trino-Set-Session`, ...) go only on an update's
 //! final page.
@@ -23,6 +25,7 @@ use crate::queries::{Page, Plan, Progress, Query, QueryError, ResponseHeader, St
 use crate::rows::{PageRows, shared_bytes};
 use crate::slug::SlugContext;
 use crate::spooling::{EncodedData, Issued, SegmentData, spools};
+use crate::trino_version::Version;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -170,6 +173,8 @@ pub struct Context<'a> {
     /// The rows of data pages (the emulator's `--name` is their `cluster` column).
     pub rows: &'a PageRows,
     pub now: Instant,
+    /// The release the emulator answers as (the shape of `infoUri`).
+    pub version: Version,
     /// Set for a query whose client negotiated the spooling protocol.
     pub spooling: Option<&'a Spooling<'a>>,
 }
@@ -180,9 +185,20 @@ pub struct Spooling<'a> {
     pub encoding: &'static str,
     /// The `spooled` hint.
     pub hint: Option<bool>,
+    /// Where segments are downloaded from: `{download}/{identifier}`.
+    pub download: &'a str,
     /// The spooled segment of data page `index` (0-based) holding `data` (the same one again when a page
     /// is repeated).
     pub segment: &'a dyn Fn(u32, SegmentData) -> Issued,
+}
+
+/// `infoUri` of query `id` as `version` builds it.
+pub fn info_uri(base: &str, id: &str, version: Version) -> String {
+    if version.info_uri_in_fragment() {
+        format!("{base}/ui#/queries/{id}")
+    } else {
+        format!("{base}/ui/query.html?{id}")
+    }
 }
 
 pub fn render<'q>(ctx: &Context<'_>, id: &str, query: &'q Query, page: &Page) -> Rendered<'q> {
@@ -235,7 +251,7 @@ pub fn render<'q>(ctx: &Context<'_>, id: &str, query: &'q Query, page: &Page) ->
     };
     let results = QueryResults {
         id,
-        info_uri: format!("{base}/ui/query.html?{id}"),
+        info_uri: info_uri(base, id, ctx.version),
         partial_cancel_uri,
         next_uri,
         columns,
@@ -301,7 +317,7 @@ fn encoded(ctx: &Context<'_>, spooling: &Spooling<'_>, index: u32, rows: u32) ->
     let encoded = if spools(spooling.hint, rows) {
         let size = array.get().len() as u64;
         let issued = (spooling.segment)(index, SegmentData { page, rows });
-        EncodedData::spooled(spooling.encoding, ctx.base, row_offset, rows, size, &issued)
+        EncodedData::spooled(spooling.encoding, spooling.download, ctx.base, row_offset, rows, size, &issued)
     } else {
         EncodedData::inline(spooling.encoding, row_offset, rows, array.get().as_bytes())
     };
@@ -366,10 +382,14 @@ mod tests {
     const ID: &str = "20250101_000000_00000_abcde";
 
     fn rendered(plan: Plan, page: &Page) -> (Value, Vec<ResponseHeader>) {
+        rendered_as(plan, page, "482".parse().unwrap())
+    }
+
+    fn rendered_as(plan: Plan, page: &Page, version: Version) -> (Value, Vec<ResponseHeader>) {
         let now = Instant::now();
         let query = Query::new(plan, Slug::with_key(1), 1, Duration::ZERO, now);
         let page_rows = PageRows::new("east");
-        let ctx = Context { base: "http://envoy:8080", rows: &page_rows, now, spooling: None };
+        let ctx = Context { base: "http://envoy:8080", rows: &page_rows, now, version, spooling: None };
         let out = render(&ctx, ID, &query, page);
         (serde_json::from_slice(&out.body.concat()).unwrap(), out.headers.to_vec())
     }
@@ -378,6 +398,24 @@ mod tests {
         Slug::with_key(1).make(context, token)
     }
 
+    // conformance: U2, U3
+    #[test]
+    fn info_uri_by_version() {
+        for (version, expected) in [
+            ("441", format!("http://envoy:8080/ui/query.html?{ID}")),
+            ("482", format!("http://envoy:8080/ui/query.html?{ID}")),
+            ("483", format!("http://envoy:8080/ui#/queries/{ID}")),
+        ] {
+            let (v, _) = rendered_as(
+                Plan::Rows { pages: 1, rows: 1 },
+                &Page::Queued { next: 1 },
+                version.parse().unwrap(),
+            );
+            assert_eq!(v["infoUri"], expected, "{version}");
+        }
+    }
+
+    // conformance: S1
     #[test]
     fn queued_page() {
         let (v, headers) = rendered(Plan::Rows { pages: 1, rows: 1 }, &Page::Queued { next: 1 });
@@ -441,7 +479,13 @@ mod tests {
         let now = Instant::now();
         let query = Query::new(Plan::Rows { pages: 1, rows: 3 }, Slug::with_key(1), 1, Duration::ZERO, now);
         let page_rows = PageRows::new("east");
-        let ctx = Context { base: "http://envoy:8080", rows: &page_rows, now, spooling: None };
+        let ctx = Context {
+            base: "http://envoy:8080",
+            rows: &page_rows,
+            now,
+            version: Version::NEWEST,
+            spooling: None,
+        };
         let out = render(&ctx, ID, &query, &Page::Data { index: 0, next: 1 });
         let array = page_rows.json(1, 3);
         assert_eq!(out.body.len(), 3);
@@ -484,13 +528,25 @@ mod tests {
             issued.borrow_mut().push((index, data));
             Issued { identifier: "ab".repeat(16), key: "k".to_owned(), expires_unix_ms: 0 }
         };
-        let spooling = Spooling { encoding: "json", hint, segment: &segment };
+        let spooling = Spooling {
+            encoding: "json",
+            hint,
+            download: "http://127.0.0.1:9/v1/emulator/storage",
+            segment: &segment,
+        };
         let page_rows = PageRows::new("east");
-        let ctx = Context { base: "http://envoy:8080", rows: &page_rows, now, spooling: Some(&spooling) };
+        let ctx = Context {
+            base: "http://envoy:8080",
+            rows: &page_rows,
+            now,
+            version: Version::NEWEST,
+            spooling: Some(&spooling),
+        };
         let out = render(&ctx, ID, &query, page);
         (serde_json::from_slice(&out.body.concat()).unwrap(), issued.into_inner())
     }
 
+    // conformance: SP1, SP4
     #[test]
     fn encoded_data_pages() {
         let page = Page::Data { index: 1, next: 2 };
@@ -512,7 +568,8 @@ mod tests {
         let segment = &v["data"]["segments"][0];
         assert_eq!(segment["type"], "spooled");
         let id = "ab".repeat(16);
-        assert_eq!(segment["uri"], format!("http://envoy:8080/v1/spooled/download/{id}"));
+        // Downloaded where the retrieval mode says, acknowledged at the coordinator's external URI.
+        assert_eq!(segment["uri"], format!("http://127.0.0.1:9/v1/emulator/storage/{id}"));
         assert_eq!(segment["ackUri"], format!("http://envoy:8080/v1/spooled/ack/{id}"));
         assert_eq!(segment["metadata"]["segmentSize"], rows.len());
         assert_eq!(segment["headers"], json!({"X-Trino-Emulator-Segment-Key": ["k"]}));

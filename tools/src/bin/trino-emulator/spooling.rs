@@ -1,5 +1,10 @@
-//! The spooling protocol (Trino 466+) as a coordinator serves it in the `COORDINATOR_PROXY` retrieval
-//! mode: encoding negotiation, the encoded `data` of a result page, and the segments this process issued.
+//! The spooling protocol (Trino 466+): encoding negotiation, the encoded `data` of a result page, and the
+//! segments this process issued, in the retrieval mode `--spooling-retrieval` names ([`Retrieval`], rows
+//! SP1–SP4 of docs/trino-conformance.md). In Trino's default mode, STORAGE, a segment's `uri` is a
+//! pre-signed object-store URL the client downloads from without the coordinator: the emulator plays that
+//! object store itself on its own listening address (`/v1/emulator/storage/{identifier}`, never under
+//! the external URI a client was given), and the coordinator's own download resource answers 503. Acks
+//! always go to the coordinator (`ackUri` under the external URI).
 //!
 //! Negotiation: a POST carrying `X-Trino-Query-Data-Encoding` (a comma-separated preference list) gets the
 //! first encoding the emulator knows ([`select_encoding`]; only `json`, so `json+zstd,json+lz4,json`
@@ -11,9 +16,10 @@
 //! page; a page without rows has no `data`). A segment is
 //! - inline: `{"type": "inline", "data": base64(rows JSON), "metadata": {"rowOffset", "rowsCount",
 //!   "segmentSize"}}`, or
-//! - spooled: `{"type": "spooled", "uri": "{base}/v1/spooled/download/{identifier}", "ackUri":
-//!   "{base}/v1/spooled/ack/{identifier}", "metadata": {"rowOffset", "rowsCount", "segmentSize",
-//!   "expiresAt"}, "headers": {"X-Trino-Emulator-Segment-Key": [key]}}`.
+//! - spooled: `{"type": "spooled", "uri": "{storage}/{identifier}" (STORAGE) or
+//!   "{base}/v1/spooled/download/{identifier}", "ackUri": "{base}/v1/spooled/ack/{identifier}", "metadata":
+//!   {"rowOffset", "rowsCount", "segmentSize", "expiresAt"}, "headers": {"X-Trino-Emulator-Segment-Key":
+//!   [key]}}`.
 //!
 //! Spooled or inline ([`spools`]): the `spooled=1` hint spools every data page, `spooled=0` none; without
 //! the hint a page is spooled when it has more than [`INLINE_MAX_ROWS`] rows (Trino's default
@@ -42,6 +48,32 @@ pub const KEY_HEADER: &str = "x-trino-emulator-segment-key";
 const KEY_HEADER_JSON: &str = "X-Trino-Emulator-Segment-Key";
 /// Without a `spooled` hint, data pages with more rows than this are spooled, smaller ones inlined.
 pub const INLINE_MAX_ROWS: u32 = 1000;
+
+/// `protocol.spooling.retrieval-mode` (Trino's `SpoolingConfig.SegmentRetrievalMode`; WORKER_PROXY is not
+/// modelled: the emulator has no workers).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Retrieval {
+    /// Trino's default: `uri` is the object store's (pre-signed); the coordinator's download answers 503.
+    #[default]
+    Storage,
+    /// `uri` is the coordinator's download resource, which answers 303 to the object store.
+    CoordinatorStorageRedirect,
+    /// `uri` is the coordinator's download resource, which streams the bytes.
+    CoordinatorProxy,
+}
+
+impl Retrieval {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Retrieval::Storage => "STORAGE",
+            Retrieval::CoordinatorStorageRedirect => "COORDINATOR_STORAGE_REDIRECT",
+            Retrieval::CoordinatorProxy => "COORDINATOR_PROXY",
+        }
+    }
+}
+
+/// The path under which the emulator plays the object store of STORAGE mode.
+pub const STORAGE_PATH: &str = "/v1/emulator/storage";
 
 /// The encodings the emulator can produce.
 const KNOWN_ENCODINGS: &[&str] = &["json"];
@@ -282,9 +314,11 @@ impl EncodedData {
         Self { encoding, segments: [SegmentJson::Inline { data, metadata }] }
     }
 
-    /// One spooled segment of `size` bytes, served from `base` (`scheme://host[:port][/prefix]`).
+    /// One spooled segment of `size` bytes, downloaded from `{download}/{identifier}` and acknowledged
+    /// at `{base}/v1/spooled/ack/{identifier}` (`base`: `scheme://host[:port][/prefix]`).
     pub fn spooled(
         encoding: &'static str,
+        download: &str,
         base: &str,
         row_offset: u64,
         rows: u32,
@@ -301,7 +335,7 @@ impl EncodedData {
         Self {
             encoding,
             segments: [SegmentJson::Spooled {
-                uri: format!("{base}/v1/spooled/download/{id}"),
+                uri: format!("{download}/{id}"),
                 ack_uri: format!("{base}/v1/spooled/ack/{id}"),
                 metadata,
                 headers: HashMap::from([(KEY_HEADER_JSON, [issued.key.clone()])]),
@@ -466,7 +500,9 @@ mod tests {
             key: "k".to_owned(),
             expires_unix_ms: 1_735_689_600_123,
         };
-        let spooled = EncodedData::spooled("json", "http://envoy:8080/p", 0, 2, 27, &issued);
+        let base = "http://envoy:8080/p";
+        let spooled =
+            EncodedData::spooled("json", &format!("{base}/v1/spooled/download"), base, 0, 2, 27, &issued);
         assert_eq!(
             serde_json::to_value(&spooled).unwrap(),
             json!({"encoding": "json", "segments": [{

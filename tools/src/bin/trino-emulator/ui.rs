@@ -13,7 +13,7 @@
 //! Credentials: with `--ui-password`, any non-empty user name with exactly that password; without it,
 //! any non-empty user name (the password is ignored).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::session::url_decode;
@@ -72,7 +72,8 @@ impl LoginForm {
 
 #[derive(Debug, Default)]
 struct Issued {
-    tokens: HashSet<Arc<str>>,
+    /// Session token → the user who logged in.
+    tokens: HashMap<Arc<str>, String>,
     order: VecDeque<Arc<str>>,
 }
 
@@ -106,7 +107,7 @@ impl Sessions {
                 issued.tokens.remove(&old);
             }
         }
-        issued.tokens.insert(token.clone());
+        issued.tokens.insert(token.clone(), form.username.clone());
         issued.order.push_back(token.clone());
         Some(token.to_string())
     }
@@ -114,8 +115,13 @@ impl Sessions {
     /// Whether any `Trino-UI-Token` cookie among the `Cookie` header values is a session this process
     /// issued (and did not forget or log out).
     pub fn is_valid<'a>(&self, cookie_headers: impl IntoIterator<Item = &'a str>) -> bool {
+        self.user(cookie_headers).is_some()
+    }
+
+    /// The user of the first `Trino-UI-Token` cookie that is a session this process issued.
+    pub fn user<'a>(&self, cookie_headers: impl IntoIterator<Item = &'a str>) -> Option<String> {
         let issued = self.issued.read().unwrap_or_else(PoisonError::into_inner);
-        session_cookies(cookie_headers).any(|token| issued.tokens.contains(token))
+        session_cookies(cookie_headers).find_map(|token| issued.tokens.get(token).cloned())
     }
 
     /// Forgets the sessions named by the `Cookie` header values; returns how many.
@@ -130,7 +136,7 @@ impl Sessions {
             issued.tokens.remove(token);
         }
         let Issued { tokens, order } = &mut *issued;
-        order.retain(|t| tokens.contains(t));
+        order.retain(|t| tokens.contains_key(t));
         before - issued.tokens.len()
     }
 }
@@ -222,6 +228,7 @@ mod tests {
         }
     }
 
+    // conformance: N5, N6
     #[test]
     fn session_cookie_check() {
         let sessions = Sessions::new(None);
@@ -246,6 +253,9 @@ mod tests {
         ] {
             assert_eq!(sessions.is_valid(headers.iter().copied()), ok, "{headers:?}");
         }
+        assert_eq!(sessions.user([cookie.as_str()]).as_deref(), Some("alice"));
+        assert_eq!(sessions.user([&*format!("{COOKIE}={other}")]).as_deref(), Some("bob"));
+        assert_eq!(sessions.user(["a=1"]), None);
         // Another process's sessions are not ours.
         assert!(!Sessions::new(None).is_valid([cookie.as_str()]));
         assert_eq!(sessions.logout([cookie.as_str()]), 1);
@@ -266,6 +276,7 @@ mod tests {
         assert_eq!((issued.tokens.len(), issued.order.len()), (MAX_SESSIONS, MAX_SESSIONS));
     }
 
+    // conformance: N6
     #[test]
     fn cookies() {
         assert_eq!(session_cookie("abc"), "Trino-UI-Token=abc; Path=/ui; HttpOnly");

@@ -6,7 +6,7 @@
 //!            [--spread-header NAME=V1,V2,...]...       # client i sends NAME: V[i % n] on every request
 //!            [--header NAME:VALUE]...                   # extra headers on every request
 //!            [--connections 32] [--duration 10s] [--warmup 2s]
-//!            --mix short|newquery|long|large
+//!            --mix tiny|short|newquery|long|paged|large
 //!            [--threads 1] [--json]
 //! ```
 //!

@@ -9,6 +9,11 @@ use clap::ValueEnum;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Mix {
+    /// The fewest requests a Trino query takes: POST + 2 follow-ups (queued → dispatched, then one
+    /// executing answer that is already final), with a statement of a few bytes. Trino's
+    /// `Query.getNextResult` gives a page that carries rows a `nextUri`, so only a query without result
+    /// rows (an empty result, most DDL, `SET SESSION`) finishes on its first executing answer.
+    Tiny,
     /// `SELECT 1`: POST + 3 follow-ups (queued → dispatched, one data page of one row, final page).
     Short,
     /// A ~2 KB SELECT with joins and many predicates and no data pages: POST + 2 follow-ups.
@@ -25,6 +30,7 @@ pub enum Mix {
 impl Mix {
     pub fn name(self) -> &'static str {
         match self {
+            Mix::Tiny => "tiny",
             Mix::Short => "short",
             Mix::Newquery => "newquery",
             Mix::Long => "long",
@@ -35,6 +41,7 @@ impl Mix {
 
     pub fn sql(self) -> &'static str {
         match self {
+            Mix::Tiny => "SELECT 1 WHERE false /* emulator: pages=0 queued_polls=1 */",
             Mix::Short => "SELECT 1 /* emulator: pages=1 rows=1 queued_polls=1 */",
             Mix::Newquery => NEW_QUERY,
             Mix::Long => "SELECT 1 /* emulator: pages=3 rows=10 delay_ms=200 queued_polls=1 */",
@@ -82,7 +89,7 @@ LIMIT 1000 \
 
 #[cfg(test)]
 mod tests {
-    use trino_router::statement::{Defaults, Limits, StatementKind, analyze};
+    use trino_router::domain::statement::{Defaults, Limits, StatementKind, analyze};
 
     use super::*;
 
@@ -94,6 +101,13 @@ mod tests {
         assert_eq!(facts.kind, StatementKind::Select);
         assert!(facts.tables.contains(&"hive.sales.orders".to_owned()), "{:?}", facts.tables);
         assert!(facts.catalogs.contains(&"iceberg".to_owned()), "{:?}", facts.catalogs);
+    }
+
+    #[test]
+    fn the_tiny_query_is_tiny_and_has_no_data_pages() {
+        let sql = Mix::Tiny.sql();
+        assert!(sql.len() < 64, "{} bytes", sql.len());
+        assert!(sql.contains("pages=0"), "{sql}");
     }
 
     #[test]

@@ -1,0 +1,162 @@
+//! The tonic glue of the ext_proc service: each `Process` call (one HTTP request in Envoy) becomes a
+//! [`ProcessingStream`] — decode ([`super::messages`]), step the [`StreamMachine`], encode — fed by the
+//! inbound messages, its replies streamed back in order; a lookup the machine asks for is made with
+//! [`QueryLookup`] before reading on.
+//!
+//! No task is spawned per stream: the reply stream polls the inbound stream itself, so back-pressure is
+//! natural and a stream costs one small state object. When the machine asks for a discovery lookup, the
+//! reply stream polls that lookup before reading on.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessor;
+use envoy_types::pb::envoy::service::ext_proc::v3::{ProcessingRequest, ProcessingResponse};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::messages::{decode, encode};
+use super::stream::{Role, Step, StreamMachine};
+use crate::coordinators::query_lookup::QueryLookup;
+use crate::domain::query_id::QueryId;
+use crate::envoy::protocol::ROLE_METADATA;
+use crate::state::metrics::METRICS;
+use crate::state::router::Router;
+
+/// One stream at the protobuf level: each message decoded, fed to the machine, its reply encoded.
+pub struct ProcessingStream {
+    machine: StreamMachine,
+}
+
+impl ProcessingStream {
+    pub fn new(router: Arc<Router>, role: Role) -> ProcessingStream {
+        ProcessingStream { machine: StreamMachine::new(router, role) }
+    }
+
+    /// Feeds one message from Envoy.
+    pub fn on_message(&mut self, message: ProcessingRequest) -> Step<Box<ProcessingResponse>> {
+        self.machine.on_message(decode(message)).map(|reply| Box::new(encode(reply)))
+    }
+
+    /// After a [`Step::Locate`] lookup: decide again with what was learned.
+    pub fn resume(&mut self) -> Step<Box<ProcessingResponse>> {
+        self.machine.resume().map(|reply| Box::new(encode(reply)))
+    }
+}
+
+/// The `envoy.service.ext_proc.v3.ExternalProcessor` service.
+pub struct ExtProcService {
+    router: Arc<Router>,
+    lookup: Arc<QueryLookup>,
+}
+
+impl ExtProcService {
+    pub fn new(router: Arc<Router>, lookup: Arc<QueryLookup>) -> ExtProcService {
+        ExtProcService { router, lookup }
+    }
+}
+
+#[tonic::async_trait]
+impl ExternalProcessor for ExtProcService {
+    type ProcessStream = Replies;
+
+    async fn process(
+        &self,
+        request: Request<Streaming<ProcessingRequest>>,
+    ) -> Result<Response<Replies>, Status> {
+        let role = request.metadata().get(ROLE_METADATA).and_then(|v| v.to_str().ok());
+        let role = Role::from_metadata(role);
+        METRICS.stream_opened(role.as_str());
+        let machine = ProcessingStream::new(self.router.clone(), role);
+        Ok(Response::new(Replies {
+            role,
+            inbound: request.into_inner(),
+            machine,
+            router: self.router.clone(),
+            lookups: self.lookup.clone(),
+            lookup: None,
+            done: false,
+        }))
+    }
+}
+
+/// The replies of one stream, produced as Envoy's messages arrive.
+pub struct Replies {
+    role: Role,
+    inbound: Streaming<ProcessingRequest>,
+    machine: ProcessingStream,
+    router: Arc<Router>,
+    lookups: Arc<QueryLookup>,
+    /// A lookup the machine waits for.
+    lookup: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    done: bool,
+}
+
+impl Replies {
+    /// Acts on a step; `Some` ends this poll with an item (or the end of the stream).
+    fn step(
+        &mut self,
+        step: Step<Box<ProcessingResponse>>,
+    ) -> Option<Poll<Option<Result<ProcessingResponse, Status>>>> {
+        match step {
+            Step::Reply(reply) => Some(Poll::Ready(Some(Ok(*reply)))),
+            Step::Quiet => None,
+            Step::Finish => {
+                self.done = true;
+                None
+            }
+            Step::Locate(query) => {
+                self.lookup = Some(find_owner(self.lookups.clone(), self.router.clone(), query));
+                None
+            }
+        }
+    }
+}
+
+/// The lookup of `query`, as a future the reply stream polls.
+fn find_owner(
+    lookups: Arc<QueryLookup>,
+    router: Arc<Router>,
+    query: QueryId,
+) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        lookups.find_owner(&router, &query).await;
+    })
+}
+
+impl Stream for Replies {
+    type Item = Result<ProcessingResponse, Status>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        while !this.done {
+            if let Some(lookup) = this.lookup.as_mut() {
+                ready!(lookup.as_mut().poll(cx));
+                this.lookup = None;
+                let step = this.machine.resume();
+                match this.step(step) {
+                    Some(poll) => return poll,
+                    None => continue,
+                }
+            }
+            match ready!(Pin::new(&mut this.inbound).poll_next(cx)) {
+                Some(Ok(message)) => {
+                    let step = this.machine.on_message(message);
+                    if let Some(poll) = this.step(step) {
+                        return poll;
+                    }
+                }
+                Some(Err(status)) => {
+                    // Envoy reset the stream (client gone, timeout): nothing left to answer.
+                    tracing::debug!(%status, "ext_proc stream ended with an error");
+                    METRICS.stream_failed(this.role.as_str());
+                    this.done = true;
+                }
+                None => this.done = true,
+            }
+        }
+        Poll::Ready(None)
+    }
+}

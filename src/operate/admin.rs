@@ -1,0 +1,235 @@
+//! The admin gRPC service (`trino_router.v1.Admin`): list clusters with their state, load and queries
+//! in flight; drain, undrain, disable and enable a cluster; locate a query. Every call must carry the
+//! configured token (`authorization: Bearer <token>`); with no token configured every call is refused.
+//! ext_proc traffic never needs it.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::domain::query_id::QueryId;
+use crate::operate::api::admin_server::Admin;
+use crate::operate::api::{
+    Cluster, ClusterRequest, ListClustersRequest, ListClustersResponse, LocateQueryRequest,
+    LocateQueryResponse,
+};
+use crate::state::cluster_state::Operator;
+use crate::state::router::{Router, Snapshot};
+
+/// Serves the admin API over the router's state.
+pub struct AdminService {
+    router: Arc<Router>,
+}
+
+impl AdminService {
+    pub fn new(router: Arc<Router>) -> AdminService {
+        AdminService { router }
+    }
+
+    /// Checks the caller's token against the current config's.
+    fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let snapshot = self.router.snapshot();
+        let Some(expected) = snapshot.config.admin_token.as_deref() else {
+            return Err(Status::unauthenticated(
+                "admin calls are disabled: configure admin.token or TRINO_ROUTER_ADMIN_TOKEN on the router",
+            ));
+        };
+        let presented = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
+            Ok(())
+        } else {
+            Err(Status::unauthenticated("a valid admin token is required (authorization: Bearer <token>)"))
+        }
+    }
+
+    fn set_operator(
+        &self,
+        request: Request<ClusterRequest>,
+        operator: Operator,
+    ) -> Result<Response<Cluster>, Status> {
+        self.authorize(&request)?;
+        let name = request.into_inner().name;
+        self.router
+            .set_operator(&name, operator)
+            .ok_or_else(|| Status::not_found(format!("no cluster is named `{name}`")))?;
+        let snapshot = self.router.snapshot();
+        let index = snapshot.cluster_by_name(&name).ok_or_else(|| Status::not_found(name.clone()))?;
+        Ok(Response::new(describe(&snapshot, index)))
+    }
+}
+
+/// The admin view of one cluster.
+pub fn describe(snapshot: &Snapshot, index: usize) -> Cluster {
+    let cluster = &snapshot.config.clusters[index];
+    let runtime = &snapshot.clusters[index];
+    let in_flight = runtime.in_flight();
+    Cluster {
+        name: cluster.name.to_string(),
+        envoy_cluster: cluster.envoy_cluster.to_string(),
+        group: cluster.group.to_string(),
+        url: cluster.url.to_string(),
+        health: runtime.health().as_str().to_owned(),
+        operator_state: runtime.operator().as_str().to_owned(),
+        accepts_new_queries: runtime.accepts_new_queries(),
+        weight: cluster.weight,
+        load: runtime.load(),
+        coordinator_queries: runtime.coordinator_queries().map_or(-1, |n| n.min(i64::MAX as u64) as i64),
+        in_flight,
+        queries_routed: runtime.queries_routed(),
+        drained: runtime.drained(),
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn list_clusters(
+        &self,
+        request: Request<ListClustersRequest>,
+    ) -> Result<Response<ListClustersResponse>, Status> {
+        self.authorize(&request)?;
+        let snapshot = self.router.snapshot();
+        let clusters = (0..snapshot.clusters.len()).map(|i| describe(&snapshot, i)).collect();
+        Ok(Response::new(ListClustersResponse { clusters }))
+    }
+
+    async fn drain(&self, request: Request<ClusterRequest>) -> Result<Response<Cluster>, Status> {
+        self.set_operator(request, Operator::Draining)
+    }
+
+    async fn undrain(&self, request: Request<ClusterRequest>) -> Result<Response<Cluster>, Status> {
+        self.set_operator(request, Operator::Active)
+    }
+
+    async fn disable(&self, request: Request<ClusterRequest>) -> Result<Response<Cluster>, Status> {
+        self.set_operator(request, Operator::Disabled)
+    }
+
+    async fn enable(&self, request: Request<ClusterRequest>) -> Result<Response<Cluster>, Status> {
+        self.set_operator(request, Operator::Active)
+    }
+
+    async fn locate_query(
+        &self,
+        request: Request<LocateQueryRequest>,
+    ) -> Result<Response<LocateQueryResponse>, Status> {
+        self.authorize(&request)?;
+        let text = request.into_inner().query_id;
+        let id = QueryId::parse(&text).map_err(|e| Status::invalid_argument(format!("`{text}`: {e}")))?;
+        let cluster = self.router.affinity().owner_of(&id).map(|c| c.to_string()).unwrap_or_default();
+        Ok(Response::new(LocateQueryResponse { cluster }))
+    }
+}
+
+/// Compares without revealing, through timing, how much of a guess was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(token: Option<&str>) -> AdminService {
+        let mut text = "
+listen: 127.0.0.1:1
+default_group: adhoc
+clusters:
+  - {name: blue, url: 'http://127.0.0.1:1', group: adhoc}
+  - {name: green, url: 'http://127.0.0.1:2', group: adhoc, enabled: false}
+"
+        .to_owned();
+        if let Some(token) = token {
+            text.push_str(&format!("admin: {{token: {token}}}\n"));
+        }
+        let config = crate::domain::config::testing::config(&text);
+        AdminService::new(Arc::new(Router::new(config)))
+    }
+
+    fn with_token<T>(message: T, token: &str) -> Request<T> {
+        let mut request = Request::new(message);
+        request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+        request
+    }
+
+    #[tokio::test]
+    async fn refused_without_the_right_token() {
+        let admin = service(Some("s3cret"));
+        #[rustfmt::skip]
+        let cases: Vec<(Request<ListClustersRequest>, &str)> = vec![
+            (Request::new(ListClustersRequest {}), "no token"),
+            (with_token(ListClustersRequest {}, "wrong"), "wrong token"),
+            (with_token(ListClustersRequest {}, "s3cre"), "prefix of the token"),
+            (with_token(ListClustersRequest {}, ""), "empty token"),
+        ];
+        for (request, what) in cases {
+            let status = admin.list_clusters(request).await.unwrap_err();
+            assert_eq!(status.code(), tonic::Code::Unauthenticated, "{what}");
+        }
+        let unconfigured = service(None);
+        let status =
+            unconfigured.list_clusters(with_token(ListClustersRequest {}, "anything")).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        assert!(status.message().contains("disabled"), "{}", status.message());
+    }
+
+    #[tokio::test]
+    async fn blue_green_through_the_api() {
+        let admin = service(Some("t"));
+        let list = admin.list_clusters(with_token(ListClustersRequest {}, "t")).await.unwrap().into_inner();
+        let states: Vec<(&str, &str, bool)> = list
+            .clusters
+            .iter()
+            .map(|c| (c.name.as_str(), c.operator_state.as_str(), c.accepts_new_queries))
+            .collect();
+        assert_eq!(states, [("blue", "active", true), ("green", "disabled", false)]);
+
+        let green = admin
+            .enable(with_token(ClusterRequest { name: "green".into() }, "t"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!((green.operator_state.as_str(), green.accepts_new_queries), ("active", true));
+        let blue =
+            admin.drain(with_token(ClusterRequest { name: "blue".into() }, "t")).await.unwrap().into_inner();
+        assert_eq!(
+            (blue.operator_state.as_str(), blue.accepts_new_queries, blue.drained),
+            ("draining", false, false),
+            "nothing in flight, but not drained before every client could have been heard from"
+        );
+        assert_eq!(blue.coordinator_queries, -1);
+
+        let missing = admin.drain(with_token(ClusterRequest { name: "red".into() }, "t")).await.unwrap_err();
+        assert_eq!(missing.code(), tonic::Code::NotFound);
+    }
+
+    #[tokio::test]
+    async fn locate_query() {
+        let admin = service(Some("t"));
+        let snapshot = admin.router.snapshot();
+        let id = QueryId::parse("20260101_120000_00001_abcde").unwrap();
+        admin
+            .router
+            .learn(&snapshot, crate::state::router::Learned::QueryOwner { query: id.clone(), cluster: 1 });
+        let found = admin
+            .locate_query(with_token(LocateQueryRequest { query_id: id.to_string() }, "t"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(found.cluster, "green");
+        let same_coordinator = LocateQueryRequest { query_id: "20260101_120000_00002_abcde".into() };
+        let found = admin.locate_query(with_token(same_coordinator, "t")).await.unwrap().into_inner();
+        assert_eq!(found.cluster, "green", "placed by its coordinator id");
+        let unknown = LocateQueryRequest { query_id: "20260101_120000_00002_zzzzz".into() };
+        assert_eq!(admin.locate_query(with_token(unknown, "t")).await.unwrap().into_inner().cluster, "");
+        let bad = LocateQueryRequest { query_id: "../x".into() };
+        assert_eq!(
+            admin.locate_query(with_token(bad, "t")).await.unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+    }
+}

@@ -1,0 +1,20 @@
+//! Running the router: start-up and shutdown ([`server`]), the admin API and its client, the metrics
+//! endpoint and status page, live config reload, offline dry runs ([`explain`]) and the command line.
+
+pub mod admin;
+pub mod admin_client;
+pub mod cli;
+pub mod explain;
+pub mod kubernetes_manifests;
+pub mod metrics_endpoint;
+pub mod reload;
+pub mod server;
+pub mod status_page;
+
+/// The router's own gRPC API, compiled from `proto/` by `build.rs`.
+pub mod api {
+    tonic::include_proto!("trino_router.v1");
+
+    /// The encoded descriptor set of the API, for gRPC server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("trino_router_descriptor");
+}

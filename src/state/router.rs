@@ -1,0 +1,462 @@
+//! The router's live state and the door to it: where does this request go
+//! ([`Router::decide_new_statement`], [`Router::decide_follow_up`]: the pure decisions of
+//! [`crate::domain::decision`] over this state), what the router learned ([`Router::learn`], the one
+//! door through which anything is written to the affinity tables), and what changed (health, operator,
+//! config).
+//!
+//! The config and the per-cluster run-time state are published together as one immutable
+//! [`Snapshot`], swapped atomically on reload; a stream reads one snapshot for each decision. Run-time
+//! state is kept per cluster *name* across reloads ([`ClusterRuntime`]).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use tokio::sync::Notify;
+
+use crate::domain::config::Config;
+use crate::domain::decision::follow_up::{self, Decision, FollowUp};
+use crate::domain::decision::new_statement::{self, NewStatement, NewStatementDecision, Outcome, Placed};
+use crate::domain::decision::{ClusterView, Lookups};
+use crate::domain::health::Health;
+use crate::domain::query_id::QueryId;
+use crate::domain::target::Target;
+use crate::state::affinity::Affinity;
+use crate::state::cluster_state::{ClusterRuntime, Operator};
+
+/// The config and the run-time state of its clusters (same order as `config.clusters`).
+pub struct Snapshot {
+    pub config: Arc<Config>,
+    pub clusters: Vec<Arc<ClusterRuntime>>,
+}
+
+impl Snapshot {
+    /// The index of the cluster whose routing-header value (Envoy cluster name) is `value`.
+    pub fn cluster_by_header_value(&self, value: &str) -> Option<usize> {
+        self.config.cluster_by_envoy_cluster(value)
+    }
+
+    /// The index of the cluster named `name`.
+    pub fn cluster_by_name(&self, name: &str) -> Option<usize> {
+        self.config.cluster_index(name)
+    }
+
+    fn view(&self, cluster: usize) -> ClusterView {
+        let runtime = &self.clusters[cluster];
+        ClusterView {
+            accepts_new: runtime.accepts_new_queries(),
+            down: runtime.health().is_down(),
+            load: runtime.load() as f64 / self.config.clusters[cluster].weight,
+        }
+    }
+}
+
+/// Whether a decision is the one that counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// It may be replaced by a later one (a new statement routed on its headers while its SQL is on the
+    /// way): nothing is recorded, no turn is taken.
+    Tentative,
+    /// It counts: a new query is recorded as dispatched, a turn among equals is taken.
+    Final,
+}
+
+/// Something the router learned: what [`Router::learn`] writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Learned {
+    /// `Config::clusters[cluster]` owns `query` (from its first answer, or a lookup).
+    QueryOwner { query: QueryId, cluster: usize },
+    /// `query` starts a transaction: its answers are watched for the transaction's id.
+    TransactionStarting(QueryId),
+    /// `Config::clusters[cluster]` started transaction `id`.
+    TransactionStarted { id: String, cluster: usize },
+    /// Transaction `id` ended.
+    TransactionEnded(String),
+}
+
+/// Shared by every ext_proc stream, the poller, the admin service and the reloader.
+pub struct Router {
+    current: ArcSwap<Snapshot>,
+    /// Every cluster's run-time state by name, including clusters a reload removed (they may return).
+    runtimes: Mutex<HashMap<Arc<str>, Arc<ClusterRuntime>>>,
+    affinity: Affinity,
+    /// Something Envoy's learned routes depend on changed (see `route_discovery`).
+    routes_changed: Notify,
+    /// Breaks ties between equally loaded clusters (round-robin among equals).
+    turn: AtomicUsize,
+}
+
+/// The live state as a decision asks for it.
+struct LiveLookups<'a> {
+    router: &'a Router,
+    snapshot: &'a Snapshot,
+    stage: Stage,
+}
+
+impl Lookups for LiveLookups<'_> {
+    fn owner_of(&self, query: &QueryId) -> Option<Arc<str>> {
+        self.router.affinity.owner_of(query)
+    }
+
+    fn transaction_owner(&self, id: &str) -> Option<Arc<str>> {
+        self.router.affinity.transaction_owner(id)
+    }
+
+    fn view(&self, cluster: usize) -> ClusterView {
+        self.snapshot.view(cluster)
+    }
+
+    fn turn(&self) -> usize {
+        match self.stage {
+            Stage::Final => self.router.turn.fetch_add(1, Ordering::Relaxed),
+            Stage::Tentative => self.router.turn.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What the router has learned, for reading: writes go through [`Router::learn`] only.
+#[derive(Clone, Copy)]
+pub struct AffinityView<'a>(&'a Affinity);
+
+impl AffinityView<'_> {
+    /// The cluster that owns `query`, if known.
+    pub fn owner_of(&self, query: &QueryId) -> Option<Arc<str>> {
+        self.0.owner_of(query)
+    }
+
+    /// Whether `query`'s answers are watched for the transaction it starts.
+    pub fn is_watched(&self, query: &QueryId) -> bool {
+        self.0.is_watched(query)
+    }
+
+    /// Whether a coordinator id is known to be ambiguous (so lookups must go by exact id).
+    pub fn is_shared_suffix(&self, suffix: &str) -> bool {
+        self.0.is_shared_suffix(suffix)
+    }
+
+    /// Coordinator ids known.
+    pub fn coordinator_ids(&self) -> usize {
+        self.0.coordinator_ids()
+    }
+
+    /// Exact entries remembered.
+    pub fn exact_entries(&self) -> u64 {
+        self.0.exact_entries()
+    }
+
+    /// See [`Affinity::coordinator_id_changes`].
+    pub fn coordinator_id_changes(&self) -> u64 {
+        self.0.coordinator_id_changes()
+    }
+
+    /// See [`Affinity::recent_coordinator_ids`].
+    pub fn recent_coordinator_ids(&self, cluster: &str, limit: usize) -> Vec<Box<str>> {
+        self.0.recent_coordinator_ids(cluster, limit)
+    }
+}
+
+impl Router {
+    pub fn new(config: Config) -> Router {
+        let affinity = Affinity::new(&config.affinity);
+        let runtimes = Mutex::new(HashMap::new());
+        let snapshot = Self::snapshot_for(&runtimes, config, None);
+        Router {
+            current: ArcSwap::from_pointee(snapshot),
+            runtimes,
+            affinity,
+            routes_changed: Notify::new(),
+            turn: AtomicUsize::new(0),
+        }
+    }
+
+    /// Notified when something Envoy's learned routes depend on changed (a coordinator id learned, an
+    /// operator's say, a health change, a reload); the publisher's tick is the backstop.
+    pub fn routes_changed(&self) -> &Notify {
+        &self.routes_changed
+    }
+
+    /// The current config and cluster state.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// What the router has learned about where queries and transactions live.
+    pub fn affinity(&self) -> AffinityView<'_> {
+        AffinityView(&self.affinity)
+    }
+
+    /// Where a new statement goes ([`new_statement::decide`] on `snapshot`). A final decision that
+    /// places the statement in a group records the dispatch.
+    pub fn decide_new_statement(
+        &self,
+        snapshot: &Snapshot,
+        statement: &NewStatement<'_>,
+        stage: Stage,
+    ) -> NewStatementDecision {
+        let lookups = LiveLookups { router: self, snapshot, stage };
+        let decision = new_statement::decide(&snapshot.config, statement, &lookups);
+        if let (Stage::Final, Outcome::Route { cluster, placed: Placed::InGroup(_) }) =
+            (stage, &decision.outcome)
+        {
+            snapshot.clusters[*cluster].dispatched();
+        }
+        decision
+    }
+
+    /// Where any other request goes ([`follow_up::decide`] on `snapshot`); records that the clients of
+    /// a query placed on a cluster are still there (queries in flight).
+    pub fn decide_follow_up(&self, snapshot: &Snapshot, request: &FollowUp<'_>) -> Decision {
+        let lookups = LiveLookups { router: self, snapshot, stage: Stage::Final };
+        let decision = follow_up::decide(&snapshot.config, request, &lookups);
+        if let (Decision::Route { cluster, .. }, Target::Query(id)) = (&decision, &request.target) {
+            snapshot.clusters[*cluster].heard_from(id);
+        }
+        decision
+    }
+
+    /// Records what was learned: the one door to the affinity tables.
+    pub fn learn(&self, snapshot: &Snapshot, learned: Learned) {
+        match learned {
+            Learned::QueryOwner { query, cluster } => {
+                let name = snapshot.config.clusters[cluster].name.clone();
+                tracing::debug!(query_id = %query, cluster = %name, "learned query owner");
+                snapshot.clusters[cluster].heard_from(&query);
+                snapshot.clusters[cluster].learned_now();
+                let before = self.affinity.coordinator_id_changes();
+                self.affinity.learn(query, name);
+                if self.affinity.coordinator_id_changes() != before {
+                    self.routes_changed.notify_one();
+                }
+            }
+            Learned::TransactionStarting(query) => self.affinity.watch(query),
+            Learned::TransactionStarted { id, cluster } => {
+                self.affinity.learn_transaction(&id, snapshot.config.clusters[cluster].name.clone())
+            }
+            Learned::TransactionEnded(id) => self.affinity.forget_transaction(&id),
+        }
+    }
+
+    /// Envoy could not deliver a new query to this cluster: it takes no new queries until polls say so.
+    pub fn delivery_failed(&self, snapshot: &Snapshot, cluster: usize, status: &str) {
+        if let Some(health) = snapshot.clusters[cluster].delivery_failed() {
+            self.routes_changed.notify_one();
+            let name = &snapshot.config.clusters[cluster].name;
+            tracing::warn!(cluster = %name, %health, status, "a new query could not be delivered");
+        }
+    }
+
+    /// The coordinator itself answered a new query with 502/503/504: alive, but taking no new queries
+    /// until polls say so. Its running queries are not touched.
+    pub fn coordinator_refused(&self, snapshot: &Snapshot, cluster: usize, status: &str) {
+        if let Some(health) = snapshot.clusters[cluster].refused_new_query() {
+            let name = &snapshot.config.clusters[cluster].name;
+            tracing::warn!(cluster = %name, %health, status, "the coordinator refused a new query");
+        }
+    }
+
+    /// Sets the operator's say over a cluster, by name; `None` when no such cluster is configured.
+    pub fn set_operator(&self, name: &str, operator: Operator) -> Option<Operator> {
+        let snapshot = self.snapshot();
+        let index = snapshot.cluster_by_name(name)?;
+        let previous = snapshot.clusters[index].set_operator(operator);
+        if previous != operator {
+            tracing::info!(cluster = name, from = %previous, to = %operator, "operator changed cluster state");
+            self.routes_changed.notify_one();
+        }
+        Some(previous)
+    }
+
+    /// Replaces the config, keeping every cluster's run-time state. A cluster whose `enabled` flag
+    /// changed in the file takes the new flag; otherwise the operator's say stands.
+    pub fn apply(&self, config: Config) {
+        let previous = self.snapshot();
+        let snapshot = Self::snapshot_for(&self.runtimes, config, Some(&previous.config));
+        self.current.store(Arc::new(snapshot));
+        self.routes_changed.notify_one();
+    }
+
+    fn snapshot_for(
+        runtimes: &Mutex<HashMap<Arc<str>, Arc<ClusterRuntime>>>,
+        config: Config,
+        previous: Option<&Config>,
+    ) -> Snapshot {
+        let mut runtimes = runtimes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let clusters = config
+            .clusters
+            .iter()
+            .map(|cluster| {
+                let runtime = runtimes
+                    .entry(cluster.name.clone())
+                    .or_insert_with(|| Arc::new(ClusterRuntime::new(cluster.enabled)))
+                    .clone();
+                let was_enabled = previous.and_then(|p| p.cluster_named(&cluster.name)).map(|c| c.enabled);
+                match (was_enabled, cluster.enabled) {
+                    (Some(false), true) => {
+                        runtime.set_operator(Operator::Active);
+                    }
+                    (Some(true), false) => {
+                        runtime.set_operator(Operator::Disabled);
+                    }
+                    _ => {}
+                }
+                runtime
+            })
+            .collect();
+        Snapshot { config: Arc::new(config), clusters }
+    }
+}
+
+/// Router fixtures for unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::Arc;
+
+    use super::Router;
+    use crate::domain::config::testing::{ONE_CLUSTER, config};
+
+    /// A router over a config from YAML text.
+    pub fn router_from(yaml: &str) -> Arc<Router> {
+        Arc::new(Router::new(config(yaml)))
+    }
+
+    /// A router over one cluster `a` (group `adhoc`) on an unused loopback port.
+    pub fn one_cluster_router() -> Arc<Router> {
+        router_from(ONE_CLUSTER)
+    }
+}
+
+/// Logs a cluster's health change: one line per change.
+pub fn log_health_change(cluster: &str, health: Health, why: &str) {
+    match health {
+        Health::Healthy => tracing::info!(cluster, %health, why, "cluster state changed"),
+        _ => tracing::warn!(cluster, %health, why, "cluster state changed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::router_from;
+    use super::*;
+    use crate::domain::client_request::ClientRequest;
+    use crate::domain::config::testing::config;
+    use crate::domain::decision::follow_up::Basis;
+    use crate::domain::target::classify;
+
+    const CLUSTERS: &str = "
+listen: 127.0.0.1:1
+default_group: adhoc
+clusters:
+  - {name: a, url: 'http://127.0.0.1:1', group: adhoc}
+  - {name: b, url: 'http://127.0.0.1:2', group: adhoc}
+  - {name: c, url: 'http://127.0.0.1:3', group: adhoc}
+  - {name: e, url: 'http://127.0.0.1:4', group: etl, envoy_cluster: 'outbound|8080||e.svc'}
+";
+
+    fn new_query(router: &Router, group: Option<&str>) -> usize {
+        let mut pairs = vec![(":method", "POST"), (":path", "/v1/statement")];
+        pairs.extend(group.map(|g| ("x-trino-routing-group", g)));
+        let request = ClientRequest::from_headers(pairs, "sub");
+        let statement = NewStatement { request: &request, sql: None, may_look_up: false, trace_rules: false };
+        match router.decide_new_statement(&router.snapshot(), &statement, Stage::Final).outcome {
+            Outcome::Route { cluster, placed: Placed::InGroup(_) } => cluster,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn new_queries_spread_by_load() {
+        let router = router_from(CLUSTERS);
+        let picks: Vec<usize> = (0..6).map(|_| new_query(&router, None)).collect();
+        let mut counts = [0; 3];
+        picks.iter().for_each(|&c| counts[c] += 1);
+        assert_eq!(counts, [2, 2, 2], "equal clusters share a burst: {picks:?}");
+        assert_eq!(new_query(&router, Some("etl")), 3);
+        router.snapshot().clusters[0].coordinator_reported(50);
+        let picks: Vec<usize> = (0..4).map(|_| new_query(&router, None)).collect();
+        assert!(!picks.contains(&0), "the loaded cluster is avoided: {picks:?}");
+    }
+
+    #[test]
+    fn tentative_decisions_record_nothing() {
+        let router = router_from(CLUSTERS);
+        let request = ClientRequest::from_headers([(":method", "POST"), (":path", "/v1/statement")], "sub");
+        let statement = NewStatement { request: &request, sql: None, may_look_up: false, trace_rules: false };
+        let snapshot = router.snapshot();
+        for _ in 0..3 {
+            let d = router.decide_new_statement(&snapshot, &statement, Stage::Tentative);
+            assert!(matches!(d.outcome, Outcome::Route { cluster: 0, .. }), "no turn taken: {d:?}");
+        }
+        assert_eq!(snapshot.clusters.iter().map(|c| c.queries_routed()).sum::<u64>(), 0);
+    }
+
+    #[test]
+    fn learned_owner_places_follow_ups() {
+        let router = router_from(CLUSTERS);
+        let snapshot = router.snapshot();
+        let id = QueryId::parse("20260101_120000_00001_abcde").unwrap();
+        let path = format!("/v1/statement/executing/{id}/y/1");
+        let request =
+            FollowUp { method: "GET", path: &path, target: classify("GET", &path), url_cluster: None };
+        assert!(matches!(router.decide_follow_up(&snapshot, &request), Decision::Refuse(_)));
+        router.learn(&snapshot, Learned::QueryOwner { query: id.clone(), cluster: 2 });
+        assert_eq!(
+            router.decide_follow_up(&snapshot, &request),
+            Decision::Route { cluster: 2, basis: Basis::QueryOwner(id) }
+        );
+        assert_eq!(snapshot.clusters[2].in_flight(), 1);
+    }
+
+    #[test]
+    fn transactions_are_learned_and_forgotten() {
+        let router = router_from(CLUSTERS);
+        let snapshot = router.snapshot();
+        let query = QueryId::parse("20260101_120000_00001_abcde").unwrap();
+        router.learn(&snapshot, Learned::TransactionStarting(query.clone()));
+        assert!(router.affinity().is_watched(&query));
+        router.learn(&snapshot, Learned::TransactionStarted { id: "tx-1".into(), cluster: 1 });
+        assert_eq!(router.affinity.transaction_owner("tx-1").as_deref(), Some("b"));
+        router.learn(&snapshot, Learned::TransactionEnded("tx-1".into()));
+        assert_eq!(router.affinity.transaction_owner("tx-1"), None);
+    }
+
+    #[test]
+    fn header_values_map_back_to_clusters() {
+        let snapshot = router_from(CLUSTERS).snapshot();
+        assert_eq!(snapshot.cluster_by_header_value("outbound|8080||e.svc"), Some(3));
+        assert_eq!(snapshot.cluster_by_header_value("a"), Some(0));
+        assert_eq!(snapshot.cluster_by_header_value("e"), None);
+    }
+
+    #[test]
+    fn operator_and_passive_failures_steer_new_queries() {
+        let router = router_from(CLUSTERS);
+        assert_eq!(router.set_operator("a", Operator::Draining), Some(Operator::Active));
+        assert_eq!(router.set_operator("nope", Operator::Draining), None);
+        let snapshot = router.snapshot();
+        router.delivery_failed(&snapshot, 1, "503");
+        let picks: Vec<usize> = (0..5).map(|_| new_query(&router, None)).collect();
+        assert_eq!(picks, [2; 5]);
+    }
+
+    #[test]
+    fn reload_keeps_state_by_name() {
+        let router = router_from(CLUSTERS);
+        router.set_operator("b", Operator::Draining);
+        router.snapshot().clusters[2].coordinator_reported(9);
+        let text = "
+listen: 127.0.0.1:1
+default_group: adhoc
+clusters:
+  - {name: c, url: 'http://127.0.0.1:3', group: adhoc}
+  - {name: b, url: 'http://127.0.0.1:2', group: adhoc}
+  - {name: e, url: 'http://127.0.0.1:4', group: adhoc, enabled: false}
+";
+        router.apply(config(text));
+        let snapshot = router.snapshot();
+        assert_eq!(snapshot.clusters[0].coordinator_queries(), Some(9), "c kept its load");
+        assert_eq!(snapshot.clusters[1].operator(), Operator::Draining, "b is still draining");
+        assert_eq!(snapshot.clusters[2].operator(), Operator::Disabled, "e was disabled in the file");
+        assert_eq!(new_query(&router, None), 0, "only c takes new queries");
+    }
+}
