@@ -89,7 +89,7 @@ fn main() -> ExitCode {
                         return fail(e);
                     }
                     if routers.is_empty() {
-                        routers.push(loaded.listen);
+                        routers.push(loaded.listen.into());
                     }
                     if routers.iter().any(|r| r.port() == 0) {
                         return fail(
@@ -106,6 +106,13 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
+        Command::Kubernetes(args) => match trino_router::operate::kubernetes_manifests::render(&args) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
         Command::Serve { config, log_format } => {
             init_logs(log_format);
             let loaded = match config.load() {

@@ -22,7 +22,7 @@
 //! a failure after a query was submitted must never turn its answer into an error (the client would
 //! retry and submit the query twice) — so the learn filter has `failure_mode_allow: true`.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -30,6 +30,7 @@ use serde_json::{Value, json};
 
 use crate::domain::config::{Cluster, Config};
 use crate::envoy::protocol::{DECIDE_FILTER, LEARN_FILTER, NOTE_NAMESPACE, ROLE_METADATA};
+use crate::envoy::router_address::{self, RouterAddress};
 
 /// Name of the Envoy cluster that reaches the router.
 pub const ROUTER_CLUSTER: &str = "trino-router";
@@ -43,8 +44,8 @@ pub struct Addresses {
     pub listen: SocketAddr,
     /// Envoy's admin interface.
     pub admin: SocketAddr,
-    /// The router replicas' gRPC addresses as Envoy dials them (at least one).
-    pub routers: Vec<SocketAddr>,
+    /// The router replicas' gRPC addresses (or names) as Envoy dials them (at least one).
+    pub routers: Vec<RouterAddress>,
 }
 
 /// Envoy's side of TLS. Paths are as Envoy sees them (its filesystem may not be the router's).
@@ -154,17 +155,8 @@ pub fn bootstrap_yaml(config: &Config, at: &Addresses, routes: RouteSource, tls:
          # Trino clients connect to {}; the router is dialled at {}{router_tls}. {source}\n{unverified}{body}",
         config.clusters.len(),
         at.listen,
-        at.routers.iter().map(|r| dialable(*r).to_string()).collect::<Vec<_>>().join(", ")
+        at.routers.iter().map(|r| r.dialable().to_string()).collect::<Vec<_>>().join(", ")
     )
-}
-
-/// An unspecified address (`0.0.0.0`, `::`) is dialled on loopback.
-fn dialable(addr: SocketAddr) -> SocketAddr {
-    match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port()),
-        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port()),
-        _ => addr,
-    }
 }
 
 fn socket_address(addr: SocketAddr) -> Value {
@@ -561,12 +553,12 @@ fn router_transport_socket(tls: &RouterTls) -> Value {
 /// The router replicas: HTTP/2, gRPC health-checked (a replica that stops answering gets no new streams,
 /// a restarted one is taken back within seconds), and ejected after consecutive local failures. Envoy's
 /// default panic threshold stays: when most replicas fail their checks, Envoy tries them all anyway.
-fn router_cluster(routers: &[SocketAddr], tls: Option<&RouterTls>) -> Value {
+/// A name among the replicas makes it a STRICT_DNS cluster (see [`router_address`]).
+fn router_cluster(routers: &[RouterAddress], tls: Option<&RouterTls>) -> Value {
     let endpoints: Vec<Value> =
-        routers.iter().map(|r| json!({ "endpoint": { "address": socket_address(dialable(*r)) } })).collect();
+        routers.iter().map(|r| json!({ "endpoint": { "address": r.envoy_address() } })).collect();
     let mut cluster = json!({
         "name": ROUTER_CLUSTER,
-        "type": "STATIC",
         "connect_timeout": "0.25s",
         // Each stream to the replica with the fewest open streams (of 4 picks): a replica that stalls
         // (paused, overloaded) piles up open streams and stops getting new ones before its health check
@@ -604,6 +596,11 @@ fn router_cluster(routers: &[SocketAddr], tls: Option<&RouterTls>) -> Value {
             "endpoints": [{ "lb_endpoints": endpoints }],
         },
     });
+    if let (Some(cluster), Some(discovery)) =
+        (cluster.as_object_mut(), router_address::discovery(routers).as_object())
+    {
+        cluster.extend(discovery.clone());
+    }
     if let Some(tls) = tls {
         cluster["transport_socket"] = router_transport_socket(tls);
     }
@@ -690,6 +687,21 @@ clusters:
             bootstrap_yaml(&config(), &at, RouteSource::Static, &EnvoyTls::default())
                 .contains("dialled at 127.0.0.1:1, 127.0.0.1:2")
         );
+    }
+
+    #[test]
+    fn a_named_router_is_a_strict_dns_cluster() {
+        let mut at = addresses();
+        at.routers = vec!["trino-router-headless:50051".parse().unwrap()];
+        let b = bootstrap(&config(), &at, RouteSource::Discovered, &EnvoyTls::default());
+        let router = &b["static_resources"]["clusters"][3];
+        assert_eq!(router["type"], "STRICT_DNS");
+        let address = &router["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"];
+        assert_eq!(address["socket_address"]["address"], "trino-router-headless");
+        assert!(router["health_checks"][0]["grpc_health_check"].is_object(), "each address health-checked");
+        assert_envoy_schema(&b, "named router");
+        let yaml = bootstrap_yaml(&config(), &at, RouteSource::Discovered, &EnvoyTls::default());
+        assert!(yaml.contains("dialled at trino-router-headless:50051."), "{yaml}");
     }
 
     #[test]

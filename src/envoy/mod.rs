@@ -1,8 +1,9 @@
 //! Talking to Envoy: the ext_proc streams that decide and learn ([`ext_proc`]), the routes served over
 //! RDS ([`route_discovery`]), and the Envoy bootstrap that goes with a config ([`bootstrap`]), and the names both sides agree on
-//! ([`protocol`]).
+//! ([`protocol`]); where Envoy dials the router replicas ([`router_address`]).
 
 pub mod bootstrap;
 pub mod ext_proc;
 pub mod protocol;
 pub mod route_discovery;
+pub mod router_address;

@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::domain::config::{Config, ConfigErrors, Overrides};
 use crate::envoy::bootstrap::{EnvoyTls, RouterTls};
+use crate::envoy::router_address::RouterAddress;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -44,10 +45,11 @@ pub enum Command {
         /// Envoy's admin interface.
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
-        /// A router replica's gRPC address as Envoy dials it; repeat for several replicas [default: the
-        /// config's `listen`].
+        /// A router replica's gRPC address as Envoy dials it, or a name that resolves to every replica (a
+        /// headless Service: each address becomes an endpoint); repeat for several [default: the config's
+        /// `listen`].
         #[arg(long = "router", value_name = "HOST:PORT")]
-        routers: Vec<SocketAddr>,
+        routers: Vec<RouterAddress>,
         /// Write the routes into the bootstrap instead of having the router serve them (RDS): no
         /// learned follow-up routes, so every request asks the router.
         #[arg(long)]
@@ -75,6 +77,8 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         sql_file: Option<PathBuf>,
     },
+    /// Print Kubernetes objects that put the router behind Istio's ingress gateway or Envoy Gateway.
+    Kubernetes(crate::operate::kubernetes_manifests::KubernetesArgs),
     /// Ask a running router: list clusters, drain, undrain, disable, enable, locate a query.
     Admin {
         #[command(flatten)]

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod explain;
 pub mod fleet;
 pub mod fleet_table;
+pub mod kubernetes_manifests;
 pub mod metrics_endpoint;
 pub mod reload;
 pub mod server;
