@@ -1,7 +1,11 @@
 """End-to-end acceptance of one truth across router replicas (issue 17): the operator's say (drain, disable,
-enable) shared by every replica and kept across restarts, with the real Envoy (``envoy-config --router``
-for every replica: each its own health-checked endpoint), two and three routers with ``fleet.peers``, strict
-emulators and the real ``trino`` client.
+enable) shared by every replica and kept across restarts, with the real Envoy, two and three routers with
+``fleet.peers``, strict emulators and the real ``trino`` client.
+
+The replicas listen on one port of 127.0.0.1, 127.0.0.2, ... and Envoy finds them as it would behind a
+Kubernetes headless Service: ``envoy-config --router trino-router-headless:PORT`` (a STRICT_DNS cluster),
+resolved by a DNS server of the test's that answers every replica's address; each is its own
+health-checked endpoint. The replicas name each other by address in ``fleet.peers``.
 
 Where each new query ran is counted on the emulators (every statement carries a ``/* ha-... */`` tag), and
 which replica decided it from each router's own log line (``new query``). Each test prints its figures.
@@ -18,9 +22,13 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+import pytest
+import yaml
+
 import harness
 import known_bugs
 from test_affinity import router_hosts
+from test_deploy import _DnsServer
 from test_ha import (TOKEN, Load, health, parse_fleet_table, phase_table, sleep_until, tags_on,
                      wait_until)
 
@@ -28,6 +36,10 @@ from test_ha import (TOKEN, Load, health, parse_fleet_table, phase_table, sleep_
 QUICK = "/* emulator: pages=2 delay_ms=20 */ SELECT 1"
 #: Queries of about 3 s: in flight through a drain.
 LONG = "/* emulator: pages=8 delay_ms=400 */ SELECT 1"
+#: URL-carried placement: every follow-up names its cluster, so no replica looks a query up. For the tests
+#: whose subject is where new queries go (a replica that has not learned a coordinator's id misplaces
+#: follow-ups today: ``known_bugs.DISCOVERY_410``, which restarted and new replicas would meet).
+URL_PLACED = {"url_prefix": "/_trino"}
 _LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?)Z\s")
 
 
@@ -43,26 +55,53 @@ class Fleet:
     state_files: list
 
 
+#: The DNS servers the tests started (stopped after each test).
+_DNS: list[_DnsServer] = []
+
+
+@pytest.fixture(autouse=True)
+def _stop_dns_servers():
+    yield
+    while _DNS:
+        _DNS.pop().stop()
+
+
+def envoy_for(config_path, port: int, replicas: int) -> harness.Envoy:
+    """Envoy from ``envoy-config --router trino-router-headless:PORT``, resolving the name with a DNS
+    server of the test's that answers 127.0.0.1 ... 127.0.0.N (the only change to the bootstrap)."""
+    dns = _DnsServer("trino-router-headless", [f"127.0.0.{i + 1}" for i in range(replicas)])
+    _DNS.append(dns)
+    text = harness.render_envoy_config(config_path, f"127.0.0.1:{port}", replicas=[f"trino-router-headless:{port}"])
+    bootstrap = yaml.safe_load(text)
+    router_cluster = next(c for c in bootstrap["static_resources"]["clusters"] if c["name"] == "trino-router")
+    assert router_cluster["type"] == "STRICT_DNS", router_cluster
+    router_cluster["typed_dns_resolver_config"] = {"name": "envoy.network.dns_resolver.cares", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig",
+        "resolvers": [{"socket_address": {"address": "127.0.0.1", "port_value": dns.port}}],
+        "use_resolvers_as_fallback": False, "dns_resolver_options": {"no_default_search_domain": True}}}
+    return harness.start_envoy(yaml.safe_dump(bootstrap))
+
+
 def start_fleet(clusters: list[tuple[str, str]], replicas: int, running: int | None = None,
-                state_files: bool = True) -> Fleet:
-    """Emulators, ``replicas`` router addresses in ``fleet.peers`` (and in Envoy's router cluster), of which
-    the first ``running`` are started (``router-0``, ``router-1``, ...), and Envoy from ``envoy-config``.
-    Processes are stopped by the per-test reaper."""
+                state_files: bool = True, extra: dict | None = None) -> Fleet:
+    """Emulators, ``replicas`` router addresses (127.0.0.N:PORT) in ``fleet.peers`` and behind Envoy's
+    name, of which the first ``running`` are started (``router-0``, ``router-1``, ...), and Envoy.
+    ``extra``: more top-level config. Processes are stopped by the per-test reaper."""
     harness.require_trino_client()
     running = replicas if running is None else running
     emulators = {name: harness.start_emulator(name) for name, _ in clusters}
     groups = dict(clusters)
-    addrs = [f"127.0.0.1:{harness.free_port()}" for _ in range(replicas)]
+    port = harness.free_port()
+    addrs = [f"127.0.0.{i + 1}:{port}" for i in range(replicas)]
     work = harness.scratch_dir("fleet")
     doc = harness.router_config_doc(
         [(n, emulators[n].url, groups[n]) for n in emulators], listen=addrs[0],
         extra={"health": health(), "admin": {"token": TOKEN},
-               "fleet": {"peers": addrs, "sync_interval": "1s", "startup_wait": "5s"}})
+               "fleet": {"peers": addrs, "sync_interval": "1s", "startup_wait": "5s"}, **(extra or {})})
     config_path = harness.write_yaml(work / "router.yaml", doc)
     files = [work / f"router-{i}" / "operator-state.json" for i in range(replicas)]
     routers = [_start_router(config_path, addrs[i], i, files[i] if state_files else None) for i in range(running)]
-    bootstrap = harness.render_envoy_config(config_path, addrs[0], replicas=addrs)
-    envoy = harness.start_envoy(bootstrap)
+    envoy = envoy_for(config_path, port, replicas)
     stack = harness.Stack(emulators=emulators, groups=groups, router=routers[0], envoy=envoy,
                           config_path=config_path, config_doc=doc)
     fleet = Fleet(stack, routers, files)
@@ -240,14 +279,14 @@ def test_drain_through_one_replica_reaches_every_replica_and_wait_counts_them_al
 
 
 def test_a_drain_survives_restarting_one_and_then_every_replica():
-    """``a`` drained through router-0. Then:
+    """``a`` drained through router-0 (queries URL-placed: :data:`URL_PLACED`). Then:
 
     1. router-1 is killed, its state file deleted, and started again: it learns the drain from router-0
        before it reports SERVING; 24 new queries through Envoy, 0 on ``a``;
     2. both replicas are killed (SIGKILL) and started again, each with its state file: still drained,
        and 24 new queries through Envoy, 0 on ``a``; enabling ``a`` afterwards reaches both.
     """
-    fleet = start_fleet([("a", "adhoc"), ("b", "adhoc")], replicas=2)
+    fleet = start_fleet([("a", "adhoc"), ("b", "adhoc")], replicas=2, extra=URL_PLACED)
     stack, routers = fleet.stack, fleet.routers
     a = stack.emulators["a"]
     warm = run_quick(stack, "rs-warm", 8)
@@ -315,16 +354,18 @@ def test_a_drain_survives_restarting_one_and_then_every_replica():
 
 
 def test_a_replica_started_after_the_drain_knows_it_before_it_serves():
-    """Three replica addresses in ``fleet.peers`` and in Envoy; two run. ``a`` is drained (and ``b``
+    """Three replica addresses in ``fleet.peers`` and behind Envoy's name; two run (queries URL-placed:
+    :data:`URL_PLACED`). ``a`` is drained (and ``b``
     disabled) through router-1. router-2 starts afterwards with no state file: it reports SERVING only
     once its peers told it (its log), shows both in its own view, and decides new queries without
     sending any to ``a`` or ``b``."""
-    fleet = start_fleet([("a", "adhoc"), ("b", "adhoc"), ("c", "adhoc")], replicas=3, running=2)
+    fleet = start_fleet([("a", "adhoc"), ("b", "adhoc"), ("c", "adhoc")], replicas=3, running=2, extra=URL_PLACED)
     stack, routers = fleet.stack, fleet.routers
     admin_ok(routers[1], "drain", "a")
     admin_ok(routers[1], "disable", "b", "--reason", "standby")
     peers = stack.config_doc["fleet"]["peers"]
-    assert f"port_value: {peers[2].rsplit(':', 1)[1]}" in stack.envoy.bootstrap_path.read_text(), "Envoy knows router-2"
+    hosts = {addr for addr in router_hosts(stack) if addr[:1].isdigit()}
+    assert hosts == set(peers), f"Envoy resolves every replica's address: {hosts}"
     t_start, start_wall = time.monotonic(), time.time()
     routers.append(_start_router(stack.config_path, peers[2], 2, fleet.state_files[2]))
     wait_ready(routers[2])
@@ -362,14 +403,17 @@ def test_a_replica_started_after_the_drain_knows_it_before_it_serves():
 
 def test_pausing_the_replica_that_holds_envoys_routes_fails_no_new_query():
     """Envoy takes its routes (RDS) from one replica. That one is SIGSTOPped for 6 s while 8 client threads
-    submit queries, and ``b`` is drained through the other one meanwhile:
+    submit queries, and ``b`` is drained through the other one meanwhile. URL-carried placement
+    (``url_prefix``): follow-ups name their cluster, so no replica has to look a query up (a replica that
+    has not learned a coordinator's id yet misplaces follow-ups today: ``known_bugs.DISCOVERY_410``), and
+    what is measured is the new queries:
 
     - 0 failed new queries submitted from Envoy's health-check interval (1 s) after the pause on;
     - from 2 s after the drain, 0 new queries reach ``b`` (the live replica decides every new query;
       Envoy's routes from the paused one are stale, which only ever sends follow-ups to their owner);
     - once resumed, the paused replica has the drain too (it pulls it within a sync interval).
     """
-    fleet = start_fleet([("a", "adhoc"), ("b", "adhoc")], replicas=2)
+    fleet = start_fleet([("a", "adhoc"), ("b", "adhoc")], replicas=2, extra=URL_PLACED)
     stack, routers = fleet.stack, fleet.routers
     by_addr = {r.grpc_addr: r for r in routers}
     hosts = router_hosts(stack)
@@ -397,14 +441,20 @@ def test_pausing_the_replica_that_holds_envoys_routes_fails_no_new_query():
                         [("before", 0.0), ("pause .. +1 s", t_pause), ("pause +1 s .. drain", t_pause + 1.0),
                          ("drain .. +2 s", t_drain), ("drain +2 s .. resume", t_drain + 2.0),
                          ("after resume", t_resume)])
+    known, _ = split_failures(outcomes)
     failed_after = [o for o in outcomes if not o.ok and o.submitted >= t_pause + 1.0]
     failed_first = [o for o in outcomes if not o.ok and t_pause <= o.submitted < t_pause + 1.0]
+    failed_before = [o for o in outcomes if not o.ok and o.submitted < t_pause]
     late_on_b = reached_after(stack.emulators["b"], outcomes, t_drain + 2.0)
-    print(f"  failed new queries: {len(failed_first)} submitted in the first second of the pause, "
-          f"{len(failed_after)} after; queries reaching b from 2 s after the drain: {len(late_on_b)}")
+    print(f"  failed new queries: {len(failed_before)} before the pause ({sum(o in known for o in failed_before)} of "
+          f"them {known_bugs.DISCOVERY_410.split(':')[0]}'s), {len(failed_first)} submitted in the first second of "
+          f"the pause, {len(failed_after)} after; queries reaching b from 2 s after the drain: {len(late_on_b)}")
 
     assert not failed_after, "queries failed after Envoy's health-check interval:\n" + "\n".join(
         o.describe() for o in failed_after)
     assert not late_on_b, [o.describe() for o in late_on_b]
     assert table["drain +2 s .. resume"]["submitted"] >= 10, table
     assert resumed
+    unexplained = [o.describe() for o in outcomes if not o.ok and o not in known]
+    assert not unexplained, "queries failed:\n" + "\n".join(unexplained)
+    known_bugs.xfail_if_discovery_410(known)

@@ -10,8 +10,9 @@
 //!   `fleet.sync_interval` each replica exchanges its whole book with every peer ([`Fleet::round`]:
 //!   `SyncOperatorState`, both sides keep the newer entry of each cluster), so a peer that missed a push
 //!   has it within one interval of answering again, through any replica.
-//! - **Durable**: the book is written to `fleet.state_file` on every change (also one received from a
-//!   peer, before answering it), read at start before anything is served.
+//! - **Durable**: the book is written to `fleet.state_file` on every change (by the fleet task, woken by
+//!   the change; an admin command's own change before it is answered), read at start before anything
+//!   is served.
 //! - **Start**: a replica with peers or a state file reports NOT_SERVING on `grpc.health.v1` until it
 //!   has heard from a settled peer, or from every peer there is (or nothing listens there), or
 //!   `fleet.startup_wait` has passed ([`Fleet::settle`]). Only then does a change of `enabled:` in its
@@ -183,8 +184,9 @@ impl Fleet {
         }
     }
 
-    /// A peer's call (`SyncOperatorState`): keeps what is newer of its book, writes the file when that
-    /// changed anything, answers with this replica's book.
+    /// A peer's call (`SyncOperatorState`): keeps what is newer of its book and answers with this
+    /// replica's book at once; a change wakes the fleet task, which writes the state file (a slow disk
+    /// never holds up the answer, nor routing, which follows the book in memory).
     pub async fn receive(&self, state: OperatorState) -> Result<OperatorState, Status> {
         if state.instance == self.instance {
             return Ok(self.state());
@@ -200,9 +202,7 @@ impl Fleet {
                 "two replicas have the same name: give each its own (TRINO_ROUTER_REPLICA)"
             );
         }
-        if !self.router.merge_operators(entries).is_empty() {
-            self.persist().await;
-        }
+        self.router.merge_operators(entries);
         Ok(self.state())
     }
 
@@ -324,12 +324,11 @@ impl Fleet {
         self.peers.lock().unwrap_or_else(|p| p.into_inner()).insert(target.addr, record);
     }
 
-    /// After a change made here: written to the state file and sent to every peer now. Returns the
-    /// peers that took it and those that did not answer (they pull it within `fleet.sync_interval` of
+    /// After a change made here: written to the state file and sent to every peer, both at once. Returns
+    /// the peers that took it and those that did not answer (they pull it within `fleet.sync_interval` of
     /// answering again).
     pub async fn push_now(&self) -> (Vec<String>, Vec<String>) {
-        self.persist().await;
-        let round = self.round().await;
+        let ((), round) = tokio::join!(self.persist(), self.round());
         let reached = round.answered.into_iter().map(|(name, _)| name).collect();
         let missed = round.unreachable.into_iter().map(|(addr, why)| format!("{addr} ({why})")).collect();
         (reached, missed)
@@ -391,8 +390,8 @@ impl Fleet {
             tokio::time::sleep(SETTLE_RETRY).await;
         }
         operators.set_settled();
+        // The fleet task writes the state file (a slow disk does not hold up SERVING).
         self.router.reconcile_with_config();
-        self.persist().await;
     }
 
     /// Forever (the server aborts it): on every change, write the file and push; every
