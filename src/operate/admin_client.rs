@@ -289,13 +289,12 @@ async fn wait_drained(
     }
 }
 
-/// Which replicas hold a change, from the answer to it.
+/// Which replicas hold a change, from the answer to it (nothing for a replica with no peers).
 fn held_by(cluster: &Cluster) -> String {
-    let mut out = if cluster.replicas_reached.is_empty() {
-        "no peer took it (none configured, or none answered)\n".to_owned()
-    } else {
-        format!("peers holding it now: {}\n", cluster.replicas_reached.join(", "))
-    };
+    let mut out = String::new();
+    if !cluster.replicas_reached.is_empty() {
+        out.push_str(&format!("peers holding it now: {}\n", cluster.replicas_reached.join(", ")));
+    }
     if !cluster.replicas_missed.is_empty() {
         out.push_str(&format!(
             "NOT YET on: {} (each takes it within fleet.sync_interval of answering again)\n",
