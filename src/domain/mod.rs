@@ -9,6 +9,7 @@ pub mod client_request;
 pub mod config;
 pub mod decision;
 pub mod health;
+pub mod operator_state;
 pub mod pin;
 pub mod query_id;
 pub mod refusal;

@@ -1,4 +1,8 @@
-//! The `trino-router admin` commands: a gRPC client of the admin API that prints what it is told.
+//! The `trino-router admin` commands: a gRPC client of the admin API that prints what it is told. It
+//! talks to the fleet: every `--server` address (a name: every address it resolves to), each of which
+//! also answers for its peers; [`crate::operate::fleet_table`] turns the answers into one view. A
+//! change goes to the first replica that answers (it pushes it to the others); `drain --wait` waits
+//! until every replica reports the cluster drained.
 
 use std::time::{Duration, Instant};
 
@@ -9,29 +13,38 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use crate::operate::api::admin_client::AdminClient;
 use crate::operate::api::{Cluster, ClusterRequest, ListClustersRequest, LocateQueryRequest};
 use crate::operate::cli::{AdminAction, AdminConnection};
+use crate::operate::fleet_table::{DrainVerdict, FleetView, Status, drain_verdict};
+
+/// How long one call may take (a fleet listing asks every peer, each within a second).
+const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often `drain --wait` asks again, and how often it says what it waits for.
+const WAIT_POLL: Duration = Duration::from_millis(500);
+const WAIT_REPORT: Duration = Duration::from_secs(5);
+
+/// One replica address to call.
+struct Target {
+    /// As shown: the address, and the name it came from.
+    shown: String,
+    url: String,
+    /// The name the certificate must carry (the host of the URL it came from).
+    tls_name: Option<String>,
+}
+
+/// A connected replica.
+struct Connected {
+    shown: String,
+    client: AdminClient<Channel>,
+}
 
 /// Runs one admin command; returns what to print.
 pub async fn run(connection: &AdminConnection, action: &AdminAction) -> Result<String, String> {
-    let mut endpoint = Channel::from_shared(connection.server.clone())
-        .map_err(|e| format!("`{}` is not a URL: {e}", connection.server))?
-        .connect_timeout(Duration::from_secs(5));
-    if let Some(tls) = client_tls(connection)? {
-        endpoint = endpoint.tls_config(tls).map_err(|e| format!("TLS settings: {}", causes(&e)))?;
-    }
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| format!("cannot reach the router at {}: {}", connection.server, causes(&e)))?;
-    let mut client = AdminClient::new(channel);
+    let targets = targets(connection).await?;
     let token = connection.token.clone().unwrap_or_default();
-    let cluster = |name: &str| with_token(ClusterRequest { name: name.to_owned() }, &token);
-    // A router that requires client certificates closes the connection of a client without one; the
-    // alert that says so does not always arrive before the close.
-    let hint = if connection.server.starts_with("https://") && connection.cert_file.is_none() {
-        " (if the router requires client certificates: --cert-file and --key-file)"
-    } else {
-        ""
-    };
+    let (mut connected, failures) = connect_all(connection, &targets).await;
+    if connected.is_empty() {
+        return Err(failures.into_iter().map(|(_, e)| e).collect::<Vec<_>>().join("\n"));
+    }
+    let hint = tls_hint(connection);
     let status = |e: tonic::Status| {
         let transport = std::error::Error::source(&e).is_some();
         format!(
@@ -41,70 +54,267 @@ pub async fn run(connection: &AdminConnection, action: &AdminAction) -> Result<S
             if transport { hint } else { "" }
         )
     };
+    let change = |kind: Change, name: &str, reason: &str| {
+        let request = ClusterRequest { name: name.to_owned(), reason: reason.to_owned() };
+        change(&connected, kind, request, &token, &status)
+    };
     match action {
-        AdminAction::Clusters => {
-            let list =
-                client.list_clusters(with_token(ListClustersRequest {}, &token)?).await.map_err(status)?;
-            Ok(table(&list.into_inner().clusters))
+        AdminAction::Clusters { local } => {
+            let view = gather(&mut connected, &failures, &token, !*local).await.map_err(status)?;
+            Ok(crate::operate::fleet_table::render(&view))
         }
-        AdminAction::Drain { name, wait, timeout } => {
-            let drained = client.drain(cluster(name)?).await.map_err(status)?.into_inner();
-            let mut out = format!("{name}: draining, {} quer(ies) in flight\n", drained.in_flight);
+        AdminAction::Drain { name, wait, timeout, reason } => {
+            let drained = change(Change::Drain, name, reason).await?;
+            let mut out = format!("{name}: draining, {} quer(ies) in flight here\n", drained.in_flight);
+            out.push_str(&held_by(&drained));
             if *wait {
-                let deadline = Instant::now() + *timeout;
-                loop {
-                    let list = client
-                        .list_clusters(with_token(ListClustersRequest {}, &token)?)
-                        .await
-                        .map_err(status)?;
-                    let now = list.into_inner().clusters.into_iter().find(|c| c.name == *name);
-                    match now {
-                        Some(c) if c.drained => break,
-                        Some(c) if c.operator_state != "draining" => {
-                            return Err(format!("{name} is no longer draining (now {})", c.operator_state));
-                        }
-                        Some(_) if Instant::now() >= deadline => {
-                            return Err(format!("{name} still has queries in flight after {timeout:?}"));
-                        }
-                        Some(_) => tokio::time::sleep(Duration::from_millis(500)).await,
-                        None => return Err(format!("{name} was removed from the config")),
-                    }
-                }
-                out.push_str(&format!("{name}: drained, no query in flight: safe to stop\n"));
+                let waited = wait_drained(&mut connected, &failures, &token, name, *timeout).await;
+                out.push_str(&waited.map_err(|e| match e {
+                    Waited::Call(e) => status(e),
+                    Waited::Failed(e) => e,
+                })?);
             }
             Ok(out)
         }
-        AdminAction::Undrain { name } => {
-            summary(client.undrain(cluster(name)?).await.map_err(status)?.into_inner())
-        }
-        AdminAction::Disable { name } => {
-            summary(client.disable(cluster(name)?).await.map_err(status)?.into_inner())
-        }
-        AdminAction::Enable { name } => {
-            summary(client.enable(cluster(name)?).await.map_err(status)?.into_inner())
-        }
+        AdminAction::Undrain { name, reason } => summary(change(Change::Undrain, name, reason).await?),
+        AdminAction::Enable { name, reason } => summary(change(Change::Enable, name, reason).await?),
+        AdminAction::Disable { name, reason } => summary(change(Change::Disable, name, reason).await?),
         AdminAction::Locate { query_id } => {
-            let found = client
-                .locate_query(with_token(LocateQueryRequest { query_id: query_id.clone() }, &token)?)
-                .await
-                .map_err(status)?
-                .into_inner();
-            if found.cluster.is_empty() {
-                Err(format!("{query_id}: the router cannot place this query"))
-            } else {
-                Ok(format!("{query_id}: {}\n", found.cluster))
+            let mut last = None;
+            for c in &mut connected {
+                let request = with_token(LocateQueryRequest { query_id: query_id.clone() }, &token)?;
+                let found = c.client.locate_query(request).await.map_err(status)?.into_inner();
+                if !found.cluster.is_empty() {
+                    return Ok(format!("{query_id}: {}\n", found.cluster));
+                }
+                last = Some(format!("{query_id}: the router cannot place this query"));
+            }
+            Err(last.unwrap_or_default())
+        }
+    }
+}
+
+/// Every address the `--server` URLs name (a host name: each address it resolves to).
+async fn targets(connection: &AdminConnection) -> Result<Vec<Target>, String> {
+    let mut targets = Vec::new();
+    for url in &connection.server {
+        let uri: http::Uri = url.parse().map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+        let (Some(scheme), Some(host)) = (uri.scheme_str(), uri.host()) else {
+            return Err(format!("`{url}` is not a URL such as http://127.0.0.1:50051"));
+        };
+        let port = uri.port_u16().unwrap_or(if scheme == "https" { 443 } else { 80 });
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        if bare.parse::<std::net::IpAddr>().is_ok() {
+            targets.push(Target { shown: format!("{host}:{port}"), url: url.clone(), tls_name: None });
+            continue;
+        }
+        let found = tokio::net::lookup_host((bare, port))
+            .await
+            .map_err(|e| format!("cannot resolve `{host}` of {url}: {e}"))?;
+        let mut addrs: Vec<std::net::SocketAddr> = found.collect();
+        addrs.dedup();
+        for addr in addrs {
+            let shown = format!("{addr} ({host})");
+            if targets.iter().any(|t: &Target| t.shown.starts_with(&addr.to_string())) {
+                continue;
+            }
+            targets.push(Target {
+                shown,
+                url: format!("{scheme}://{addr}"),
+                tls_name: Some(bare.to_owned()),
+            });
+        }
+    }
+    Ok(targets)
+}
+
+/// Connects to every target at once; those that could not be reached, with why.
+async fn connect_all(
+    connection: &AdminConnection,
+    targets: &[Target],
+) -> (Vec<Connected>, Vec<(String, String)>) {
+    let attempts = targets.iter().map(|target| async move {
+        let channel = connect(connection, target).await?;
+        Ok::<_, String>(Connected { shown: target.shown.clone(), client: AdminClient::new(channel) })
+    });
+    let mut connected = Vec::new();
+    let mut failures = Vec::new();
+    for (target, attempt) in targets.iter().zip(futures_util::future::join_all(attempts).await) {
+        match attempt {
+            Ok(c) => connected.push(c),
+            Err(e) => failures.push((target.shown.clone(), e)),
+        }
+    }
+    (connected, failures)
+}
+
+async fn connect(connection: &AdminConnection, target: &Target) -> Result<Channel, String> {
+    let mut endpoint = Channel::from_shared(target.url.clone())
+        .map_err(|e| format!("`{}` is not a URL: {e}", target.url))?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(CALL_TIMEOUT);
+    if let Some(tls) = client_tls(connection, &target.url, target.tls_name.as_deref())? {
+        endpoint = endpoint.tls_config(tls).map_err(|e| format!("TLS settings: {}", causes(&e)))?;
+    }
+    endpoint.connect().await.map_err(|e| {
+        format!("cannot reach the router at {}: {}{}", target.shown, causes(&e), tls_hint(connection))
+    })
+}
+
+/// A router that requires client certificates closes the connection of a client without one; the alert
+/// that says so does not always arrive before the close.
+fn tls_hint(connection: &AdminConnection) -> &'static str {
+    if connection.server.iter().any(|s| s.starts_with("https://")) && connection.cert_file.is_none() {
+        " (if the router requires client certificates: --cert-file and --key-file)"
+    } else {
+        ""
+    }
+}
+
+/// The operator commands.
+#[derive(Clone, Copy)]
+enum Change {
+    Drain,
+    Undrain,
+    Disable,
+    Enable,
+}
+
+/// Sends a change to the first replica that can be reached (it pushes it to its peers); a refusal,
+/// such as an unknown cluster or a wrong token, is the answer.
+async fn change(
+    connected: &[Connected],
+    kind: Change,
+    request: ClusterRequest,
+    token: &str,
+    status: &impl Fn(tonic::Status) -> String,
+) -> Result<Cluster, String> {
+    let mut unreachable = Vec::new();
+    for c in connected {
+        let mut client = c.client.clone();
+        let request = with_token(request.clone(), token)?;
+        let answer = match kind {
+            Change::Drain => client.drain(request).await,
+            Change::Undrain => client.undrain(request).await,
+            Change::Disable => client.disable(request).await,
+            Change::Enable => client.enable(request).await,
+        };
+        match answer {
+            Ok(cluster) => return Ok(cluster.into_inner()),
+            Err(e) if e.code() == tonic::Code::Unavailable => {
+                unreachable.push(format!("{}: {}", c.shown, status(e)))
+            }
+            Err(e) => return Err(status(e)),
+        }
+    }
+    Err(unreachable.join("\n"))
+}
+
+/// Every replica's view, from every connected address (`fleet`: each also answers for its peers).
+async fn gather(
+    connected: &mut [Connected],
+    failures: &[(String, String)],
+    token: &str,
+    fleet: bool,
+) -> Result<FleetView, tonic::Status> {
+    let mut view = FleetView::default();
+    let mut first_error = None;
+    for c in connected.iter_mut() {
+        let request =
+            with_token(ListClustersRequest { fleet }, token).map_err(tonic::Status::invalid_argument)?;
+        match c.client.list_clusters(request).await {
+            Ok(answer) => view.add_answer(c.shown.split(' ').next().unwrap_or(&c.shown), answer.into_inner()),
+            Err(e) if e.code() == tonic::Code::Unauthenticated => return Err(e),
+            Err(e) => {
+                view.add_failure(&c.shown, Status::Unreachable(e.message().to_owned()));
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    for (shown, why) in failures {
+        // Nothing listens there (a name's other address, a stopped replica): not running, nothing to count.
+        let status = if why.contains("Connection refused") {
+            Status::Absent(why.clone())
+        } else {
+            Status::Unreachable(why.clone())
+        };
+        view.add_failure(shown, status);
+    }
+    let answered = view.answered().next().is_some();
+    match first_error {
+        Some(e) if !answered => Err(e),
+        _ => Ok(view),
+    }
+}
+
+enum Waited {
+    Call(tonic::Status),
+    Failed(String),
+}
+
+/// Until every replica reports `name` drained ([`drain_verdict`]); what to print then.
+async fn wait_drained(
+    connected: &mut [Connected],
+    failures: &[(String, String)],
+    token: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<String, Waited> {
+    let started = Instant::now();
+    let mut reported = Instant::now();
+    loop {
+        let view = gather(connected, failures, token, true).await.map_err(Waited::Call)?;
+        match drain_verdict(&view, name) {
+            DrainVerdict::Drained(replicas) => {
+                return Ok(format!(
+                    "{name}: drained, no query in flight: safe to stop (every replica agrees: {})\n",
+                    replicas.join(", ")
+                ));
+            }
+            DrainVerdict::Stopped(why) => return Err(Waited::Failed(why)),
+            DrainVerdict::Waiting(why) if started.elapsed() >= timeout => {
+                return Err(Waited::Failed(format!(
+                    "{name} is not drained after {timeout:?}: {}",
+                    why.join("; ")
+                )));
+            }
+            DrainVerdict::Waiting(why) => {
+                if reported.elapsed() >= WAIT_REPORT {
+                    eprintln!("{name}: waiting: {}", why.join("; "));
+                    reported = Instant::now();
+                }
+                tokio::time::sleep(WAIT_POLL).await;
             }
         }
     }
 }
 
-/// The TLS settings for an `https://` address; none for `http://`.
-fn client_tls(connection: &AdminConnection) -> Result<Option<ClientTlsConfig>, String> {
-    if !connection.server.starts_with("https://") {
+/// Which replicas hold a change, from the answer to it (nothing for a replica with no peers).
+fn held_by(cluster: &Cluster) -> String {
+    let mut out = String::new();
+    if !cluster.replicas_reached.is_empty() {
+        out.push_str(&format!("peers holding it now: {}\n", cluster.replicas_reached.join(", ")));
+    }
+    if !cluster.replicas_missed.is_empty() {
+        out.push_str(&format!(
+            "NOT YET on: {} (each takes it within fleet.sync_interval of answering again)\n",
+            cluster.replicas_missed.join(", ")
+        ));
+    }
+    out
+}
+
+/// The TLS settings for an `https://` address; none for `http://`. `name`: the host the address was
+/// resolved from, which the certificate must carry.
+fn client_tls(
+    connection: &AdminConnection,
+    url: &str,
+    name: Option<&str>,
+) -> Result<Option<ClientTlsConfig>, String> {
+    if !url.starts_with("https://") {
         if connection.ca_file.is_some() || connection.cert_file.is_some() {
             return Err(format!(
-                "--ca-file and --cert-file are for TLS: the address must be https:// (not {})",
-                connection.server
+                "--ca-file and --cert-file are for TLS: the address must be https:// (not {url})"
             ));
         }
         return Ok(None);
@@ -125,8 +335,8 @@ fn client_tls(connection: &AdminConnection) -> Result<Option<ClientTlsConfig>, S
         crate::domain::config::tls::check_key_matches(&cert, &key).map_err(|e| format!("--key-file: {e}"))?;
         tls = tls.identity(Identity::from_pem(&*cert.pem, &*key.pem));
     }
-    if let Some(name) = &connection.tls_server_name {
-        tls = tls.domain_name(name.clone());
+    if let Some(name) = connection.tls_server_name.as_deref().or(name) {
+        tls = tls.domain_name(name.to_owned());
     }
     Ok(Some(tls))
 }
@@ -162,53 +372,9 @@ fn with_token<T>(message: T, token: &str) -> Result<Request<T>, String> {
 
 fn summary(cluster: Cluster) -> Result<String, String> {
     let new = if cluster.accepts_new_queries { "takes new queries" } else { "takes no new queries" };
-    Ok(format!("{}: {} ({}, {new})\n", cluster.name, cluster.operator_state, cluster.health))
-}
-
-/// A fixed-width table of clusters.
-pub fn table(clusters: &[Cluster]) -> String {
-    let mut rows = vec![
-        [
-            "CLUSTER",
-            "GROUP",
-            "HEALTH",
-            "OPERATOR",
-            "NEW",
-            "LOAD",
-            "COORD",
-            "IN_FLIGHT",
-            "ROUTED",
-            "WEIGHT",
-            "URL",
-        ]
-        .map(str::to_owned),
-    ];
-    for c in clusters {
-        let coordinator =
-            if c.coordinator_queries < 0 { "-".to_owned() } else { c.coordinator_queries.to_string() };
-        let operator = if c.drained { "drained".to_owned() } else { c.operator_state.clone() };
-        rows.push([
-            c.name.clone(),
-            c.group.clone(),
-            c.health.clone(),
-            operator,
-            if c.accepts_new_queries { "yes" } else { "no" }.to_owned(),
-            c.load.to_string(),
-            coordinator,
-            c.in_flight.to_string(),
-            c.queries_routed.to_string(),
-            c.weight.to_string(),
-            c.url.clone(),
-        ]);
-    }
-    let widths: Vec<usize> =
-        (0..rows[0].len()).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
-    rows.iter()
-        .map(|row| {
-            let cells: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
-            format!("{}\n", cells.join("  ").trim_end())
-        })
-        .collect()
+    let mut out = format!("{}: {} ({}, {new})\n", cluster.name, cluster.operator_state, cluster.health);
+    out.push_str(&held_by(&cluster));
+    Ok(out)
 }
 
 fn code_name(code: tonic::Code) -> &'static str {
@@ -218,32 +384,5 @@ fn code_name(code: tonic::Code) -> &'static str {
         tonic::Code::InvalidArgument => "invalid argument",
         tonic::Code::Unavailable => "router unavailable",
         _ => "failed",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn table_lines_up() {
-        let cluster = |name: &str, drained: bool| Cluster {
-            name: name.into(),
-            group: "adhoc".into(),
-            health: "healthy".into(),
-            operator_state: "draining".into(),
-            drained,
-            coordinator_queries: -1,
-            in_flight: 3,
-            url: "http://127.0.0.1:1".into(),
-            weight: 1.0,
-            ..Default::default()
-        };
-        let text = table(&[cluster("blue", false), cluster("green-long-name", true)]);
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 3);
-        assert!(lines[0].starts_with("CLUSTER          GROUP"), "{text}");
-        assert!(lines[1].contains("draining") && lines[2].contains("drained"), "{text}");
-        assert_eq!(lines[1].find("adhoc"), lines[0].find("GROUP"));
     }
 }

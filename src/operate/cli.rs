@@ -91,9 +91,17 @@ pub enum Command {
 /// How to reach a router's admin API.
 #[derive(Debug, Args)]
 pub struct AdminConnection {
-    /// The router's gRPC address.
-    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:50051", env = "TRINO_ROUTER_ADDRESS")]
-    pub server: String,
+    /// A router replica's gRPC address; repeat (or separate with commas) for several. A host name is
+    /// resolved to every address it has (a headless Service: every replica). Each replica also answers
+    /// for its peers (`fleet.peers`), so one address shows the whole fleet.
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "http://127.0.0.1:50051",
+        env = "TRINO_ROUTER_ADDRESS",
+        value_delimiter = ','
+    )]
+    pub server: Vec<String>,
     /// The admin token.
     #[arg(long, env = "TRINO_ROUTER_ADMIN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -115,24 +123,44 @@ pub struct AdminConnection {
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum AdminAction {
-    /// List clusters with health, operator state, load and queries in flight.
-    Clusters,
-    /// Stop sending new queries to a cluster; its queries finish.
+    /// List clusters with health, operator state, load and queries in flight: one row per replica and
+    /// cluster, with disagreements between replicas flagged under the table.
+    Clusters {
+        /// Only the replicas named by --server, not their peers.
+        #[arg(long)]
+        local: bool,
+    },
+    /// Stop sending new queries to a cluster (every replica); its queries finish.
     Drain {
         name: String,
-        /// Wait until no query is left in flight, then report it.
+        /// Wait until no replica counts a query in flight there, then report it.
         #[arg(long)]
         wait: bool,
         /// With --wait: give up after this long.
         #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
+        /// Why (shown with the cluster's state on every replica).
+        #[arg(long, default_value = "")]
+        reason: String,
     },
     /// Take new queries again.
-    Undrain { name: String },
+    Undrain {
+        name: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
     /// Take no new queries (a standby).
-    Disable { name: String },
+    Disable {
+        name: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
     /// Take new queries (when healthy).
-    Enable { name: String },
+    Enable {
+        name: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
     /// Which cluster runs a query.
     Locate { query_id: String },
 }
@@ -182,6 +210,13 @@ pub struct ConfigArgs {
     /// Replaces the config's `listen` address.
     #[arg(long, value_name = "HOST:PORT", env = "TRINO_ROUTER_LISTEN")]
     pub router_listen: Option<String>,
+    /// This replica's name (metrics, `admin clusters`, the origin of its operator changes)
+    /// [default: HOSTNAME, else the machine's host name].
+    #[arg(long, value_name = "NAME", env = "TRINO_ROUTER_REPLICA")]
+    pub replica: Option<String>,
+    /// Replaces the config's `fleet.state_file` (each replica keeps its own).
+    #[arg(long, value_name = "FILE", env = "TRINO_ROUTER_STATE_FILE")]
+    pub state_file: Option<PathBuf>,
 }
 
 impl ConfigArgs {
@@ -191,7 +226,22 @@ impl ConfigArgs {
 
     /// What the environment supplies to this config (read again on every reload).
     pub fn overrides(&self) -> Overrides {
-        Overrides::from_process_env(self.router_listen.clone())
+        let mut overrides = Overrides::from_process_env(self.router_listen.clone());
+        // The flags win over the environment variables of the same name (clap read those already).
+        let flags = [
+            (crate::domain::config::fleet::REPLICA_ENV, self.replica.clone()),
+            (
+                crate::domain::config::fleet::STATE_FILE_ENV,
+                self.state_file.as_ref().map(|p| p.display().to_string()),
+            ),
+        ];
+        for (name, value) in flags {
+            if let Some(value) = value {
+                overrides.env.retain(|(k, _)| k != name);
+                overrides.env.push((name.to_owned(), value));
+            }
+        }
+        overrides
     }
 }
 

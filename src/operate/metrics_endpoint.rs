@@ -4,11 +4,12 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::operate::fleet::Fleet;
 use crate::state::metrics::METRICS;
 use crate::state::router::Router;
 
 /// Serves `GET /metrics` on `listener` until the task is dropped.
-pub async fn serve(listener: tokio::net::TcpListener, router: Arc<Router>) {
+pub async fn serve(listener: tokio::net::TcpListener, router: Arc<Router>, fleet: Arc<Fleet>) {
     use axum::routing::get;
     let page_router = router.clone();
     let app = axum::Router::new()
@@ -28,7 +29,8 @@ pub async fn serve(listener: tokio::net::TcpListener, router: Arc<Router>) {
             "/",
             get(move || {
                 let router = page_router.clone();
-                async move { axum::response::Html(super::status_page::render(&router)) }
+                let fleet = fleet.clone();
+                async move { axum::response::Html(super::status_page::render(&router, &fleet)) }
             }),
         );
     if let Err(error) = axum::serve(listener, app).await {

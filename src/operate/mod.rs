@@ -1,10 +1,13 @@
-//! Running the router: start-up and shutdown ([`server`]), the admin API and its client, the metrics
-//! endpoint and status page, live config reload, offline dry runs ([`explain`]) and the command line.
+//! Running the router: start-up and shutdown ([`server`]), the admin API and its client, the replicas'
+//! shared operator state ([`fleet`]), the metrics endpoint and status page, live config reload, offline
+//! dry runs ([`explain`]) and the command line.
 
 pub mod admin;
 pub mod admin_client;
 pub mod cli;
 pub mod explain;
+pub mod fleet;
+pub mod fleet_table;
 pub mod kubernetes_manifests;
 pub mod metrics_endpoint;
 pub mod reload;

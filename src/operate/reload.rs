@@ -99,7 +99,7 @@ clusters:
         std::fs::write(&path, BEFORE).unwrap();
         let overrides = Overrides::default();
         let router = Router::new(Config::load(&path, &overrides).unwrap());
-        router.set_operator("b", Operator::Draining);
+        router.set_operator("b", Operator::Draining, "");
 
         std::fs::write(&path, BEFORE.replace("group: adhoc}\n  - {name: b", "group: etl}\n  - {name: b"))
             .unwrap();

@@ -4,8 +4,9 @@
 //! stop. On stop: NOT_SERVING at once while still serving for [`SHUTDOWN_DRAIN`], then no new
 //! connections, RDS streams end (Envoy keeps its routes), open decisions get [`SHUTDOWN_GRACE`] to finish.
 //!
-//! Readiness: `grpc.health.v1` reports NOT_SERVING until the first poll round has finished, so a
-//! readiness probe holds traffic back until the router knows which clusters are up.
+//! Readiness: `grpc.health.v1` reports NOT_SERVING until the first poll round has finished and the
+//! operator's say is settled (the state file read, the peers heard: [`crate::operate::fleet`]), so a
+//! readiness probe holds traffic back until the router knows which clusters are up and which drained.
 //!
 //! With `listen_tls` the one port speaks TLS (ALPN h2), and with a client CA it refuses every client
 //! without a certificate that CA signed (mTLS): Envoy, probes and `trino-router admin` alike. The
@@ -30,6 +31,7 @@ use crate::envoy::ext_proc::service::ExtProcService;
 use crate::envoy::route_discovery::{RouteDiscovery, RouteTable, initial_table, publish};
 use crate::operate::admin::AdminService;
 use crate::operate::api::admin_server::AdminServer;
+use crate::operate::fleet::Fleet;
 use crate::state::router::Router;
 
 /// After a shutdown signal, how long the router keeps serving while reporting NOT_SERVING, so that
@@ -82,6 +84,8 @@ pub struct Server {
     metrics: Option<TcpListener>,
     /// TLS on the gRPC listener, when configured (`listen_tls`).
     tls: Option<tonic::transport::ServerTlsConfig>,
+    /// The peers and the state file.
+    fleet: Arc<Fleet>,
 }
 
 impl Server {
@@ -94,13 +98,16 @@ impl Server {
             tonic::transport::Server::builder().tls_config(tls.clone()).map_err(std::io::Error::other)?;
         }
         let listener = TcpListener::bind(config.listen).await?;
+        crate::state::metrics::set_replica(&config.fleet.replica);
         let router = Arc::new(Router::new(config));
+        let fleet = Fleet::new(router.clone());
+        fleet.load_state_file();
         let metrics = match router.snapshot().config.metrics_listen {
             Some(addr) => Some(TcpListener::bind(addr).await?),
             None => None,
         };
         let routes = initial_table(&router).map_err(std::io::Error::other)?;
-        Ok(Server { listener, router, source, routes, metrics, tls })
+        Ok(Server { listener, router, source, routes, metrics, tls, fleet })
     }
 
     /// The address actually bound (the real port when the config asked for port 0).
@@ -124,16 +131,21 @@ impl Server {
 
         let mut poller = Poller::new(self.router.clone());
         let reporter = health_reporter.clone();
+        let fleet = self.fleet.clone();
         let background = tokio::spawn(async move {
-            poller.round().await;
+            tokio::join!(poller.round(), fleet.settle());
             set_health(&reporter, true).await;
-            tracing::info!("first health round done: ready");
-            poller.run().await;
+            tracing::info!("first health round done, operator state settled: ready");
+            tokio::join!(poller.run(), fleet.run());
         });
         let (tables, tables_rx) = tokio::sync::watch::channel(Arc::new(self.routes));
         let publisher = tokio::spawn(publish(self.router.clone(), tables));
         let metrics = self.metrics.map(|listener| {
-            tokio::spawn(crate::operate::metrics_endpoint::serve(listener, self.router.clone()))
+            tokio::spawn(crate::operate::metrics_endpoint::serve(
+                listener,
+                self.router.clone(),
+                self.fleet.clone(),
+            ))
         });
         let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
         let mut stopped = stopping_rx.clone();
@@ -164,7 +176,7 @@ impl Server {
         let serve = builder
             .add_service(health_service)
             .add_service(reflection)
-            .add_service(AdminServer::new(AdminService::new(self.router.clone())))
+            .add_service(AdminServer::new(AdminService::new(self.router.clone(), self.fleet.clone())))
             .add_service(ExternalProcessorServer::new(ExtProcService::new(
                 self.router.clone(),
                 Arc::new(QueryLookup::default()),
@@ -270,7 +282,7 @@ mod tests {
         // `trino-router admin` over TLS: with the CA and a client certificate, and without.
         let connection = |cert: Option<&crate::domain::config::tls::testing::Issued>| {
             crate::operate::cli::AdminConnection {
-                server: format!("https://{addr}"),
+                server: vec![format!("https://{addr}")],
                 token: Some("t".into()),
                 ca_file: Some(pki.ca.clone()),
                 cert_file: cert.map(|c| c.cert.clone()),
@@ -280,22 +292,27 @@ mod tests {
         };
         let listed = crate::operate::admin_client::run(
             &connection(Some(&envoy)),
-            &crate::operate::cli::AdminAction::Clusters,
+            &crate::operate::cli::AdminAction::Clusters { local: false },
         )
         .await;
-        assert!(listed.as_ref().is_ok_and(|table| table.starts_with("CLUSTER")), "{listed:?}");
-        let refused =
-            crate::operate::admin_client::run(&connection(None), &crate::operate::cli::AdminAction::Clusters)
-                .await;
+        assert!(listed.as_ref().is_ok_and(|table| table.starts_with("REPLICA")), "{listed:?}");
+        let refused = crate::operate::admin_client::run(
+            &connection(None),
+            &crate::operate::cli::AdminAction::Clusters { local: false },
+        )
+        .await;
         let e = refused.expect_err("no client certificate");
         assert!(e.contains("CertificateRequired"), "the error says why: {e}");
         let plain = crate::operate::cli::AdminConnection {
-            server: format!("http://{addr}"),
+            server: vec![format!("http://{addr}")],
             ..connection(Some(&envoy))
         };
-        let e = crate::operate::admin_client::run(&plain, &crate::operate::cli::AdminAction::Clusters)
-            .await
-            .unwrap_err();
+        let e = crate::operate::admin_client::run(
+            &plain,
+            &crate::operate::cli::AdminAction::Clusters { local: false },
+        )
+        .await
+        .unwrap_err();
         assert!(e.contains("must be https://"), "{e}");
         let _ = stop.send(());
     }

@@ -4,7 +4,6 @@
 //! One [`ClusterRuntime`] lives per cluster *name* and survives config reloads, so a reload never
 //! forgets a drain, a health verdict or a load reading.
 
-use std::fmt;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -18,46 +17,21 @@ use crate::domain::query_id::QueryId;
 /// least every second (long polls last at most one), so a silent query has finished or been abandoned.
 pub const IN_FLIGHT_WINDOW: Duration = Duration::from_secs(5);
 
-/// The operator's say over a cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operator {
-    /// Takes new queries when healthy.
-    Active,
-    /// Takes no new queries; its queries finish. Reported drained when none is left in flight.
-    Draining,
-    /// Takes no new queries (a standby, e.g. the idle side of a blue/green pair).
-    Disabled,
-}
+pub use crate::domain::operator_state::Operator;
 
-impl Operator {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Operator::Active => "active",
-            Operator::Draining => "draining",
-            Operator::Disabled => "disabled",
-        }
-    }
-
-    fn from_u8(value: u8) -> Operator {
-        match value {
-            1 => Operator::Draining,
-            2 => Operator::Disabled,
-            _ => Operator::Active,
-        }
-    }
-
-    fn to_u8(self) -> u8 {
-        match self {
-            Operator::Active => 0,
-            Operator::Draining => 1,
-            Operator::Disabled => 2,
-        }
+fn operator_from_u8(value: u8) -> Operator {
+    match value {
+        1 => Operator::Draining,
+        2 => Operator::Disabled,
+        _ => Operator::Active,
     }
 }
 
-impl fmt::Display for Operator {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+fn operator_to_u8(operator: Operator) -> u8 {
+    match operator {
+        Operator::Active => 0,
+        Operator::Draining => 1,
+        Operator::Disabled => 2,
     }
 }
 
@@ -95,7 +69,7 @@ impl ClusterRuntime {
         let operator = if enabled { Operator::Active } else { Operator::Disabled };
         ClusterRuntime {
             health: Mutex::new(Tracker::default()),
-            operator: AtomicU8::new(operator.to_u8()),
+            operator: AtomicU8::new(operator_to_u8(operator)),
             coordinator_queries: AtomicU64::new(u64::MAX),
             recent_dispatches: AtomicU64::new(0),
             queries_routed: AtomicU64::new(0),
@@ -111,13 +85,13 @@ impl ClusterRuntime {
     }
 
     pub fn operator(&self) -> Operator {
-        Operator::from_u8(self.operator.load(Ordering::Relaxed))
+        operator_from_u8(self.operator.load(Ordering::Relaxed))
     }
 
     /// Sets the operator's say; returns the previous one.
     pub fn set_operator(&self, operator: Operator) -> Operator {
         self.drain_reported.store(false, Ordering::Relaxed);
-        let previous = Operator::from_u8(self.operator.swap(operator.to_u8(), Ordering::Relaxed));
+        let previous = operator_from_u8(self.operator.swap(operator_to_u8(operator), Ordering::Relaxed));
         // Draining again keeps the drain's start; any other change starts or ends a drain.
         if !(previous == Operator::Draining && operator == Operator::Draining) {
             *self.draining_since.lock().unwrap_or_else(|p| p.into_inner()) =

@@ -5,8 +5,12 @@
 //! Counters are bumped where things happen (decisions in `ext_proc::stream`, lookups in `routing`,
 //! reloads in `reload`); the per-cluster gauges are read from the live snapshot at each scrape. Names
 //! follow Prometheus conventions: `trino_router_` prefix, `_total` counters, `_seconds` histograms.
+//!
+//! Every series carries `replica="NAME"` (this replica's name, [`set_replica`] before the first use), so
+//! the series of N replicas stay apart wherever they are gathered; the `fleet_` series say what this
+//! replica last heard from its peers.
 
-use std::sync::LazyLock;
+use std::sync::{LazyLock, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -45,6 +49,11 @@ pub struct RoleLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ClusterLabels {
     pub cluster: String,
 }
@@ -65,7 +74,20 @@ pub struct Metrics {
     cluster_accepts_new: Family<ClusterLabels, Gauge>,
     cluster_load: Family<ClusterLabels, Gauge>,
     cluster_in_flight: Family<ClusterLabels, Gauge>,
+    /// Exchanges of the operator's book with a peer address, by how they went (ok, absent, unreachable).
+    fleet_exchanges: Family<StatusLabels, Counter>,
+    /// Peer addresses by status, as of the last round.
+    fleet_peers: Family<StatusLabels, Gauge>,
     registry: Registry,
+}
+
+/// This replica's name, the `replica` label of every series.
+static REPLICA: OnceLock<String> = OnceLock::new();
+
+/// Names the replica in every series; effective only before the metrics are first used (the server
+/// calls it when it binds).
+pub fn set_replica(name: &str) {
+    let _ = REPLICA.set(name.to_owned());
 }
 
 /// The process's metrics.
@@ -90,7 +112,13 @@ impl Metrics {
             cluster_accepts_new: Family::default(),
             cluster_load: Family::default(),
             cluster_in_flight: Family::default(),
-            registry: Registry::with_prefix("trino_router"),
+            fleet_exchanges: Family::default(),
+            fleet_peers: Family::default(),
+            registry: Registry::with_prefix_and_labels(
+                "trino_router",
+                [("replica".into(), REPLICA.get_or_init(|| "trino-router".to_owned()).clone().into())]
+                    .into_iter(),
+            ),
         };
         m.registry.register(
             "new_queries",
@@ -139,6 +167,20 @@ impl Metrics {
         }
         for method in ["learned", "url"] {
             drop(m.placements.get_or_create(&PlacementLabels { method: method.to_owned() }));
+        }
+        m.registry.register(
+            "fleet_exchanges",
+            "Exchanges of the operator's say with a peer address, by status (ok, absent, unreachable)",
+            m.fleet_exchanges.clone(),
+        );
+        m.registry.register(
+            "fleet_peers",
+            "Peer addresses by status as of the last round",
+            m.fleet_peers.clone(),
+        );
+        for status in ["ok", "absent", "unreachable"] {
+            drop(m.fleet_exchanges.get_or_create(&StatusLabels { status: status.to_owned() }));
+            drop(m.fleet_peers.get_or_create(&StatusLabels { status: status.to_owned() }));
         }
         m.registry.register("cluster_healthy", "1 when the cluster is healthy", m.cluster_healthy.clone());
         m.registry.register(
@@ -195,6 +237,18 @@ impl Metrics {
         self.reloads.get_or_create(&OutcomeLabels { outcome: outcome.to_owned() }).inc();
     }
 
+    /// One exchange with a peer address went `status` (ok, absent, unreachable).
+    pub fn fleet_exchange(&self, status: &str) {
+        self.fleet_exchanges.get_or_create(&StatusLabels { status: status.to_owned() }).inc();
+    }
+
+    /// The peers as of the last round.
+    pub fn fleet_peers(&self, ok: usize, absent: usize, unreachable: usize) {
+        for (status, count) in [("ok", ok), ("absent", absent), ("unreachable", unreachable)] {
+            self.fleet_peers.get_or_create(&StatusLabels { status: status.to_owned() }).set(count as i64);
+        }
+    }
+
     /// The Prometheus text for a scrape, the cluster gauges read from `router`'s snapshot now.
     pub fn render(&self, router: &Router) -> String {
         let snapshot = router.snapshot();
@@ -229,13 +283,19 @@ mod tests {
         let rendered = METRICS.render(&router);
         for line in [
             "# TYPE trino_router_new_queries counter",
-            "trino_router_config_reloads_total{outcome=\"failed\"}",
+            "trino_router_config_reloads_total{replica=\"trino-router\",outcome=\"failed\"}",
             "# TYPE trino_router_decision_duration_seconds histogram",
-            "trino_router_cluster_accepts_new_queries{cluster=\"a\"} 1",
-            "trino_router_cluster_healthy{cluster=\"a\"} 0",
+            "trino_router_cluster_accepts_new_queries{replica=\"trino-router\",cluster=\"a\"} 1",
+            "trino_router_cluster_healthy{replica=\"trino-router\",cluster=\"a\"} 0",
+            "trino_router_fleet_peers{replica=\"trino-router\",status=\"unreachable\"} 0",
         ] {
             assert!(rendered.contains(line), "{line} missing from:\n{rendered}");
         }
         assert!(rendered.contains("group=\"adhoc\",cluster=\"a\",rule=\"r\"} "), "{rendered}");
+        let unlabelled: Vec<&str> = rendered
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.contains("replica=\"trino-router\""))
+            .collect();
+        assert!(unlabelled.is_empty(), "every series names the replica: {unlabelled:?}");
     }
 }

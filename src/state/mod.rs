@@ -6,5 +6,6 @@
 pub mod affinity;
 pub mod cluster_state;
 pub mod metrics;
+pub mod operator_store;
 pub mod router;
 pub mod telemetry;

@@ -24,6 +24,7 @@ use crate::domain::query_id::QueryId;
 use crate::domain::target::Target;
 use crate::state::affinity::Affinity;
 use crate::state::cluster_state::{ClusterRuntime, Operator};
+use crate::state::operator_store::OperatorStore;
 
 /// The config and the run-time state of its clusters (same order as `config.clusters`).
 pub struct Snapshot {
@@ -85,6 +86,9 @@ pub struct Router {
     routes_changed: Notify,
     /// Breaks ties between equally loaded clusters (round-robin among equals).
     turn: AtomicUsize,
+    /// The operator's say over every cluster, as the replicas share it; the clusters' run-time state
+    /// follows it.
+    operators: OperatorStore,
 }
 
 /// The live state as a decision asks for it.
@@ -159,14 +163,16 @@ impl AffinityView<'_> {
 impl Router {
     pub fn new(config: Config) -> Router {
         let affinity = Affinity::new(&config.affinity);
+        let operators = OperatorStore::new(config.fleet.replica.clone());
         let runtimes = Mutex::new(HashMap::new());
-        let snapshot = Self::snapshot_for(&runtimes, config, None);
+        let snapshot = Self::snapshot_for(&runtimes, config);
         Router {
             current: ArcSwap::from_pointee(snapshot),
             runtimes,
             affinity,
             routes_changed: Notify::new(),
             turn: AtomicUsize::new(0),
+            operators,
         }
     }
 
@@ -255,52 +261,93 @@ impl Router {
         }
     }
 
-    /// Sets the operator's say over a cluster, by name; `None` when no such cluster is configured.
-    pub fn set_operator(&self, name: &str, operator: Operator) -> Option<Operator> {
+    /// Sets the operator's say over a cluster, by name, as a write of this replica that its peers will
+    /// take (`reason`: why, for whoever looks); `None` when no such cluster is configured.
+    pub fn set_operator(&self, name: &str, operator: Operator, reason: &str) -> Option<Operator> {
         let snapshot = self.snapshot();
         let index = snapshot.cluster_by_name(name)?;
-        let previous = snapshot.clusters[index].set_operator(operator);
-        if previous != operator {
-            tracing::info!(cluster = name, from = %previous, to = %operator, "operator changed cluster state");
+        let previous = snapshot.clusters[index].operator();
+        self.operators.write(name, operator, reason, snapshot.config.clusters[index].enabled);
+        self.follow_operators(&snapshot);
+        Some(previous)
+    }
+
+    /// The operator's book as this replica holds it.
+    pub fn operators(&self) -> &OperatorStore {
+        &self.operators
+    }
+
+    /// Takes a peer's (or the state file's) entries: what is newer than this replica's own changes the
+    /// clusters' state. Returns the clusters whose entry changed.
+    pub fn merge_operators(
+        &self,
+        entries: Vec<(String, crate::domain::operator_state::Entry)>,
+    ) -> Vec<Arc<str>> {
+        let changed = self.operators.merge(entries);
+        if !changed.is_empty() {
+            self.follow_operators(&self.snapshot());
+        }
+        changed
+    }
+
+    /// Once the book is complete (settled) and on every reload: a cluster whose `enabled:` in this
+    /// replica's config differs from the one its entry was written under takes the file's say
+    /// ([`crate::domain::operator_state::config_overrides`]); then every cluster follows the book.
+    pub fn reconcile_with_config(&self) {
+        let snapshot = self.snapshot();
+        if self.operators.settled() {
+            let book = self.operators.book();
+            let flags = snapshot.config.clusters.iter().map(|c| (&*c.name, c.enabled));
+            for (name, operator) in crate::domain::operator_state::config_overrides(&book, flags) {
+                let enabled = operator == Operator::Active;
+                let reason = format!("the config file says enabled: {enabled}");
+                tracing::info!(cluster = name, to = %operator, "the config file changed `enabled:` since the operator's say: the file wins");
+                self.operators.write(name, operator, &reason, enabled);
+            }
+        }
+        self.follow_operators(&snapshot);
+    }
+
+    /// Every cluster's run-time state takes the book's say (the config's `enabled:` where the book has
+    /// none); each change is logged once, with who made it and why.
+    fn follow_operators(&self, snapshot: &Snapshot) {
+        let mut moved = false;
+        for (cluster, runtime) in snapshot.config.clusters.iter().zip(&snapshot.clusters) {
+            let entry = self.operators.entry(&cluster.name);
+            let operator = entry.as_ref().map_or(Operator::declared(cluster.enabled), |e| e.operator);
+            if runtime.operator() == operator {
+                continue;
+            }
+            let previous = runtime.set_operator(operator);
+            moved = true;
+            let (by, reason) =
+                entry.as_ref().map_or(("config", ""), |e| (&*e.version.origin, e.reason.as_str()));
+            tracing::info!(cluster = %cluster.name, from = %previous, to = %operator, by, reason, "operator changed cluster state");
+        }
+        if moved {
             self.routes_changed.notify_one();
         }
-        Some(previous)
     }
 
     /// Replaces the config, keeping every cluster's run-time state. A cluster whose `enabled` flag
     /// changed in the file takes the new flag; otherwise the operator's say stands.
     pub fn apply(&self, config: Config) {
-        let previous = self.snapshot();
-        let snapshot = Self::snapshot_for(&self.runtimes, config, Some(&previous.config));
+        let snapshot = Self::snapshot_for(&self.runtimes, config);
         self.current.store(Arc::new(snapshot));
+        self.reconcile_with_config();
         self.routes_changed.notify_one();
     }
 
-    fn snapshot_for(
-        runtimes: &Mutex<HashMap<Arc<str>, Arc<ClusterRuntime>>>,
-        config: Config,
-        previous: Option<&Config>,
-    ) -> Snapshot {
+    fn snapshot_for(runtimes: &Mutex<HashMap<Arc<str>, Arc<ClusterRuntime>>>, config: Config) -> Snapshot {
         let mut runtimes = runtimes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let clusters = config
             .clusters
             .iter()
             .map(|cluster| {
-                let runtime = runtimes
+                runtimes
                     .entry(cluster.name.clone())
                     .or_insert_with(|| Arc::new(ClusterRuntime::new(cluster.enabled)))
-                    .clone();
-                let was_enabled = previous.and_then(|p| p.cluster_named(&cluster.name)).map(|c| c.enabled);
-                match (was_enabled, cluster.enabled) {
-                    (Some(false), true) => {
-                        runtime.set_operator(Operator::Active);
-                    }
-                    (Some(true), false) => {
-                        runtime.set_operator(Operator::Disabled);
-                    }
-                    _ => {}
-                }
-                runtime
+                    .clone()
             })
             .collect();
         Snapshot { config: Arc::new(config), clusters }
@@ -431,8 +478,8 @@ clusters:
     #[test]
     fn operator_and_passive_failures_steer_new_queries() {
         let router = router_from(CLUSTERS);
-        assert_eq!(router.set_operator("a", Operator::Draining), Some(Operator::Active));
-        assert_eq!(router.set_operator("nope", Operator::Draining), None);
+        assert_eq!(router.set_operator("a", Operator::Draining, ""), Some(Operator::Active));
+        assert_eq!(router.set_operator("nope", Operator::Draining, ""), None);
         let snapshot = router.snapshot();
         router.delivery_failed(&snapshot, 1, "503");
         let picks: Vec<usize> = (0..5).map(|_| new_query(&router, None)).collect();
@@ -440,9 +487,53 @@ clusters:
     }
 
     #[test]
+    fn the_config_file_wins_over_an_older_say_and_not_over_a_newer_one() {
+        let router = router_from(CLUSTERS);
+        let operator = |router: &Router, i: usize| router.snapshot().clusters[i].operator();
+        let a_disabled =
+            CLUSTERS.replace("group: adhoc}\n  - {name: b", "group: adhoc, enabled: false}\n  - {name: b");
+        router.set_operator("a", Operator::Draining, "upgrade");
+        router.apply(config(CLUSTERS));
+        assert_eq!(operator(&router, 0), Operator::Draining, "a reload of the same flags keeps the drain");
+        router.apply(config(&a_disabled));
+        assert_eq!(
+            operator(&router, 0),
+            Operator::Disabled,
+            "the file disabled a after the drain: the file wins"
+        );
+        router.set_operator("a", Operator::Active, "back in service");
+        router.apply(config(&a_disabled));
+        assert_eq!(
+            operator(&router, 0),
+            Operator::Active,
+            "an operator's say made under the file's flag stands"
+        );
+
+        // A replica that comes back with an old book (the drain) and the new file hears its peer first:
+        // the enable made under the new flag wins, and the file overrides nothing.
+        let stale = router_from(&a_disabled);
+        stale.operators().unsettle();
+        let old = crate::domain::operator_state::Entry {
+            operator: Operator::Draining,
+            reason: "upgrade".into(),
+            version: crate::domain::operator_state::Version { wall_ms: 1, counter: 0, origin: "r9".into() },
+            config_enabled: true,
+        };
+        stale.merge_operators(vec![("a".into(), old)]);
+        stale.reconcile_with_config();
+        assert_eq!(operator(&stale, 0), Operator::Draining, "unsettled: the file overrides nothing yet");
+        let peer = router.operators().book();
+        stale.merge_operators(peer.iter().map(|(c, e)| (c.to_string(), e.clone())).collect());
+        stale.operators().set_settled();
+        stale.reconcile_with_config();
+        assert_eq!(operator(&stale, 0), Operator::Active);
+        assert_eq!(stale.operators().book(), router.operators().book(), "the two agree");
+    }
+
+    #[test]
     fn reload_keeps_state_by_name() {
         let router = router_from(CLUSTERS);
-        router.set_operator("b", Operator::Draining);
+        router.set_operator("b", Operator::Draining, "");
         router.snapshot().clusters[2].coordinator_reported(9);
         let text = "
 listen: 127.0.0.1:1

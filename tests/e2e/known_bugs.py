@@ -27,3 +27,22 @@ DISCOVERY_410 = (
 def discovery_takes_410_for_ownership(*, racy: bool = False, raises=AssertionError):
     """The mark of a test that fails because of :data:`DISCOVERY_410`; ``racy`` when it sometimes passes."""
     return pytest.mark.xfail(strict=not racy, raises=raises, reason=DISCOVERY_410)
+
+
+def discovery_410_failures(outcomes) -> list:
+    """The failed queries (``test_ha.Outcome``) that :data:`DISCOVERY_410` explains: their POST was accepted,
+    then a follow-up got a coordinator's ``404 Query not found`` (a replica that had not learned the
+    coordinator's id asked every cluster, and took another coordinator's 410 for ownership)."""
+    def explained(out) -> bool:
+        answers = [(st, body) for (_, method, _, st, body) in out.exchanges]
+        return (bool(answers) and answers[0][0] == 200 and answers[-1][0] == 404
+                and "Query not found" in answers[-1][1])
+
+    return [o for o in outcomes if not o.ok and explained(o)]
+
+
+def xfail_if_discovery_410(failures: list) -> None:
+    """Call last in a test, after every other assertion held: the test is an expected failure when
+    ``failures`` (from :func:`discovery_410_failures`) is not empty, and passes once the router is fixed."""
+    if failures:
+        pytest.xfail(f"{len(failures)} queries failed: {DISCOVERY_410}")

@@ -37,7 +37,8 @@ INTERVAL = 0.25
 #: 3 pages, each ready 150 ms after the previous one: ~0.6 s per query, in flight most of the time.
 SLOW3 = "/* emulator: pages=3 delay_ms=150 */ SELECT 1"
 QUICK = "/* emulator: pages=2 delay_ms=20 */ SELECT 1"
-TABLE_COLUMNS = ["CLUSTER", "GROUP", "HEALTH", "OPERATOR", "NEW", "LOAD", "COORD", "IN_FLIGHT", "ROUTED", "WEIGHT", "URL"]
+TABLE_COLUMNS = ["REPLICA", "CLUSTER", "GROUP", "HEALTH", "OPERATOR", "NEW", "LOAD", "COORD", "IN_FLIGHT", "ROUTED",
+                 "WEIGHT", "URL"]
 _TAG = re.compile(r"/\* (ha-\S+) \*/")
 
 
@@ -113,15 +114,26 @@ def admin_ok(router: harness.Router, *args: str, token: str = TOKEN) -> str:
     return out.stdout
 
 
-def parse_table(text: str) -> dict[str, dict[str, str]]:
-    lines = [line for line in text.splitlines() if line.strip()]
+def parse_fleet_table(text: str) -> tuple[dict[tuple[str, str], dict[str, str]], list[str]]:
+    """``admin clusters``: the table (one row per replica and cluster) as ``{(replica, cluster): row}``,
+    and the note lines under it (which replicas answered, who set each operator's say, disagreements)."""
+    table, _, notes = text.partition("\n\n")
+    lines = [line for line in table.splitlines() if line.strip()]
     assert lines and lines[0].split() == TABLE_COLUMNS, f"unexpected table header:\n{text}"
     rows = {}
     for line in lines[1:]:
         cells = line.split()
         assert len(cells) == len(TABLE_COLUMNS), f"row {line!r} has {len(cells)} cells:\n{text}"
-        rows[cells[0]] = dict(zip(TABLE_COLUMNS, cells))
-    return rows
+        rows[(cells[0], cells[1])] = dict(zip(TABLE_COLUMNS, cells))
+    return rows, [line for line in notes.splitlines() if line.strip()]
+
+
+def parse_table(text: str) -> dict[str, dict[str, str]]:
+    """``admin clusters`` of a single router: ``{cluster: row}``."""
+    rows, _ = parse_fleet_table(text)
+    replicas = {replica for replica, _ in rows}
+    assert len(replicas) <= 1, f"several replicas in the table:\n{text}"
+    return {cluster: row for (_, cluster), row in rows.items()}
 
 
 def admin_clusters(router: harness.Router, token: str = TOKEN) -> dict[str, dict[str, str]]:

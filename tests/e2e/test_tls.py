@@ -203,7 +203,7 @@ def test_queries_run_over_tls_end_to_end(tls_stack, pki, trino_connect):
     listed = _admin(tls_stack, "clusters", client=pki.envoy, ca=pki.router_ca)
     assert listed.returncode == 0, listed.stderr
     for name in ADHOC:
-        line = next(line for line in listed.stdout.splitlines() if line.startswith(name))
+        line = next(line for line in listed.stdout.splitlines() if line.split()[1:2] == [name])
         assert " healthy " in line, f"the router polls {name} over HTTPS: {line}"
 
 
@@ -239,7 +239,7 @@ def test_untrusted_coordinators_are_unhealthy_and_new_queries_get_a_clean_503(en
         listed = _admin(stack, "clusters", client=pki.envoy, ca=pki.router_ca)
         assert listed.returncode == 0, listed.stderr
         for name in ADHOC:
-            line = next(line for line in listed.stdout.splitlines() if line.startswith(name))
+            line = next(line for line in listed.stdout.splitlines() if line.split()[1:2] == [name])
             assert " unhealthy " in line, line
 
         started = time.monotonic()

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+pub mod fleet;
 mod raw;
 pub mod tls;
 mod validate;
@@ -93,14 +94,25 @@ pub const ADMIN_TOKEN_ENV: &str = "TRINO_ROUTER_ADMIN_TOKEN";
 pub struct Overrides {
     /// Replaces `listen` (e.g. from `TRINO_ROUTER_LISTEN`).
     pub listen: Option<String>,
-    /// Environment variables the config may name (`admin.token_env`, `coordinator_auth.password_env`).
+    /// Environment variables the config may name (`admin.token_env`, `coordinator_auth.password_env`),
+    /// and this replica's name and state file (`fleet`).
     pub env: Vec<(String, String)>,
+    /// The machine's host name, when the environment has no `HOSTNAME`.
+    pub hostname: Option<String>,
 }
 
 impl Overrides {
     /// Overrides holding this process's environment.
     pub fn from_process_env(listen: Option<String>) -> Overrides {
-        Overrides { listen, env: std::env::vars().collect() }
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_owned());
+        Overrides { listen, env: std::env::vars().collect(), hostname }
+    }
+
+    /// This replica's name: `TRINO_ROUTER_REPLICA`, else `HOSTNAME`, else the machine's host name.
+    pub fn replica(&self) -> Option<&str> {
+        self.var(fleet::REPLICA_ENV)
+            .or_else(|| self.var("HOSTNAME"))
+            .or(self.hostname.as_deref().filter(|h| !h.is_empty()))
     }
 
     pub(super) fn var(&self, name: &str) -> Option<&str> {
@@ -156,6 +168,8 @@ pub struct Config {
     /// answers 504 itself; zero waits forever. Trino answers a POST at once (the query runs later), so
     /// only a hung coordinator hits it: its client's retry then goes to another cluster.
     pub new_query_timeout: Duration,
+    /// This replica's name and how it shares the operator's say with the other replicas.
+    pub fleet: fleet::FleetSettings,
 }
 
 /// An example request and the group the rules must give it.

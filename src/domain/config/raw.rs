@@ -48,6 +48,8 @@ pub(super) struct RawConfig {
     pub(super) metrics_listen: Option<String>,
     #[serde(default = "default_new_query_timeout", deserialize_with = "duration")]
     pub(super) new_query_timeout: Duration,
+    #[serde(default)]
+    pub(super) fleet: super::fleet::RawFleet,
 }
 
 pub(super) fn default_new_query_timeout() -> Duration {

@@ -67,10 +67,10 @@ fn envoy_cluster_overrides_header_value() {
 
 #[test]
 fn environment_overrides_listen() {
-    let overrides = Overrides { listen: Some("127.0.0.1:0".into()), env: vec![] };
+    let overrides = Overrides { listen: Some("127.0.0.1:0".into()), env: vec![], hostname: None };
     let config = Config::from_yaml(Path::new("r.yaml"), EXAMPLE, &overrides).unwrap();
     assert_eq!(config.listen.port(), 0);
-    let overrides = Overrides { listen: Some("nonsense".into()), env: vec![] };
+    let overrides = Overrides { listen: Some("nonsense".into()), env: vec![], hostname: None };
     let e = Config::from_yaml(Path::new("r.yaml"), EXAMPLE, &overrides).unwrap_err();
     assert!(e.first().message.contains("from the environment"), "{e}");
 }
@@ -138,6 +138,7 @@ fn groups_fallback_health_admin_and_auth() {
     let overrides = Overrides {
         listen: None,
         env: vec![("MY_TOKEN".into(), "s3cret".into()), ("MY_PASSWORD".into(), "pw".into())],
+        hostname: None,
     };
     let config = Config::from_yaml(Path::new("r.yaml"), &text, &overrides).unwrap();
     let names: Vec<&str> = config.groups.iter().map(|g| &*g.name).collect();
@@ -163,7 +164,8 @@ fn groups_fallback_health_admin_and_auth() {
 fn admin_token_defaults_to_its_environment_variable() {
     let none = load(EXAMPLE).unwrap();
     assert_eq!(none.admin_token, None);
-    let overrides = Overrides { listen: None, env: vec![(ADMIN_TOKEN_ENV.into(), "t".into())] };
+    let overrides =
+        Overrides { listen: None, env: vec![(ADMIN_TOKEN_ENV.into(), "t".into())], hostname: None };
     let config = Config::from_yaml(Path::new("r.yaml"), EXAMPLE, &overrides).unwrap();
     assert_eq!(config.admin_token.as_deref(), Some("t"));
 }

@@ -59,6 +59,7 @@ pub(super) fn validate(
         p.add("max_sql_bytes", "must be at least 1");
     }
     let metrics_listen = metrics_listen(&raw, p);
+    let fleet = fleet(&raw, file, overrides, &admin_token, &listen_tls, p);
     let (
         Some(listen),
         Some(listen_tls),
@@ -71,6 +72,7 @@ pub(super) fn validate(
         Some(rules),
         Some(url_prefix),
         Some(metrics_listen),
+        Some(fleet),
         true,
     ) = (
         listen,
@@ -84,6 +86,7 @@ pub(super) fn validate(
         rules,
         url_prefix,
         metrics_listen,
+        fleet,
         problems.0.is_empty(),
     )
     else {
@@ -110,7 +113,28 @@ pub(super) fn validate(
         url_prefix,
         metrics_listen,
         new_query_timeout: raw.new_query_timeout,
+        fleet,
     })
+}
+
+/// `fleet` ([`super::fleet`]), with this replica's name and state file from the environment.
+fn fleet(
+    raw: &RawConfig,
+    file: &Path,
+    overrides: &Overrides,
+    admin_token: &Option<Option<String>>,
+    listen_tls: &Option<Option<ListenTls>>,
+    p: &mut Problems,
+) -> Option<super::fleet::FleetSettings> {
+    let state_file = overrides.var(super::fleet::STATE_FILE_ENV).map(Path::new);
+    let context = super::fleet::Context {
+        resolve: &|path| resolve(file, path),
+        replica: overrides.replica(),
+        state_file,
+        has_admin_token: matches!(admin_token, Some(Some(_))),
+        listen_tls: listen_tls.as_ref().and_then(Option::as_ref),
+    };
+    super::fleet::validate(&raw.fleet, &context, &mut |field, message| p.add(field, message))
 }
 
 /// `listen` (or the environment's override).
