@@ -213,7 +213,45 @@ impl<'a> LazyStatement<'a> {
     }
 }
 
+/// A rule condition as Envoy can test it on the request headers: every listed header's value is one of
+/// `values` (exactly); with `missing_is_empty`, an absent header counts as the empty value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderCondition {
+    /// Lower-case header name.
+    pub header: String,
+    pub values: Vec<String>,
+    pub missing_is_empty: bool,
+}
+
 impl Rule {
+    /// The rule as header conditions Envoy can test, all of which must hold; `None` when it tests
+    /// anything else (SQL, CEL, the user — who may come from `Authorization` —, a regex, trimmed or split
+    /// values, pseudo-headers).
+    pub fn as_header_conditions(&self) -> Option<Vec<HeaderCondition>> {
+        if self.when.is_some() {
+            return None;
+        }
+        let condition = |header: &str, test: &Test, missing_is_empty: bool| {
+            let values = match test {
+                Test::Equals(value) => vec![value.clone()],
+                Test::AnyOf(values) => values.clone(),
+                Test::Regex(_) => return None,
+            };
+            Some(HeaderCondition { header: header.to_owned(), values, missing_is_empty })
+        };
+        self.matchers
+            .iter()
+            .map(|(fact, test)| match fact {
+                // `ClientRequest::header`: absent is no value at all (no test holds).
+                Fact::Header(name) if !name.starts_with(':') => condition(name, test, false),
+                // Untrimmed header values, empty when absent.
+                Fact::Source => condition("x-trino-source", test, true),
+                Fact::ClientInfo => condition("x-trino-client-info", test, true),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// True the first time this rule's failure is reported (a failing rule is logged once, not per
     /// request; a reload compiles the rules anew).
     pub fn first_failure(&self) -> bool {

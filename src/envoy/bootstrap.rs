@@ -29,7 +29,9 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use crate::domain::config::{Cluster, Config};
-use crate::envoy::protocol::{DECIDE_FILTER, LEARN_FILTER, NOTE_NAMESPACE, ROLE_METADATA};
+use crate::envoy::protocol::{
+    DECIDE_FILTER, LEARN_CLUSTER_ATTRIBUTE, LEARN_FILTER, NOTE_NAMESPACE, ROLE_METADATA,
+};
 use crate::envoy::router_address::{self, RouterAddress};
 
 /// Name of the Envoy cluster that reaches the router.
@@ -455,6 +457,9 @@ pub fn learn_filter() -> Value {
             // override) only when it reads it (see `LEARN_REFRESH`).
             "allow_mode_override": true,
             "metadata_options": { "forwarding_namespaces": { "untyped": [NOTE_NAMESPACE] } },
+            // Where there is no note (a new statement Envoy placed by itself: `new_query_routing:
+            // envoy`), the cluster Envoy picked.
+            "response_attributes": [LEARN_CLUSTER_ATTRIBUTE],
             "processing_mode": {
                 "request_header_mode": "SKIP",
                 "response_header_mode": "SEND",

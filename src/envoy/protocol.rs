@@ -12,3 +12,7 @@ pub const ROLE_METADATA: &str = "x-trino-router-role";
 
 /// The dynamic-metadata namespace in which the decide filter leaves the learn filter its note.
 pub const NOTE_NAMESPACE: &str = "trino-router";
+
+/// The Envoy attribute the learn filter sends with an answer's headers: the Envoy cluster that answered
+/// (for new statements Envoy placed by itself, where the decide filter left no note).
+pub const LEARN_CLUSTER_ATTRIBUTE: &str = "xds.cluster_name";

@@ -6,9 +6,13 @@
 //!   renders — the same JSON `envoy-config --static-routes` prints — plus, per cluster that is active and
 //!   not down, a route for the coordinator ids the router has learned. A draining, disabled or down
 //!   cluster gets none: its follow-ups come back through the router, which then sees every query still
-//!   in flight there (drain completion) and answers for a dead cluster itself.
+//!   in flight there (drain completion) and answers for a dead cluster itself. Under
+//!   `new_query_routing: envoy`, also the native routes for new statements ([`native_routes`]): Envoy
+//!   places them by weights the router sets from load, health and the operator's say, and the learn
+//!   filter is on for them only while a coordinator id is unknown.
 //! - **the publisher** ([`publish`]): rebuilds the table when its inputs change (a new coordinator id,
-//!   an operator or health change, a reload), woken by [`Router::routes_changed`] and a short tick.
+//!   an operator or health change, a reload, new native weights after a poll), woken by
+//!   [`Router::routes_changed`] and a short tick.
 //! - **one stream's protocol** ([`StreamState`]): send the latest table on Envoy's first request and on
 //!   every change; an ACK needs nothing; a NACK is logged (Envoy keeps its previous routes).
 //!
@@ -31,9 +35,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::domain::config::Config;
+use crate::domain::decision::native::{NativeRoute, NotNative, Target};
 use crate::envoy::bootstrap::{LearnedRoutes, ROUTE_CONFIG_NAME, route_config};
 use crate::state::cluster_state::{ClusterRuntime, Operator};
 use crate::state::router::{Router, Snapshot};
+
+mod native_routes;
 
 /// The RDS resource type.
 pub const ROUTE_TYPE_URL: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
@@ -92,12 +99,14 @@ pub fn learned_routes(router: &Router, snapshot: &Snapshot) -> Vec<LearnedRoutes
 
 /// What the routes are made from, cheap to read and compare: the config in force (held, so that a new
 /// config can never be mistaken for a freed one at the same address), the coordinator-id table's change
-/// count, and which clusters take learned routes. Read before the routes are built, so a change that
-/// lands meanwhile shows at the next look.
+/// count, which clusters take learned routes, and the native routes for new statements (their weights
+/// follow every poll). Read before the routes are built, so a change that lands meanwhile shows at the
+/// next look.
 struct Inputs {
     config: Arc<Config>,
     coordinator_id_changes: u64,
     takes_learned_route: Vec<bool>,
+    native: Result<Vec<NativeRoute>, NotNative>,
 }
 
 impl Inputs {
@@ -110,6 +119,7 @@ impl Inputs {
                 .iter()
                 .map(|runtime| takes_learned_route(runtime))
                 .collect(),
+            native: router.native_plan(snapshot),
         }
     }
 
@@ -117,19 +127,58 @@ impl Inputs {
         Arc::ptr_eq(&self.config, &other.config)
             && self.coordinator_id_changes == other.coordinator_id_changes
             && self.takes_learned_route == other.takes_learned_route
+            && self.native == other.native
     }
 }
 
-/// The routes for `snapshot` as table `version`.
-fn build_table(router: &Router, snapshot: &Snapshot, version: u64) -> Result<RouteTable, String> {
+/// The routes for `snapshot` as table `version`, with `native` routes for new statements when the
+/// config allows them.
+fn build_table(
+    router: &Router,
+    snapshot: &Snapshot,
+    native: &Result<Vec<NativeRoute>, NotNative>,
+    version: u64,
+) -> Result<RouteTable, String> {
     let learned = learned_routes(router, snapshot);
-    let resource = encode_route_config(&route_config(&snapshot.config, &learned))?;
+    let mut routes = route_config(&snapshot.config, &learned);
+    if let Ok(plan) = native {
+        native_routes::add(&mut routes, &snapshot.config, plan);
+    }
+    let resource = encode_route_config(&routes)?;
     tracing::info!(
         version,
         learned = ?learned.iter().map(|l| (&*l.cluster, l.coordinator_ids.len())).collect::<Vec<_>>(),
+        native = %native_summary(&snapshot.config, native),
         "publishing routes"
     );
     Ok(RouteTable { version, resource })
+}
+
+/// The native routes in a few words for the log: each weighted target's clusters and weights, or why
+/// the router decides every new statement.
+fn native_summary(config: &Config, native: &Result<Vec<NativeRoute>, NotNative>) -> String {
+    let plan = match native {
+        Ok(plan) => plan,
+        Err(NotNative::RouterDecides) => return "off".to_owned(),
+        Err(why) => return format!("off: {}", why.reason()),
+    };
+    let targets: Vec<String> = plan
+        .iter()
+        .filter_map(|route| match &route.target {
+            Target::Weighted(w) => Some(format!(
+                "{}: {}{}",
+                route.name,
+                w.clusters
+                    .iter()
+                    .map(|&(c, weight)| format!("{}={weight}", config.clusters[c].name))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                if w.learn { " (learning)" } else { "" }
+            )),
+            Target::Router => None,
+        })
+        .collect();
+    targets.join(", ")
 }
 
 /// Keeps `tables` up to date (forever: the server aborts this task when it stops). The routes are built
@@ -141,7 +190,7 @@ pub async fn publish(router: Arc<Router>, tables: watch::Sender<Arc<RouteTable>>
         let inputs = Inputs::read(&router, &snapshot);
         if !last.as_ref().is_some_and(|last| last.same_as(&inputs)) {
             let version = tables.borrow().version + 1;
-            match build_table(&router, &snapshot, version) {
+            match build_table(&router, &snapshot, &inputs.native, version) {
                 Ok(table) => {
                     tables.send_replace(Arc::new(table));
                 }
@@ -160,7 +209,8 @@ pub async fn publish(router: Arc<Router>, tables: watch::Sender<Arc<RouteTable>>
 
 /// The first table, published before the server takes streams.
 pub fn initial_table(router: &Router) -> Result<RouteTable, String> {
-    build_table(router, &router.snapshot(), 0)
+    let snapshot = router.snapshot();
+    build_table(router, &snapshot, &router.native_plan(&snapshot), 0)
 }
 
 /// One RDS stream's protocol: what to send Envoy after each of its requests and each new table.

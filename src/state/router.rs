@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 
 use crate::domain::config::Config;
 use crate::domain::decision::follow_up::{self, Decision, FollowUp};
+use crate::domain::decision::native::{self, NativeRoute, NotNative};
 use crate::domain::decision::new_statement::{self, NewStatement, NewStatementDecision, Outcome, Placed};
 use crate::domain::decision::{ClusterView, Lookups};
 use crate::domain::health::Health;
@@ -208,6 +209,19 @@ impl Router {
             snapshot.clusters[*cluster].dispatched();
         }
         decision
+    }
+
+    /// Which new statements Envoy may place by itself under `snapshot`, and where ([`native::plan`]): the
+    /// clusters' state as the router's own decisions see it (operator state as the replicas share it,
+    /// health, load); a cluster's coordinator id counts as known once the coordinator-id table has one
+    /// for it, however it got there (a first answer read, a lookup, the poller).
+    pub fn native_plan(&self, snapshot: &Snapshot) -> Result<Vec<NativeRoute>, NotNative> {
+        let view = |cluster| snapshot.view(cluster);
+        let id_known = |cluster: usize| {
+            let name = &snapshot.config.clusters[cluster].name;
+            !self.affinity.recent_coordinator_ids(name, 1).is_empty()
+        };
+        native::plan(&snapshot.config, &view, &id_known)
     }
 
     /// Where any other request goes ([`follow_up::decide`] on `snapshot`); records that the clients of

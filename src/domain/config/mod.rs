@@ -164,12 +164,31 @@ pub struct Config {
     /// goes to the query's cluster, and `START TRANSACTION` is followed so that the transaction's later
     /// statements go to its cluster. Costs one more round trip per new query.
     pub placement_from_sql: bool,
+    /// Who places new statements when Envoy gets its routes from the router (RDS): Envoy itself where
+    /// the config lets it ([`NewQueryRouting::Envoy`]), or the router, every one.
+    pub new_query_routing: NewQueryRouting,
     /// How long Envoy waits for a coordinator's answer to a new query (`POST /v1/statement`) before it
     /// answers 504 itself; zero waits forever. Trino answers a POST at once (the query runs later), so
     /// only a hung coordinator hits it: its client's retry then goes to another cluster.
     pub new_query_timeout: Duration,
     /// This replica's name and how it shares the operator's say with the other replicas.
     pub fleet: fleet::FleetSettings,
+}
+
+/// Who places a new statement (`new_query_routing`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NewQueryRouting {
+    /// Envoy, from the routes the router serves over RDS: a route per routing group and header rule,
+    /// the clusters of the group as weights the router updates from load, health and the operator's say
+    /// at every poll ([`crate::domain::decision::native`]). Whatever Envoy cannot express (rules over
+    /// the SQL or CEL, `placement_from_sql`, transactions, restricted groups, ...) still asks the router.
+    /// With `envoy-config --static-routes` the router decides every new statement.
+    Envoy,
+    /// The router decides every new statement (per query: exact least-loaded placement, every new query
+    /// counted and logged by the router).
+    #[default]
+    Router,
 }
 
 /// An example request and the group the rules must give it.

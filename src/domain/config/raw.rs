@@ -40,8 +40,11 @@ pub(super) struct RawConfig {
     pub(super) max_sql_bytes: usize,
     #[serde(default = "default_jwt_user_claim")]
     pub(super) jwt_user_claim: String,
-    #[serde(default = "default_enabled")]
-    pub(super) placement_from_sql: bool,
+    /// Unset: on under `new_query_routing: router`, off under `envoy`.
+    #[serde(default)]
+    pub(super) placement_from_sql: Option<bool>,
+    #[serde(default)]
+    pub(super) new_query_routing: super::NewQueryRouting,
     #[serde(default)]
     pub(super) url_prefix: Option<String>,
     #[serde(default)]

@@ -109,7 +109,10 @@ pub(super) fn validate(
         rule_tests: raw.rule_tests,
         max_sql_bytes: raw.max_sql_bytes,
         jwt_user_claim: raw.jwt_user_claim,
-        placement_from_sql: raw.placement_from_sql,
+        placement_from_sql: raw
+            .placement_from_sql
+            .unwrap_or(raw.new_query_routing == super::NewQueryRouting::Router),
+        new_query_routing: raw.new_query_routing,
         url_prefix,
         metrics_listen,
         new_query_timeout: raw.new_query_timeout,

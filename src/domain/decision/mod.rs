@@ -7,6 +7,7 @@
 //!   fallbacks.
 //! - Every other request (follow-ups naming a query, URL-placed paths, spooled segments, anything
 //!   else): [`follow_up::decide`].
+//! - Which new statements Envoy may place by itself, and the clusters' weights: [`native::plan`].
 
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use crate::domain::config::{Config, Group};
 use crate::domain::query_id::QueryId;
 
 pub mod follow_up;
+pub mod native;
 pub mod new_statement;
 
 /// What a decision needs to know about one cluster right now.

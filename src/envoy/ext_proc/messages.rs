@@ -4,6 +4,8 @@
 //! is encoded into the `ProcessingResponse` Envoy gets ([`encode`]). The note the decide filter leaves
 //! the learn filter travels as dynamic metadata ([`with_note`], [`read_note`]).
 
+use std::collections::HashMap;
+
 use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
 use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue, HeaderValueOption, Metadata};
 use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::ProcessingMode;
@@ -20,7 +22,7 @@ use envoy_types::pb::envoy::r#type::v3::HttpStatus;
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 
 use crate::domain::refusal::LocalReply;
-use crate::envoy::protocol::NOTE_NAMESPACE;
+use crate::envoy::protocol::{LEARN_CLUSTER_ATTRIBUTE, NOTE_NAMESPACE};
 use crate::state::telemetry::QueryLine;
 
 /// The phases of a request the router can be asked about.
@@ -105,7 +107,8 @@ pub fn decode(message: ProcessingRequest) -> Inbound {
         Some(Request::RequestHeaders(h)) => Event::RequestHeaders(headers(h)),
         Some(Request::RequestBody(b)) => Event::RequestBody(body(b)),
         Some(Request::ResponseHeaders(h)) => {
-            note = read_note(message.metadata_context.as_ref());
+            note = read_note(message.metadata_context.as_ref())
+                .or_else(|| note_from_attributes(&message.attributes));
             Event::ResponseHeaders(headers(h))
         }
         Some(Request::ResponseBody(b)) => Event::ResponseBody(body(b)),
@@ -345,6 +348,17 @@ pub fn with_note(mut reply: ProcessingResponse, note: &LearnNote) -> ProcessingR
     let outer = [(NOTE_NAMESPACE.to_owned(), Value { kind: Some(Kind::StructValue(inner)) })];
     reply.dynamic_metadata = Some(Struct { fields: outer.into_iter().collect() });
     reply
+}
+
+/// A new statement Envoy placed by itself has no note: the cluster that answered, from the attribute
+/// the learn filter sends ([`LEARN_CLUSTER_ATTRIBUTE`], under the filter's name), is all there is.
+pub fn note_from_attributes(attributes: &HashMap<String, Struct>) -> Option<LearnNote> {
+    attributes.values().find_map(|fields| match fields.fields.get(LEARN_CLUSTER_ATTRIBUTE)?.kind.as_ref()? {
+        Kind::StringValue(cluster) if !cluster.is_empty() => {
+            Some(LearnNote { envoy_cluster: cluster.clone(), watch: false, log: None })
+        }
+        _ => None,
+    })
 }
 
 /// The decide filter's note, from the metadata Envoy forwards with a learn stream's message.
