@@ -5,6 +5,7 @@
   (c)  router          client -> Envoy + trino-router exactly as `trino-router envoy-config` prints it (routes
                        over RDS), with the bench's 10 statement rules
   (c0) router-norules  as (c) without rules, the router's defaults otherwise: the config compared with trino-lb
+  (r)  router-native   as (c0) with `new_query_routing: envoy`: Envoy places new statements by RDS-served weights
   (d)  trino-lb        client -> trino-lb (`--trino-lb PATH`): in-memory persistence, one cluster group
                        holding both clusters, no routers, plain HTTP
 
@@ -96,6 +97,9 @@ SETUPS = {s.key: s for s in [
     Setup("router-norules", "(c0)", "as (c) with no rules, the router's defaults otherwise "
           "(`placement_from_sql: true` still asks for the SQL and scans it): the config compared with trino-lb",
           "defaults"),
+    Setup("router-native", "(r)", "as (c0) with `new_query_routing: envoy` (its `placement_from_sql` default is "
+          "then off): Envoy places new statements by the weights the router serves over RDS, no ext_proc stream "
+          "once every coordinator id is known", "native"),
     Setup("trino-lb", "(d)", "trino-lb: in-memory persistence, one cluster group with both clusters, no routers, "
           "`maxRunningQueries` high enough never to queue"),
     Setup("headers-only", "(c1)", "as (c0) with `placement_from_sql: false`: decide gets the request headers only "
@@ -120,7 +124,7 @@ SETUPS = {s.key: s for s in [
           "`weighted_clusters`, follow-ups by the coordinator-id routes; no ext_proc at all"),
 ]}
 DEFAULT_SETUPS = ["direct", "envoy", "router"]
-PEER_SETUPS = ["router-norules", "trino-lb"]
+PEER_SETUPS = ["router-norules", "router-native", "trino-lb"]
 
 
 def proc_stat(pid: int) -> tuple[float, int]:
@@ -345,6 +349,8 @@ class Bench:
             extra: dict = {"rules": RULES} if kind.startswith("rules") else {}
             if kind.startswith("headers"):
                 extra["placement_from_sql"] = False
+            if kind == "native":
+                extra["new_query_routing"] = "envoy"
             doc = harness.router_config_doc([(n, self.emulators[n].url, "adhoc", None) for n in CLUSTERS],
                                             default_group="adhoc", extra=extra)
             path = harness.write_yaml(harness.scratch_dir(f"bench-config-{kind}") / "router.yaml", doc)
@@ -370,7 +376,7 @@ class Bench:
             return
         if key == "envoy":
             bootstrap = static_envoy_bootstrap(self._bootstrap("rules", static=False))
-        elif key in ("router", "router-norules", "headers-only"):
+        elif key in ("router", "router-norules", "headers-only", "router-native"):
             bootstrap = self._bootstrap(setup.router, static=False)
         else:
             learned = with_learned_routes(self._bootstrap(setup.router or "headers", static=True),
@@ -514,27 +520,23 @@ def summary(results: dict[tuple[str, int], dict[str, dict]]) -> list[str]:
     have = set.intersection(*(set(per) for per in results.values())) if results else set()
     if not {"envoy", "router"} <= have:
         return []
-    cols = [k for k in ("envoy", "router", "router-norules", "trino-lb") if k in have]
+    cols = [k for k in ("envoy", "router", "router-norules", "router-native", "trino-lb") if k in have]
+    routers = [k for k in ("router", "router-norules", "router-native") if k in cols]
     head = " | ".join(f"{SETUPS[k].label} {k} q/s" for k in cols)
-    ratios = ["router/Envoy"]
-    if "router-norules" in cols:
-        ratios.append("router-norules/Envoy")
+    ratios = [f"{k}/Envoy" for k in routers]
     if "trino-lb" in cols:
-        ratios += ["router/trino-lb"] + (["router-norules/trino-lb"] if "router-norules" in cols else [])
+        ratios += [f"{k}/trino-lb" for k in routers]
     lines = ["## Summary: router vs Envoy vs trino-lb", "",
              "Queries/s of each set-up's median run; for `large`, result MB/s (its runs finish a handful of "
-             "queries). The peer comparison of issue 18 is router-norules/trino-lb (no rules on either side).", "",
+             "queries). The peer comparison of issue 18 is router-norules/trino-lb and router-native/trino-lb "
+             "(no rules on either side; router-native with `new_query_routing: envoy`).", "",
              f"| mix, connections | {head} | {' | '.join(ratios)} | POST p50 ms (b) → (c) |",
              "|---|" + "---:|" * (len(cols) + len(ratios)) + "---|"]
     for (mix, conns), per in results.items():
         q = {k: per[k][median_key(mix)] for k in cols}
-        row = [fmt(q[k]) for k in cols] + [ratio(q["router"], q["envoy"])]
-        if "router-norules" in cols:
-            row.append(ratio(q["router-norules"], q["envoy"]))
+        row = [fmt(q[k]) for k in cols] + [ratio(q[k], q["envoy"]) for k in routers]
         if "trino-lb" in cols:
-            row.append(ratio(q["router"], q["trino-lb"]))
-            if "router-norules" in cols:
-                row.append(ratio(q["router-norules"], q["trino-lb"]))
+            row += [ratio(q[k], q["trino-lb"]) for k in routers]
         p50 = lambda k: per[k]["latency_ms"]["post"]["p50"]  # noqa: E731
         unit = " MB/s" if mix == "large" else ""
         lines.append(f"| {mix}, {conns}{unit} | {' | '.join(row)} | {p50('envoy'):.2f} → {p50('router'):.2f} |")
@@ -572,11 +574,12 @@ def targets(results: dict[tuple[str, int], dict[str, dict]], router_rss: int | N
     check("(18) new queries/s, 2 KB SQL + rules, 32 conns, (c)/(b)",
           lambda c, b: c["queries_per_s"] / b["queries_per_s"], ">=", 0.50,
           ("newquery", 32, "router"), ("newquery", 32, "envoy"))
-    for mix in ("short", "newquery"):
-        check(f"(18) {mix} queries/s at 16 conns, (c0)/(d)", lambda c, d: c["queries_per_s"] / d["queries_per_s"],
-              ">=", 1.2, (mix, 16, "router-norules"), (mix, 16, "trino-lb"))
-        check(f"(18) {mix} queries/s at 1 conn, (c0)/(d)", lambda c, d: c["queries_per_s"] / d["queries_per_s"],
-              ">=", 1.0, (mix, 1, "router-norules"), (mix, 1, "trino-lb"))
+    for mix in ("short", "newquery", "tiny"):
+        for key, label in (("router-norules", "(c0)"), ("router-native", "(r)")):
+            check(f"(18) {mix} queries/s at 16 conns, {label}/(d)",
+                  lambda c, d: c["queries_per_s"] / d["queries_per_s"], ">=", 1.2, (mix, 16, key), (mix, 16, "trino-lb"))
+            check(f"(18) {mix} queries/s at 1 conn, {label}/(d)", lambda c, d: c["queries_per_s"] / d["queries_per_s"],
+                  ">=", 1.0, (mix, 1, key), (mix, 1, "trino-lb"))
     check("(18) follow-ups/s, paged, 32 conns, (c)/(b)", lambda c, b: c["followups_per_s"] / b["followups_per_s"],
           ">=", 0.95, ("paged", 32, "router"), ("paged", 32, "envoy"))
     if large:
@@ -733,7 +736,8 @@ def main() -> int:
                         help=f"set-ups to run, comma-separated (default {','.join(DEFAULT_SETUPS)}, plus "
                              f"{','.join(PEER_SETUPS)} with --trino-lb); all: {', '.join(SETUPS)}")
     parser.add_argument("--trino-lb", type=Path, metavar="PATH",
-                        help="a trino-lb binary (README: Performance): adds set-ups (c0) router-norules and (d) trino-lb")
+                        help="a trino-lb binary (README: Performance): adds set-ups (c0) router-norules, (r) router-native "
+                             "and (d) trino-lb")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write every run's figures as JSON")
     parser.add_argument("--from-json", type=Path, metavar="PATH",
                         help="measure nothing: render the report of a run saved with --json")
