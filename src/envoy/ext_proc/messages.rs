@@ -464,6 +464,22 @@ mod tests {
     }
 
     #[test]
+    fn without_a_note_the_cluster_comes_from_the_attribute() {
+        let text = |s: &str| Value { kind: Some(Kind::StringValue(s.to_owned())) };
+        let attributes = |value: Value| {
+            let fields = [(LEARN_CLUSTER_ATTRIBUTE.to_owned(), value)].into_iter().collect();
+            [("envoy.filters.http.ext_proc".to_owned(), Struct { fields })].into_iter().collect()
+        };
+        assert_eq!(
+            note_from_attributes(&attributes(text("trino-b"))),
+            Some(LearnNote { envoy_cluster: "trino-b".into(), watch: false, log: None })
+        );
+        assert_eq!(note_from_attributes(&attributes(text(""))), None);
+        assert_eq!(note_from_attributes(&attributes(Value { kind: Some(Kind::BoolValue(true)) })), None);
+        assert_eq!(note_from_attributes(&HashMap::new()), None);
+    }
+
+    #[test]
     fn modes_replace_the_whole_processing_mode() {
         let mode =
             |m| encode(Reply::Pass { phase: Phase::RequestHeaders, mode: Some(m) }).mode_override.unwrap();
