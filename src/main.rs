@@ -41,6 +41,9 @@ fn main() -> ExitCode {
                     loaded.rules.rules().len(),
                     results.len()
                 );
+                if let Some(line) = trino_router::operate::explain::native_placement(&loaded) {
+                    println!("{line}");
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => fail(e),

@@ -10,6 +10,7 @@ use crate::domain::config::{Config, RuleTest};
 use crate::domain::decision::new_statement::{
     GroupReason, NewStatement, NewStatementDecision, Outcome, Placed, decide,
 };
+use crate::domain::decision::native::{self, NotNative};
 use crate::domain::decision::{ClusterView, Lookups};
 use crate::domain::query_id::QueryId;
 use crate::domain::rules::{LazyStatement, RuleResult};
@@ -125,6 +126,19 @@ fn write_statement(out: &mut String, config: &Config, request: &ClientRequest, s
         list(&facts.tables_read),
         list(&facts.tables_written)
     );
+}
+
+/// Under `new_query_routing: envoy`, whether Envoy will place new statements itself, or why not (for
+/// `check`); `None` under `router`.
+pub fn native_placement(config: &Config) -> Option<String> {
+    match native::native_allowed(config) {
+        Ok(()) => Some(
+            "new queries: placed by Envoy (routes served over RDS; --static-routes leaves them to the router)"
+                .to_owned(),
+        ),
+        Err(NotNative::RouterDecides) => None,
+        Err(why) => Some(format!("new queries: decided by the router, not Envoy: {}", why.reason())),
+    }
 }
 
 /// Runs the config's rule test cases: each name with `Ok` or what went wrong.
