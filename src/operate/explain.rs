@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use crate::domain::client_request::ClientRequest;
 use crate::domain::config::{Config, RuleTest};
+use crate::domain::decision::native::{self, NotNative};
 use crate::domain::decision::new_statement::{
     GroupReason, NewStatement, NewStatementDecision, Outcome, Placed, decide,
 };
-use crate::domain::decision::native::{self, NotNative};
 use crate::domain::decision::{ClusterView, Lookups};
 use crate::domain::query_id::QueryId;
 use crate::domain::rules::{LazyStatement, RuleResult};

@@ -353,11 +353,13 @@ pub fn with_note(mut reply: ProcessingResponse, note: &LearnNote) -> ProcessingR
 /// A new statement Envoy placed by itself has no note: the cluster that answered, from the attribute
 /// the learn filter sends ([`LEARN_CLUSTER_ATTRIBUTE`], under the filter's name), is all there is.
 pub fn note_from_attributes(attributes: &HashMap<String, Struct>) -> Option<LearnNote> {
-    attributes.values().find_map(|fields| match fields.fields.get(LEARN_CLUSTER_ATTRIBUTE)?.kind.as_ref()? {
-        Kind::StringValue(cluster) if !cluster.is_empty() => {
-            Some(LearnNote { envoy_cluster: cluster.clone(), watch: false, log: None })
+    attributes.values().find_map(|fields| {
+        match fields.fields.get(LEARN_CLUSTER_ATTRIBUTE)?.kind.as_ref()? {
+            Kind::StringValue(cluster) if !cluster.is_empty() => {
+                Some(LearnNote { envoy_cluster: cluster.clone(), watch: false, log: None })
+            }
+            _ => None,
         }
-        _ => None,
     })
 }
 

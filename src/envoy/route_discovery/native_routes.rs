@@ -132,8 +132,12 @@ clusters:
     fn native_routes_come_first_as_weighted_clusters() {
         let router = router_from(NATIVE);
         let json = rendered(&router);
-        let names: Vec<&str> =
-            json["virtual_hosts"][0]["routes"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+        let names: Vec<&str> = json["virtual_hosts"][0]["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap())
+            .collect();
         assert_eq!(
             &names[..7],
             [
@@ -152,7 +156,10 @@ clusters:
             json!([{ "name": "trino-a", "weight": 100 }, { "name": "outbound|2||b", "weight": 100 }])
         );
         assert!(default["route"].get("cluster_header").is_none());
-        assert_eq!(default["route"]["retry_policy"], route(&json, NEW_STATEMENT_ROUTE)["route"]["retry_policy"]);
+        assert_eq!(
+            default["route"]["retry_policy"],
+            route(&json, NEW_STATEMENT_ROUTE)["route"]["retry_policy"]
+        );
         let filters = default["typed_per_filter_config"].as_object().unwrap();
         assert_eq!(filters.keys().collect::<Vec<_>>(), [LEARN_FILTER], "no decide; learn: no id known yet");
         let rule = route(&json, "native-rule-0");
@@ -179,7 +186,10 @@ clusters:
             router.learn(&snapshot, Learned::QueryOwner { query, cluster });
         }
         let json = rendered(&router);
-        assert!(route(&json, "native-default").get("typed_per_filter_config").is_none(), "ids known: no filter");
+        assert!(
+            route(&json, "native-default").get("typed_per_filter_config").is_none(),
+            "ids known: no filter"
+        );
         assert!(route(&json, "native-rule-0").get("typed_per_filter_config").is_some(), "etl's id unknown");
         router.set_operator("trino-a", Operator::Draining, "test");
         let json = rendered(&router);

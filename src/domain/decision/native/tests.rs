@@ -73,7 +73,10 @@ fn routes(extra: &str, views: &'static str, known: &[usize]) -> Vec<String> {
                 Target::Weighted(w) => format!(
                     "{} {:?}{}",
                     config.groups[w.group].name,
-                    w.clusters.iter().map(|&(c, weight)| (&*config.clusters[c].name, weight)).collect::<Vec<_>>(),
+                    w.clusters
+                        .iter()
+                        .map(|&(c, weight)| (&*config.clusters[c].name, weight))
+                        .collect::<Vec<_>>(),
                     if w.learn { " learn" } else { "" }
                 ),
             };
