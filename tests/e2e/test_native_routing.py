@@ -82,6 +82,12 @@ def test_new_statements_skip_the_router_and_learn_only_while_ids_are_unknown(mak
     served = served_by(stack, "warm", 16)
     assert harness.wait_for(lambda: not learns(stack.envoy)), "both ids known: no learn stream any more"
     assert set(served) == {"a", "b"}, served
+    log = stack.router.log()
+    assert log.count("learned a cluster's coordinator id") == 2, "from first answers (xds.cluster_name)"
+    assert "discovered query owner" not in log, "no lookup was needed"
+    learn_streams = int(stack.envoy.stats("ext_proc.learn.streams_started").get(
+        "http.trino.ext_proc.learn.streams_started", 0))
+    assert learn_streams >= 2, stack.envoy.stats("ext_proc")
     learned = harness.get_json(f"{stack.envoy.admin_url}/config_dump?resource=dynamic_route_configs")
     assert "learned-a" in str(learned) and "learned-b" in str(learned), "follow-ups still go by learned routes"
 
@@ -92,6 +98,8 @@ def test_new_statements_skip_the_router_and_learn_only_while_ids_are_unknown(mak
     for rows in results:
         assert len(rows) == 8 and len({r[0] for r in rows}) == 1, rows
     assert decisions(stack) == 0, "no new statement asked the router"
+    later = int(stack.envoy.stats("ext_proc.learn.streams_started")["http.trino.ext_proc.learn.streams_started"])
+    assert later == learn_streams, f"{later - learn_streams} learn streams after both ids were known"
     stack.assert_alive()
 
 
@@ -190,7 +198,7 @@ def test_header_rules_and_routing_groups_are_routes(make_stack):
         extra={"rules": rules, "groups": [{"name": "vault", "allow": {"users": ["alice"]}}]},
     )
     assert harness.wait_for(lambda: weights(stack.envoy, "native-rule-0") == {"etl": 100})
-    assert weights(stack.envoy, "native-group-1") == {"etl": 100}, routes(stack.envoy).keys()
+    assert weights(stack.envoy, "native-group-2") == {"etl": 100}, routes(stack.envoy).keys()
 
     assert set(served_by(stack, "rule", 6, http_headers={"X-Team": "batch"})) == {"etl"}
     assert set(served_by(stack, "group", 6, http_headers={"X-Trino-Routing-Group": "etl"})) == {"etl"}
