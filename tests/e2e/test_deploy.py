@@ -18,7 +18,9 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import pathlib
 import re
+import secrets
 import shutil
 import socket
 import struct
@@ -127,6 +129,38 @@ def _find(objects, kind: str, name: str | None = None) -> dict:
 
 def _router_config(objects) -> dict:
     return yaml.safe_load(_find(objects, "ConfigMap", "trino-router")["data"]["router.yaml"])
+
+
+def _pod_env(container: dict, secret_values: dict[tuple[str, str], str]) -> dict[str, str]:
+    """The environment Kubernetes gives ``container``: literal values, and each Secret key it names from
+    ``secret_values`` (``{(secret, key): value}``); a required key missing there fails, as the pod would not
+    start."""
+    env = {}
+    for var in container.get("env", []):
+        if "value" in var:
+            env[var["name"]] = var["value"]
+            continue
+        ref = var["valueFrom"]["secretKeyRef"]
+        if (ref["name"], ref["key"]) in secret_values:
+            env[var["name"]] = secret_values[(ref["name"], ref["key"])]
+        else:
+            assert ref.get("optional"), f"{var['name']}: the pod would not start without Secret {ref['name']}"
+    return env
+
+
+def _check_as_deployed(objects, tmp_path, secret_values: dict[tuple[str, str], str]) -> subprocess.CompletedProcess:
+    """``trino-router check`` on the rendered ConfigMap's router.yaml with the environment the Deployment
+    gives the router (and nothing from this process's: no token of the caller's)."""
+    path = _write_config(objects, tmp_path)
+    container = _find(objects, "Deployment", "trino-router")["spec"]["template"]["spec"]["containers"][0]
+    env = {"HOSTNAME": "trino-router-5d8f7c9b4-x2x7q", **_pod_env(container, secret_values)}
+    return harness.run_router_cli("check", "--config", str(path), env=env,
+                                  unset_env=("TRINO_ROUTER_ADMIN_TOKEN", "TRINO_ROUTER_STATE_FILE",
+                                             "TRINO_ROUTER_REPLICA", "TRINO_ROUTER_LISTEN"))
+
+
+#: The Secret the router's pods need (README "Deploy on Kubernetes", step 3), with a value made up here.
+ADMIN_SECRET = ("trino-router-admin", "token")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -261,9 +295,8 @@ def test_the_envoy_overlay_runs_the_bootstrap_envoy_config_prints():
 def test_names_ports_and_headers_agree(overlay, tmp_path):
     objects = _render(overlay)
     config = _router_config(objects)
-    path = tmp_path / "router.yaml"
-    path.write_text(_find(objects, "ConfigMap", "trino-router")["data"]["router.yaml"])
-    checked = harness.run_router_cli("check", "--config", str(path))
+    # The router's own validation, on the config as the pods get it (the token from the Secret).
+    checked = _check_as_deployed(objects, tmp_path, {ADMIN_SECRET: secrets_token()})
     assert checked.returncode == 0, checked.stdout + checked.stderr
     header = config.get("routing_header", "x-trino-cluster")
     clusters = {c["name"]: c for c in config["clusters"]}
@@ -285,11 +318,12 @@ def test_names_ports_and_headers_agree(overlay, tmp_path):
     grpc = next(p for p in service["spec"]["ports"] if p["name"] == "grpc")
     assert grpc["appProtocol"] == "kubernetes.io/h2c", "Envoy speaks HTTP/2 to the router"
     assert container["readinessProbe"]["grpc"]["port"] == ports["grpc"]
-    assert _find(objects, "PodDisruptionBudget", "trino-router")["spec"]["minAvailable"] == 1
+    assert _find(objects, "PodDisruptionBudget", "trino-router")["spec"]["maxUnavailable"] == 1
     assert deployment["spec"]["replicas"] >= 2
     namespace = service["metadata"]["namespace"]
 
-    # Network policies: the metrics port only from the monitoring namespace, the gRPC port only from Envoy.
+    # Network policies: the metrics port only from the monitoring namespace, the gRPC port only from Envoy
+    # and from the other replicas (test_the_fleet_as_deployed).
     policies = [o for o in objects if o["kind"] == "NetworkPolicy"
                 and o["spec"]["podSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]]
     allowed = {}
@@ -301,19 +335,27 @@ def test_names_ports_and_headers_agree(overlay, tmp_path):
                 assert port["port"] in ports
                 allowed.setdefault(port["port"], []).extend(rule["from"])
     assert allowed["metrics"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
-    assert len(allowed["grpc"]) == 1
+    replicas = {"podSelector": {"matchLabels": deployment["spec"]["template"]["metadata"]["labels"]}}
+    assert replicas in allowed["grpc"], "the replicas reach each other's gRPC port (fleet.peers)"
+    envoy_from = [f for f in allowed["grpc"] if f != replicas]
+    assert len(envoy_from) == 1, allowed["grpc"]
     # The ServiceMonitor scrapes the metrics port of the router Service.
     monitor = _find(objects, "ServiceMonitor", "trino-router")
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
 
     if overlay == "envoy":
-        assert allowed["grpc"][0]["podSelector"]["matchLabels"] == \
+        assert envoy_from[0]["podSelector"]["matchLabels"] == \
             _find(objects, "Deployment", "trino-envoy")["spec"]["template"]["metadata"]["labels"]
     elif overlay == "istio":
-        _istio_agrees(objects, config, header, header_values, service, ports, allowed["grpc"][0])
+        _istio_agrees(objects, config, header, header_values, service, ports, envoy_from[0])
     else:
-        _envoy_gateway_agrees(objects, config, header, clusters, header_values, service, namespace, allowed["grpc"][0])
+        _envoy_gateway_agrees(objects, config, header, clusters, header_values, service, namespace, envoy_from[0])
+
+
+def secrets_token() -> str:
+    """A token as README step 3 makes one (``openssl rand -hex 32``)."""
+    return secrets.token_hex(32)
 
 
 def _istio_agrees(objects, config, header, header_values, service, ports, grpc_from):
@@ -395,6 +437,110 @@ def _envoy_gateway_agrees(objects, config, header, clusters, header_values, serv
     assert _find(objects, "ClientTrafficPolicy")["spec"]["connection"]["bufferLimit"] == 8 * 1024 * 1024
 
 
+# --------------------------------------------------------------------------------------------------
+# the fleet: the replicas share the operator's say as deployed
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_fleet_as_deployed(overlay, tmp_path):
+    """Every overlay's replicas name each other (a Service that resolves to every replica, ready or still
+    starting), keep their state file on a writable volume, need the admin token (the router's own check
+    refuses the config without it), report ready only once settled, and roll and get disrupted one at a
+    time."""
+    objects = _render(overlay)
+    config = _router_config(objects)
+    fleet = config["fleet"]
+    deployment = _find(objects, "Deployment", "trino-router")
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    grpc_port = int(config["listen"].rsplit(":", 1)[1])
+    namespace = deployment["metadata"]["namespace"]
+
+    # Peers: one name, a headless Service of every replica that publishes starting ones too, on the port
+    # the router listens on; a short name (the pod's DNS search path finds it in its own namespace) or
+    # the full one.
+    assert len(fleet["peers"]) == 1, fleet["peers"]
+    host, port = fleet["peers"][0].rsplit(":", 1)
+    name = host.split(".")[0]
+    assert host in (name, f"{name}.{namespace}", f"{name}.{namespace}.svc", f"{name}.{namespace}.svc.cluster.local"), host
+    peers = _find(objects, "Service", name)
+    assert peers["spec"]["clusterIP"] == "None" and peers["spec"]["publishNotReadyAddresses"] is True
+    assert peers["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert peers["spec"]["selector"].items() <= labels.items()
+    service_port = next(p for p in peers["spec"]["ports"] if p["port"] == int(port))
+    assert service_port["targetPort"] in ("grpc", grpc_port)
+    assert {p["name"]: p["containerPort"] for p in container["ports"]}["grpc"] == grpc_port
+    # Envoy's Service lists only ready replicas: a starting one gets no traffic.
+    assert not _find(objects, "Service", "trino-router-headless")["spec"].get("publishNotReadyAddresses")
+
+    # The state file: on a volume of the pod's own, mounted writable (the root filesystem is read-only).
+    state_dir = str(pathlib.PurePosixPath(fleet["state_file"]).parent)
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == state_dir)
+    assert not mount.get("readOnly")
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert "emptyDir" in volume, volume
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+    # The token: required from the Secret; the router's own check refuses the config without it.
+    with pytest.raises(AssertionError, match="would not start without Secret trino-router-admin"):
+        _pod_env(container, {})
+    refused = harness.run_router_cli("check", "--config", str(_write_config(objects, tmp_path)),
+                                     unset_env=("TRINO_ROUTER_ADMIN_TOKEN",))
+    assert refused.returncode != 0 and "fleet.peers" in refused.stdout + refused.stderr, refused.stdout + refused.stderr
+    checked = _check_as_deployed(objects, tmp_path, {ADMIN_SECRET: secrets_token()})
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+    # Ready only when grpc.health.v1 says SERVING (settled); starting may take longer than startup_wait
+    # without a restart; liveness asks the same service once started.
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["grpc"] == {"port": grpc_port}, probe
+    startup = container["startupProbe"]
+    budget = startup["periodSeconds"] * startup["failureThreshold"]
+    assert budget >= 2 * _seconds(fleet["startup_wait"]) + _seconds(config["health"]["timeout"]), budget
+
+    # Rolling update: a new replica first, an old one stops only once the new one has been ready long
+    # enough for Envoy to have it (STRICT_DNS re-resolves every 5 s; cluster DNS answers live 5 s).
+    strategy = deployment["spec"]["strategy"]
+    assert strategy["type"] == "RollingUpdate"
+    assert strategy["rollingUpdate"]["maxUnavailable"] == 0 and strategy["rollingUpdate"]["maxSurge"] >= 1
+    assert deployment["spec"]["minReadySeconds"] >= 10
+    if overlay == "envoy":
+        bootstrap = yaml.safe_load((DEPLOY / "overlays" / "envoy" / "generated-envoy.yaml").read_text())
+        router = next(c for c in bootstrap["static_resources"]["clusters"] if c["name"] == "trino-router")
+        assert "dns_refresh_rate" not in router, "Envoy's default, 5 s, is what minReadySeconds allows for"
+    # Disruptions: one replica at a time; replicas spread over nodes and zones, softly (a hard rule would
+    # leave the update's extra replica Pending on a two-node cluster).
+    budget = _find(objects, "PodDisruptionBudget", "trino-router")["spec"]
+    assert budget["maxUnavailable"] == 1 and budget["selector"] == deployment["spec"]["selector"]
+    assert deployment["spec"]["replicas"] >= 2
+    spread = {c["topologyKey"]: c for c in pod["topologySpreadConstraints"]}
+    assert set(spread) == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
+    for constraint in spread.values():
+        assert constraint["whenUnsatisfiable"] == "ScheduleAnyway" and constraint["maxSkew"] == 1
+        assert constraint["labelSelector"]["matchLabels"].items() <= labels.items()
+
+    # The network: the replicas reach each other's gRPC port.
+    policies = [o for o in objects if o["kind"] == "NetworkPolicy"
+                and o["spec"]["podSelector"]["matchLabels"].items() <= labels.items()]
+    assert any({"podSelector": {"matchLabels": labels}} in rule["from"] and {"port": "grpc", "protocol": "TCP"} in rule["ports"]
+               for policy in policies for rule in policy["spec"]["ingress"]), policies
+
+    # The same fleet section in every overlay (only the routing parts differ).
+    assert fleet == _router_config(_render("envoy"))["fleet"]
+
+
+def _write_config(objects, tmp_path) -> pathlib.Path:
+    path = tmp_path / "router.yaml"
+    path.write_text(_find(objects, "ConfigMap", "trino-router")["data"]["router.yaml"])
+    return path
+
+
+def _seconds(text: str) -> float:
+    value, unit = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m)", text).groups()
+    return float(value) * {"ms": 0.001, "s": 1, "m": 60}[unit]
+
+
 def test_no_overlay_ships_a_token_and_the_image_is_named_once():
     cargo = tomllib.loads((harness.REPO_ROOT / "Cargo.toml").read_text())["package"]["version"]
     base = yaml.safe_load((DEPLOY / "base" / "kustomization.yaml").read_text())
@@ -413,7 +559,8 @@ def test_no_overlay_ships_a_token_and_the_image_is_named_once():
         container = _find(objects, "Deployment", "trino-router")["spec"]["template"]["spec"]["containers"][0]
         assert container["image"] == f"{image['newName']}:{image['newTag']}"
         token = next(e for e in container["env"] if e["name"] == "TRINO_ROUTER_ADMIN_TOKEN")
-        assert token["valueFrom"]["secretKeyRef"] == {"name": "trino-router-admin", "key": "token", "optional": True}
+        # Referenced, and required: the replicas authenticate to each other with it.
+        assert token["valueFrom"]["secretKeyRef"] == {"name": ADMIN_SECRET[0], "key": ADMIN_SECRET[1]}
 
 
 # --------------------------------------------------------------------------------------------------
