@@ -791,6 +791,7 @@ def test_istio_other_hosts_never_reach_the_router(tmp_path):
     running = copy.deepcopy(config)
     running.update(listen="127.0.0.1:0", metrics_listen="127.0.0.1:0",
                    rules=[{"name": "hive-to-etl", "when": '"hive" in statement.catalogs', "group": "etl"}])
+    running.pop("fleet")  # one replica here (the replicas as deployed: test_two_replicas_share_a_drain_...)
     for cluster in running["clusters"]:
         cluster["url"] = emulators[cluster["name"]].url
     config_path = harness.write_yaml(tmp_path / "router.yaml", running)
