@@ -9,7 +9,11 @@
 - every Envoy config: ``envoy --mode validate``.
 
 And: the generated files are byte for byte what ``trino-router`` generates; names, ports and headers agree
-across the router config, Services, routes and filters; no overlay ships a token; the Istio objects, in a
+across the router config, Services, routes and filters; no overlay ships a token; the router's own
+``check`` accepts each rendered router config with the environment the Deployment gives it; the replicas
+share drains as deployed (the peers' Service, the state file's volume, the required Secret, probes, update
+strategy, disruption budget, NetworkPolicy), and two replicas running the rendered config behind Envoy
+keep a drain through a replaced pod and a restart of both; the Istio objects, in a
 bootstrap assembled as Istio assembles it beside another host, keep that host away from the router; Envoy
 sees every router replica behind a name (STRICT_DNS); the Dockerfile builds what the README builds."""
 
