@@ -255,3 +255,26 @@ def test_static_routes_leave_every_new_statement_to_the_router(envoy_bin):
     finally:
         for emu in emulators.values():
             emu.stop()
+
+
+def test_every_replica_serves_zero_weight_for_a_cluster_drained_through_another():
+    """Two replicas (``fleet.peers``) behind Envoy; the drain is given to the replica that does not hold
+    Envoy's RDS stream, or to either: every replica's routes give the drained cluster no weight, so
+    whichever serves Envoy's routes, no new query goes there."""
+    import test_replicas
+
+    try:
+        fleet = test_replicas.start_fleet([("a", "adhoc"), ("b", "adhoc")], replicas=2,
+                                          extra={"new_query_routing": "envoy"})
+        stack = fleet.stack
+        assert harness.wait_for(lambda: weights(stack.envoy) == {"a": 100, "b": 100}, timeout=10)
+        fleet.routers[1].admin("drain", "a", token=test_replicas.TOKEN)
+        assert harness.wait_for(lambda: weights(stack.envoy) == {"b": 100}, timeout=5.0), weights(stack.envoy)
+        for router in fleet.routers:
+            assert harness.wait_for(lambda: "native-default: b=100" in router.log().rsplit("publishing routes", 1)[-1],
+                                    timeout=5.0), f"{router.proc.name} does not publish the drain"
+        assert set(served_by(stack, "fleet", 8)) == {"b"}
+        stack.assert_alive()
+    finally:
+        while test_replicas._DNS:
+            test_replicas._DNS.pop().stop()
