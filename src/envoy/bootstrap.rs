@@ -189,6 +189,12 @@ pub fn http_connection_manager(config: &Config, routes: RouteSource) -> Value {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": LISTENER,
         "codec_type": "AUTO",
+        // Fewer spellings of one path for the routes and the router (RFC 3986: dot segments resolved,
+        // escaped unreserved characters decoded; `//` merged); what the router decides on is what the
+        // coordinator gets. Escaped slashes stay as they are: a coordinator refuses them (J1).
+        "normalize_path": true,
+        "merge_slashes": true,
+        "path_with_escaped_slashes_action": "KEEP_UNCHANGED",
         "local_reply_config": local_reply_config(),
         "http_filters": [
             decide_filter(),
@@ -277,6 +283,19 @@ fn trino_failure(message: &str, error_name: &str, error_type: &str) -> Value {
     })
 }
 
+/// A segment's matrix parameters, which a coordinator drops before matching (M1).
+const MATRIX: &str = "(?:;[^/]*)?";
+
+/// The paths (without query) a coordinator takes for a new statement — `/v1/statement` and
+/// `/ui/api/statement` with matrix parameters on any segment and one trailing slash (M1, M2), as
+/// [`crate::domain::target::classify`] reads them — under `{prefix}/{cluster}` when a prefix is given.
+/// Envoy (after its path normalization) matches them with this, so that every spelling gets the
+/// new-statement route: the SQL to the router, learning, the new-query timeout.
+pub fn new_statement_regex(prefix: Option<&str>) -> String {
+    let under = prefix.map(|p| format!("{}/[^/]+", regex::escape(p))).unwrap_or_default();
+    format!("^{under}/(?:v1{MATRIX}|ui{MATRIX}/api{MATRIX})/statement{MATRIX}(?:/{MATRIX})?$")
+}
+
 /// Routes: learned follow-ups go straight to their cluster; every other route sends the request to the
 /// cluster named by the routing header; only the new-statement routes keep the learn filter on.
 pub fn route_config(config: &Config, learned: &[LearnedRoutes]) -> Value {
@@ -294,10 +313,13 @@ pub fn route_config(config: &Config, learned: &[LearnedRoutes]) -> Value {
         // Never repeated once it may have reached the coordinator: that would submit the query twice.
         "retry_policy": retry_policy(false),
     });
-    let new_statement = |name: &str, path: &str| {
+    let new_statement = |name: &str, regex: String| {
         json!({
             "name": name,
-            "match": { "path": path, "headers": [{ "name": ":method", "string_match": { "exact": "POST" } }] },
+            "match": {
+                "safe_regex": { "regex": regex },
+                "headers": [{ "name": ":method", "string_match": { "exact": "POST" } }],
+            },
             "route": new_query_route,
             // The decide filter reads the SQL here (rules and placement may test statement facts): the
             // whole body up to the listener's buffer limit, a first part beyond it. When neither needs
@@ -316,23 +338,14 @@ pub fn route_config(config: &Config, learned: &[LearnedRoutes]) -> Value {
             "typed_per_filter_config": { DECIDE_FILTER: enabled(json!({})) },
         })
     };
-    let mut routes = vec![
-        new_statement("new-statement", "/v1/statement"),
-        new_statement("ui-new-statement", "/ui/api/statement"),
-    ];
+    let mut routes = vec![new_statement("new-statement", new_statement_regex(None))];
     if let Some(prefix) = &config.url_prefix {
         // URL-carried placement: a path under `{prefix}/{cluster}/` names its cluster, so Envoy routes it
         // there itself, prefix stripped, without asking the router — every follow-up, result page and
-        // spooled segment. Only a new statement under a prefix still goes through the router (a client
-        // must not pick a cluster by writing a URL).
-        let statement = format!("^{}/[^/]+/(v1|ui/api)/statement/?$", regex::escape(prefix));
-        routes.push(through_router(
-            "prefixed-new-statement",
-            json!({
-                "safe_regex": { "regex": statement },
-                "headers": [{ "name": ":method", "string_match": { "exact": "POST" } }],
-            }),
-        ));
+        // spooled segment. Only a new statement under a prefix, however spelled, is decided by the router
+        // as any other (a client must not pick a cluster by writing a URL): its SQL goes to the router, and
+        // the router sends it on the canonical path.
+        routes.push(new_statement("prefixed-new-statement", new_statement_regex(Some(prefix))));
         for (index, cluster) in config.clusters.iter().enumerate() {
             let cluster_prefix = config.cluster_prefix(index).unwrap_or_default();
             routes.push(json!({
@@ -724,11 +737,13 @@ clusters:
         assert_eq!(decide["grpc_service"]["initial_metadata"][0]["value"], "decide");
         assert_eq!(learn["grpc_service"]["initial_metadata"][0]["value"], "learn");
         let routes = hcm["route_config"]["virtual_hosts"][0]["routes"].as_array().unwrap();
-        assert_eq!(routes.len(), 3);
+        assert_eq!(routes.len(), 2);
         for route in routes {
             assert_eq!(route["route"]["cluster_header"], "x-trino-cluster");
         }
-        assert_eq!(routes[0]["match"]["path"], "/v1/statement");
+        assert_eq!(routes[0]["match"]["safe_regex"]["regex"], new_statement_regex(None));
+        assert_eq!(hcm["normalize_path"], true);
+        assert_eq!(hcm["merge_slashes"], true);
         let overrides = &routes[0]["typed_per_filter_config"];
         assert!(overrides[LEARN_FILTER].get("disabled").is_none(), "learning is on for new statements");
         assert_eq!(overrides[LEARN_FILTER]["config"]["overrides"], json!({}), "Envoy wants a config");
@@ -738,8 +753,8 @@ clusters:
         );
         assert_eq!(decide["processing_mode"]["request_body_mode"], "NONE");
         assert_eq!(hcm["http_filters"][0]["disabled"], true, "each route turns the filters on");
-        assert!(routes[2]["typed_per_filter_config"].get(LEARN_FILTER).is_none());
-        assert!(routes[2]["typed_per_filter_config"].get(DECIDE_FILTER).is_some());
+        assert!(routes[1]["typed_per_filter_config"].get(LEARN_FILTER).is_none());
+        assert!(routes[1]["typed_per_filter_config"].get(DECIDE_FILTER).is_some());
         let rewrite = &hcm["route_config"]["virtual_hosts"][0]["response_headers_to_add"][0];
         assert_eq!(rewrite["header"]["key"], "x-trino-started-transaction-id");
         assert_eq!(rewrite["header"]["value"], "%UPSTREAM_CLUSTER%~%RESP(x-trino-started-transaction-id)%");
@@ -770,22 +785,17 @@ clusters:
         let names: Vec<&str> = routes.iter().map(|r| r["name"].as_str().unwrap()).collect();
         assert_eq!(
             names,
-            [
-                "new-statement",
-                "ui-new-statement",
-                "prefixed-new-statement",
-                "url-placed-trino-a",
-                "url-placed-trino-b",
-                "trino"
-            ]
+            ["new-statement", "prefixed-new-statement", "url-placed-trino-a", "url-placed-trino-b", "trino"]
         );
-        let b = &routes[4];
+        assert_eq!(routes[1]["typed_per_filter_config"], routes[0]["typed_per_filter_config"], "SQL and learn");
+        assert_eq!(routes[1]["route"], routes[0]["route"], "the new-query timeout, no retry once sent");
+        let b = &routes[3];
         assert_eq!(b["match"]["prefix"], "/_trino/trino-b/");
         assert_eq!(b["route"]["cluster"], "outbound|2||b");
         assert_eq!(b["route"]["prefix_rewrite"], "/");
         assert!(b.get("typed_per_filter_config").is_none(), "no router on the data path");
         let statement =
-            regex::Regex::new(routes[2]["match"]["safe_regex"]["regex"].as_str().unwrap()).unwrap();
+            regex::Regex::new(routes[1]["match"]["safe_regex"]["regex"].as_str().unwrap()).unwrap();
         assert!(statement.is_match("/_trino/trino-a/v1/statement"));
         assert!(!statement.is_match("/_trino/trino-a/v1/statement/executing/x/y/1"));
         assert!(
@@ -793,8 +803,35 @@ clusters:
                 .as_array()
                 .unwrap()
                 .len()
-                == 3
+                == 2
         );
+    }
+
+    /// The new-statement routes take exactly the spellings the router (and a coordinator) calls a new
+    /// statement, plain and under the prefix.
+    #[test]
+    fn new_statement_routes_take_every_spelling_of_a_new_statement() {
+        use crate::domain::target::{Target, classify};
+        let plain = regex::Regex::new(&new_statement_regex(None)).unwrap();
+        let prefixed = regex::Regex::new(&new_statement_regex(Some("/_trino"))).unwrap();
+        #[rustfmt::skip]
+        let spellings = [
+            ("/v1/statement", true), ("/v1/statement/", true), ("/v1/statement;x=1", true),
+            ("/v1/statement/;", true), ("/v1/statement/;x", true), ("/v1;a/statement;b/;c", true),
+            ("/ui/api/statement", true), ("/ui;x/api;y/statement/", true),
+            ("/v1/statement//", false), ("/v1/statement/;/", false), ("/v1/statement/x", false),
+            ("/v1/%73tatement", false), ("/v1/statement%3B", false), ("/V1/statement", false),
+            ("/v1/statements", false), ("/v1/statement/queued/x/y/1", false), ("/v1/query", false),
+            ("/ui/statement", false), ("/v1/ui/api/statement", false),
+        ];
+        for (path, is_new) in spellings {
+            assert_eq!(classify("POST", path) == Target::NewStatement, is_new, "router: {path}");
+            assert_eq!(plain.is_match(path), is_new, "Envoy: {path}");
+            assert_eq!(prefixed.is_match(&format!("/_trino/trino-x{path}")), is_new, "Envoy: prefixed {path}");
+            assert!(!prefixed.is_match(path), "{path} is not under the prefix");
+        }
+        assert!(!prefixed.is_match("/_trino/v1/statement"), "a cluster segment is needed");
+        assert!(!prefixed.is_match("/_trinox/a/v1/statement"));
     }
 
     #[test]
