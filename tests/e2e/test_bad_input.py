@@ -27,6 +27,7 @@ from typing import Callable
 
 import harness
 import known_bugs
+import pytest
 from raw_http import NoAnswer, raw_http, request
 
 ADHOC = ("trino-a", "trino-b")
@@ -132,6 +133,27 @@ def answered_by(*clusters: str):
     return check
 
 
+def counted_on(counter: str, *clusters: str):
+    def check(ctx: Context, answer: Answer) -> None:
+        assert answer.status == 200, f"want 200, got {answer.brief()}: {answer.body[:300]!r}"
+        moved = [n for n, e in ctx.stack.emulators.items() if e.counters()[counter] != ctx.before[n][counter]]
+        assert len(moved) == 1 and moved[0] in clusters, f"{counter} moved on {moved}, want one of {clusters}"
+
+    check.__doc__ = f"200 from {' or '.join(clusters)} (its {counter} counter)"
+    return check
+
+
+def no_statement(*statuses: int):
+    def check(ctx: Context, answer: Answer) -> None:
+        assert answer.status in statuses, f"want HTTP {statuses}, got {answer.brief()}: {answer.body[:300]!r}"
+        posted = [n for n, e in ctx.stack.emulators.items()
+                  if e.counters()["statement_post"] != ctx.before[n]["statement_post"]]
+        assert not posted, f"a statement reached {posted}"
+
+    check.__doc__ = f"HTTP {'/'.join(map(str, statuses))}, and no coordinator took it as a statement"
+    return check
+
+
 def refused_by_coordinator(status: int):
     def check(ctx: Context, answer: Answer) -> None:
         assert answer.status == status, f"want HTTP {status}, got {answer.brief()}: {answer.body[:300]!r}"
@@ -204,11 +226,12 @@ CASES = [
          trino_error(400, names=("INVALID_QUERY_ID",)), may_reach=NO_CLUSTER),
     Case("escapes-in-query-id", get(lambda ctx: "/v1/query/%00%ff%2F..%2F"),
          trino_error(400, names=("INVALID_QUERY_ID",)), may_reach=NO_CLUSTER),
-    Case("traversal-after-a-live-id",
-         get(lambda ctx: f"/v1/statement/executing/{ctx.live['trino-a'][0]}/../../../emulator/queries"),
-         refused_by_coordinator(404), may_reach=("trino-a",)),
-    Case("traversal-in-the-id", get(lambda ctx: "/v1/query/../../v1/emulator/queries"),
-         trino_error(400, names=("INVALID_QUERY_ID",)), may_reach=NO_CLUSTER),
+    # Envoy resolves dot segments (normalize_path): what remains is a path like any other, routed as such.
+    Case("traversal-after-a-live-etl-id",
+         get(lambda ctx: f"/v1/statement/executing/{ctx.live['trino-etl'][0]}/../../../info"),
+         counted_on("node_api", *ADHOC), may_reach=NO_CLUSTER),
+    Case("traversal-in-the-id", get(lambda ctx: "/v1/query/../../v1/info"), counted_on("node_api", *ADHOC),
+         may_reach=NO_CLUSTER),
     Case("encoded-traversal-in-the-id", get(lambda ctx: "/v1/query/%2e%2e%2f%2e%2e%2fv1%2finfo"),
          trino_error(400, names=("INVALID_QUERY_ID",)), may_reach=NO_CLUSTER),
     Case("double-encoded-id", get(lambda ctx: "/v1/query/" + ctx.live["trino-a"][0].replace("_", "%255F")),
@@ -242,6 +265,93 @@ CASES = [
     Case("restricted-group-allowed", post(b"SELECT 1", [(b"X-Trino-Routing-Group", b"etl")], user=b"etl_bot"),
          placed_in("trino-etl")),
 ]
+
+
+# --------------------------------------------------------------------------------------------------
+# spellings of a new statement (issue 16): the rules and a group's permission hold however the client
+# spells POST /v1/statement. A coordinator (Jetty + Jersey) drops matrix parameters and takes one trailing
+# slash (docs/trino-conformance.md M1, M2); Envoy (envoy-config) first resolves dot segments, decodes
+# escaped unreserved characters and merges slashes (P1). Each spelling is sent twice: an INSERT, which the
+# rule sends to etl, and a SELECT by a user the etl group does not admit who asks for it — and under
+# ``url_prefix`` naming trino-a and trino-etl in the URL respectively.
+
+#: Taken as a new statement: decided by the router like ``POST /v1/statement``.
+STATEMENT = "statement"
+#: path → what comes of it: STATEMENT, or the statuses of an answer that starts no query anywhere.
+SPELLINGS: list[tuple[str, str, object]] = [
+    ("POST", "/v1/statement", STATEMENT),
+    ("POST", "/v1/statement/", STATEMENT),  # M2
+    ("POST", "/v1/statement;x=1", STATEMENT),  # M1
+    ("POST", "/v1/statement/;", STATEMENT),  # M1 + M2
+    ("POST", "/v1/statement/;x=1", STATEMENT),
+    ("POST", "/v1;a=b/statement;c/", STATEMENT),
+    ("POST", "/v1/statement;x=1?y=2", STATEMENT),
+    ("POST", "/v1/statement/?y=2", STATEMENT),
+    ("POST", "/v1/%73tatement", STATEMENT),  # a coordinator: 404 (M3); Envoy decodes %73 first (P1)
+    ("POST", "/%76%31/stat%65ment/", STATEMENT),
+    ("POST", "//v1/statement", STATEMENT),  # a coordinator: 400 (J2); Envoy merges the slashes (P1)
+    ("POST", "/v1//statement;x", STATEMENT),
+    ("POST", "/v1/statement//", STATEMENT),
+    ("POST", "/v1/./statement", STATEMENT),  # a coordinator: 404 (M5); Envoy resolves it (P1)
+    ("POST", "/v1/statement/../statement/", STATEMENT),
+    ("POST", "/v1/%2e/statement", STATEMENT),  # a coordinator: 400 (J3)
+    ("POST", "/v1/statement/.", STATEMENT),
+    ("POST", "/../v1/statement", STATEMENT),
+    ("POST", "/v1\\statement", STATEMENT),  # a coordinator: 400 (J7); Envoy reads it as a slash
+    ("POST", "/v1/statement/;/", (400,)),  # J2: an empty segment that is not the last
+    ("POST", "/v1/statement%2F", (400,)),  # J1 (Envoy keeps escaped slashes)
+    ("POST", "/v1%2Fstatement", (400,)),
+    ("POST", "/v1/statement%3Bx", (404,)),  # an escaped ';' is no parameter (M3)
+    ("POST", "/V1/statement", (404,)),  # Jersey matches case-sensitively
+    ("POST", "/v1/Statement;x", (404,)),
+    ("POST", "/v1/statements", (404,)),
+    ("POST", "/v1/statement/x", (404,)),
+    ("HEAD", "/v1/statement/", (405,)),  # S8: POST and OPTIONS only
+    ("GET", "/v1/statement;x=1", (405,)),
+    ("PUT", "/v1/statement/;", (405,)),
+    ("DELETE", "/v1/statement/", (405,)),
+]
+#: Spellings of the URL prefix itself (``url_prefix`` mode): CLUSTER is the cluster the URL names.
+PREFIX_SPELLINGS: list[tuple[str, object]] = [
+    ("/_trino/CLUSTER", STATEMENT),
+    ("/_trino//CLUSTER", STATEMENT),
+    ("/_trino/./CLUSTER", STATEMENT),
+    ("/_trino/CLUSTER/.", STATEMENT),
+    ("/_trino/x/../CLUSTER", STATEMENT),
+    ("/_trino/CLUSTER;x", STATEMENT),
+    ("/_%74rino/CLUSTER", STATEMENT),
+    ("/_trino/CLUSTER%2F", (404,)),  # not a prefixed path: Trino has no such resource
+    ("/_trino;x/CLUSTER", (404,)),
+    ("/_TRINO/CLUSTER", (404,)),
+]
+INSERT = b"INSERT INTO t VALUES (1)"
+
+
+def spelled(method: str, path: str, sql: bytes, headers=(), user: bytes = b"bad-input"):
+    return lambda ctx: request(method, path, sql if method in ("POST", "PUT") else b"", headers, user=user)
+
+
+def spelling_cases(prefixed: bool) -> list[Case]:
+    """Per spelling: an INSERT (the rule sends it to etl) and a SELECT asking for etl by a user it does
+    not admit; under ``url_prefix`` also every spelling under ``{prefix}/trino-a`` (the INSERT) and
+    ``{prefix}/trino-etl`` (the SELECT)."""
+    bases = [("", STATEMENT)] + (PREFIX_SPELLINGS if prefixed else [])
+    cases = []
+    for base, base_outcome in bases:
+        for method, path, outcome in SPELLINGS:
+            if base and outcome is not STATEMENT and method != "POST":
+                continue
+            outcome = outcome if base_outcome is STATEMENT else base_outcome
+            insert_path = base.replace("CLUSTER", "trino-a") + path
+            denied_path = base.replace("CLUSTER", "trino-etl") + path
+            insert_expect = placed_in("trino-etl") if outcome is STATEMENT else no_statement(*outcome)
+            denied_expect = placed_in(*ADHOC) if outcome is STATEMENT else no_statement(*outcome)
+            cases.append(Case(f"{method} {insert_path} INSERT", spelled(method, insert_path, INSERT),
+                              insert_expect))
+            cases.append(Case(f"{method} {denied_path} as mallory in etl",
+                              spelled(method, denied_path, b"SELECT 1", [(b"X-Trino-Routing-Group", b"etl")],
+                                      user=b"mallory"), denied_expect))
+    return cases
 
 
 # --------------------------------------------------------------------------------------------------
@@ -326,6 +436,26 @@ def test_bad_requests_through_envoy(make_stack, trino_connect):
     assert not failed, f"{len(failed)} of {len(rows)} cases failed: {failed}"
     assert "routing group refused" in stack.router.log(), "the refused routing group was not logged"
     rows = harness.run_query(stack, "after-bad-input", "/* emulator: pages=2 */ SELECT 1")
+    assert len(rows) == 2 and {row[0] for row in rows} <= set(ADHOC), rows
+
+
+@pytest.mark.parametrize("mode", ["plain", "url_prefix"])
+def test_every_spelling_of_a_new_statement_is_decided_by_the_rules(make_stack, mode):
+    extra = {"rules": RULES, "groups": GROUPS}
+    if mode == "url_prefix":
+        extra["url_prefix"] = "/_trino"
+    stack = make_stack(clusters=CLUSTERS, extra_config=extra)
+    ctx = Context(stack, live={}, coordinator={})
+    rows, failed = [], []
+    for case in spelling_cases(prefixed=mode == "url_prefix"):
+        reason = _run_case(ctx, case)
+        answer = getattr(case, "answer", None)
+        if reason:
+            failed.append((case.name, reason))
+        rows.append((case.name, answer.brief() if answer else "-", case.expect.__doc__ or "", reason))
+    print_table(f"spellings of a new statement ({mode})", rows)
+    assert not failed, f"{len(failed)} of {len(rows)} spellings started a query the rules did not decide: {failed}"
+    rows = harness.run_query(stack, "after-spellings", "/* emulator: pages=2 */ SELECT 1")
     assert len(rows) == 2 and {row[0] for row in rows} <= set(ADHOC), rows
 
 
