@@ -320,10 +320,12 @@ PREFIX_SPELLINGS: list[tuple[str, object]] = [
     ("/_trino/x/../CLUSTER", STATEMENT),
     ("/_trino/CLUSTER;x", STATEMENT),
     ("/_%74rino/CLUSTER", STATEMENT),
-    ("/_trino/CLUSTER%2F", (404,)),  # not a prefixed path: Trino has no such resource
-    ("/_trino;x/CLUSTER", (404,)),
+    ("/_trino/CLUSTER%2F", STATEMENT),  # the URL's cluster does not count for a new statement
+    ("/_trino;x/CLUSTER", (404,)),  # not under the prefix: Trino has no such resource
     ("/_TRINO/CLUSTER", (404,)),
 ]
+#: The paths tried under every spelling of the prefix but the plain one (which gets all of SPELLINGS).
+UNDER_PREFIX_SPELLINGS = ("/v1/statement", "/v1/statement/", "/v1/statement;x=1", "/v1/statement/;")
 INSERT = b"INSERT INTO t VALUES (1)"
 
 
@@ -339,7 +341,7 @@ def spelling_cases(prefixed: bool) -> list[Case]:
     cases = []
     for base, base_outcome in bases:
         for method, path, outcome in SPELLINGS:
-            if base and outcome is not STATEMENT and method != "POST":
+            if base not in ("", "/_trino/CLUSTER") and path not in UNDER_PREFIX_SPELLINGS:
                 continue
             outcome = outcome if base_outcome is STATEMENT else base_outcome
             insert_path = base.replace("CLUSTER", "trino-a") + path
@@ -441,6 +443,7 @@ def test_bad_requests_through_envoy(make_stack, trino_connect):
 
 @pytest.mark.parametrize("mode", ["plain", "url_prefix"])
 def test_every_spelling_of_a_new_statement_is_decided_by_the_rules(make_stack, mode):
+    """conformance: M6, M7, P1"""
     extra = {"rules": RULES, "groups": GROUPS}
     if mode == "url_prefix":
         extra["url_prefix"] = "/_trino"
