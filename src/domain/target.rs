@@ -57,7 +57,8 @@ pub fn canonical_statement_path(path: &str) -> String {
         Some((p, q)) => (p, Some(q)),
         None => (path, None),
     };
-    let root = if resource_path(path_only).starts_with("/ui/") { "/ui/api/statement" } else { "/v1/statement" };
+    let root =
+        if resource_path(path_only).starts_with("/ui/") { "/ui/api/statement" } else { "/v1/statement" };
     match query {
         Some(q) => format!("{root}?{q}"),
         None => root.to_owned(),

@@ -31,6 +31,7 @@ use serde_json::{Value, json};
 use crate::domain::config::{Cluster, Config};
 use crate::envoy::protocol::{DECIDE_FILTER, LEARN_FILTER, NOTE_NAMESPACE, ROLE_METADATA};
 use crate::envoy::router_address::{self, RouterAddress};
+pub use crate::envoy::statement_route::new_statement_regex;
 
 /// Name of the Envoy cluster that reaches the router.
 pub const ROUTER_CLUSTER: &str = "trino-router";
@@ -281,19 +282,6 @@ fn trino_failure(message: &str, error_name: &str, error_type: &str) -> Value {
         },
         "content_type": "application/json",
     })
-}
-
-/// A segment's matrix parameters, which a coordinator drops before matching (M1).
-const MATRIX: &str = "(?:;[^/]*)?";
-
-/// The paths (without query) a coordinator takes for a new statement — `/v1/statement` and
-/// `/ui/api/statement` with matrix parameters on any segment and one trailing slash (M1, M2), as
-/// [`crate::domain::target::classify`] reads them — under `{prefix}/{cluster}` when a prefix is given.
-/// Envoy (after its path normalization) matches them with this, so that every spelling gets the
-/// new-statement route: the SQL to the router, learning, the new-query timeout.
-pub fn new_statement_regex(prefix: Option<&str>) -> String {
-    let under = prefix.map(|p| format!("{}/[^/]+", regex::escape(p))).unwrap_or_default();
-    format!("^{under}/(?:v1{MATRIX}|ui{MATRIX}/api{MATRIX})/statement{MATRIX}(?:/{MATRIX})?$")
 }
 
 /// Routes: learned follow-ups go straight to their cluster; every other route sends the request to the
@@ -787,7 +775,10 @@ clusters:
             names,
             ["new-statement", "prefixed-new-statement", "url-placed-trino-a", "url-placed-trino-b", "trino"]
         );
-        assert_eq!(routes[1]["typed_per_filter_config"], routes[0]["typed_per_filter_config"], "SQL and learn");
+        assert_eq!(
+            routes[1]["typed_per_filter_config"], routes[0]["typed_per_filter_config"],
+            "SQL and learn"
+        );
         assert_eq!(routes[1]["route"], routes[0]["route"], "the new-query timeout, no retry once sent");
         let b = &routes[3];
         assert_eq!(b["match"]["prefix"], "/_trino/trino-b/");
@@ -805,33 +796,6 @@ clusters:
                 .len()
                 == 2
         );
-    }
-
-    /// The new-statement routes take exactly the spellings the router (and a coordinator) calls a new
-    /// statement, plain and under the prefix.
-    #[test]
-    fn new_statement_routes_take_every_spelling_of_a_new_statement() {
-        use crate::domain::target::{Target, classify};
-        let plain = regex::Regex::new(&new_statement_regex(None)).unwrap();
-        let prefixed = regex::Regex::new(&new_statement_regex(Some("/_trino"))).unwrap();
-        #[rustfmt::skip]
-        let spellings = [
-            ("/v1/statement", true), ("/v1/statement/", true), ("/v1/statement;x=1", true),
-            ("/v1/statement/;", true), ("/v1/statement/;x", true), ("/v1;a/statement;b/;c", true),
-            ("/ui/api/statement", true), ("/ui;x/api;y/statement/", true),
-            ("/v1/statement//", false), ("/v1/statement/;/", false), ("/v1/statement/x", false),
-            ("/v1/%73tatement", false), ("/v1/statement%3B", false), ("/V1/statement", false),
-            ("/v1/statements", false), ("/v1/statement/queued/x/y/1", false), ("/v1/query", false),
-            ("/ui/statement", false), ("/v1/ui/api/statement", false),
-        ];
-        for (path, is_new) in spellings {
-            assert_eq!(classify("POST", path) == Target::NewStatement, is_new, "router: {path}");
-            assert_eq!(plain.is_match(path), is_new, "Envoy: {path}");
-            assert_eq!(prefixed.is_match(&format!("/_trino/trino-x{path}")), is_new, "Envoy: prefixed {path}");
-            assert!(!prefixed.is_match(path), "{path} is not under the prefix");
-        }
-        assert!(!prefixed.is_match("/_trino/v1/statement"), "a cluster segment is needed");
-        assert!(!prefixed.is_match("/_trinox/a/v1/statement"));
     }
 
     #[test]

@@ -210,7 +210,7 @@ impl EnvoyConfigRoutes {
 /// route's expression. Under a URL prefix (`Some`): still decided by the router (a client must not pick
 /// its cluster by writing a URL), envoy-config's `prefixed-new-statement` expression.
 fn new_statement_regex(prefix: Option<&str>) -> String {
-    crate::envoy::bootstrap::new_statement_regex(prefix)
+    crate::envoy::statement_route::new_statement_regex(prefix)
 }
 
 /// One of the router's filters as the ingress gateway runs it: envoy-config's own, dialling Istio's
@@ -754,8 +754,8 @@ fn eg_reference_grants(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
     use crate::envoy::protocol::LEARN_FILTER;
+    use std::path::Path;
 
     fn config(extra: &str, clusters: &[(&str, &str, Option<&str>)]) -> Config {
         let mut text = format!("listen: 0.0.0.0:50051\ndefault_group: adhoc\n{extra}clusters:\n");
@@ -893,7 +893,10 @@ mod tests {
             .iter()
             .find(|p| p["match"]["routeConfiguration"]["vhost"]["route"]["name"] == "prefixed-new-statement")
             .unwrap();
-        assert!(prefixed["patch"]["value"]["typed_per_filter_config"][LEARN_FILTER].is_object(), "SQL and learn");
+        assert!(
+            prefixed["patch"]["value"]["typed_per_filter_config"][LEARN_FILTER].is_object(),
+            "SQL and learn"
+        );
         let matches = &objects[1]["spec"]["http"][1]["match"];
         assert_eq!(matches[0]["uri"]["regex"], crate::envoy::bootstrap::new_statement_regex(None));
         let off = patches
@@ -949,7 +952,10 @@ mod tests {
         );
         let new_statement = rules.iter().find(|r| r["name"] == "new-statement").unwrap();
         assert_eq!(new_statement["matches"][0]["path"]["type"], "RegularExpression");
-        assert_eq!(new_statement["matches"][0]["path"]["value"], crate::envoy::bootstrap::new_statement_regex(None));
+        assert_eq!(
+            new_statement["matches"][0]["path"]["value"],
+            crate::envoy::bootstrap::new_statement_regex(None)
+        );
         assert_eq!(objects[2]["spec"]["extProc"][0]["statusOnError"], 503);
         assert_eq!(objects[2]["spec"]["extProc"][0]["messageTimeout"], "500ms");
         assert_eq!(objects[4]["spec"]["timeout"]["http"]["requestTimeout"], "10s");

@@ -311,18 +311,20 @@ SPELLINGS: list[tuple[str, str, object]] = [
     ("PUT", "/v1/statement/;", (405,)),
     ("DELETE", "/v1/statement/", (405,)),
 ]
-#: Spellings of the URL prefix itself (``url_prefix`` mode): CLUSTER is the cluster the URL names.
-PREFIX_SPELLINGS: list[tuple[str, object]] = [
-    ("/_trino/CLUSTER", STATEMENT),
-    ("/_trino//CLUSTER", STATEMENT),
-    ("/_trino/./CLUSTER", STATEMENT),
-    ("/_trino/CLUSTER/.", STATEMENT),
-    ("/_trino/x/../CLUSTER", STATEMENT),
-    ("/_trino/CLUSTER;x", STATEMENT),
-    ("/_%74rino/CLUSTER", STATEMENT),
-    ("/_trino/CLUSTER%2F", STATEMENT),  # the URL's cluster does not count for a new statement
-    ("/_trino;x/CLUSTER", (404,)),  # not under the prefix: Trino has no such resource
-    ("/_TRINO/CLUSTER", (404,)),
+#: Spellings of the URL prefix itself (``url_prefix`` mode): CLUSTER is the cluster the URL names; then
+#: what a new statement under it comes to, and what the other requests under it do (None: as without it).
+PREFIX_SPELLINGS: list[tuple[str, object, object]] = [
+    ("/_trino/CLUSTER", STATEMENT, None),
+    ("/_trino//CLUSTER", STATEMENT, None),
+    ("/_trino/./CLUSTER", STATEMENT, None),
+    ("/_trino/CLUSTER/.", STATEMENT, None),
+    ("/_trino/x/../CLUSTER", STATEMENT, None),
+    ("/_%74rino/CLUSTER", STATEMENT, None),
+    # The URL's cluster does not count for a new statement; anything else naming no cluster: the router's 404.
+    ("/_trino/CLUSTER;x", STATEMENT, (404,)),
+    ("/_trino/CLUSTER%2F", STATEMENT, (404,)),
+    ("/_trino;x/CLUSTER", (404,), (404,)),  # not under the prefix: Trino has no such resource
+    ("/_TRINO/CLUSTER", (404,), (404,)),
 ]
 #: The paths tried under every spelling of the prefix but the plain one (which gets all of SPELLINGS).
 UNDER_PREFIX_SPELLINGS = ("/v1/statement", "/v1/statement/", "/v1/statement;x=1", "/v1/statement/;")
@@ -337,13 +339,18 @@ def spelling_cases(prefixed: bool) -> list[Case]:
     """Per spelling: an INSERT (the rule sends it to etl) and a SELECT asking for etl by a user it does
     not admit; under ``url_prefix`` also every spelling under ``{prefix}/trino-a`` (the INSERT) and
     ``{prefix}/trino-etl`` (the SELECT)."""
-    bases = [("", STATEMENT)] + (PREFIX_SPELLINGS if prefixed else [])
+    bases = [("", STATEMENT, None)] + (PREFIX_SPELLINGS if prefixed else [])
     cases = []
-    for base, base_outcome in bases:
+    for base, base_outcome, other_outcome in bases:
         for method, path, outcome in SPELLINGS:
             if base not in ("", "/_trino/CLUSTER") and path not in UNDER_PREFIX_SPELLINGS:
                 continue
-            outcome = outcome if base_outcome is STATEMENT else base_outcome
+            if base and path.startswith("/.."):
+                outcome = (404,)  # out of the cluster's segment: a path naming cluster "v1", which is none
+            elif base_outcome is not STATEMENT:
+                outcome = base_outcome
+            elif outcome is not STATEMENT and other_outcome is not None:
+                outcome = other_outcome
             insert_path = base.replace("CLUSTER", "trino-a") + path
             denied_path = base.replace("CLUSTER", "trino-etl") + path
             insert_expect = placed_in("trino-etl") if outcome is STATEMENT else no_statement(*outcome)

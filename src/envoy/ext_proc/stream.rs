@@ -301,7 +301,8 @@ impl StreamMachine {
             let canonical = canonical_statement_path(path);
             let mut request = ClientRequest::from_headers(headers.pairs(), &config.jwt_user_claim);
             request.path = canonical.clone();
-            let statement = PendingStatement { request, path_rewrite: (canonical != raw_path).then_some(canonical) };
+            let statement =
+                PendingStatement { request, path_rewrite: (canonical != raw_path).then_some(canonical) };
             if (config.rules.needs_statement() || config.placement_from_sql) && !headers.end_of_stream() {
                 // The SQL follows in a body message (envoy-config's new-statement routes send it, and
                 // Envoy holds the request until the body reply decides for good). Route tentatively now,
