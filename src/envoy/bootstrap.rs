@@ -247,6 +247,18 @@ pub fn local_reply_config() -> Value {
             "body_format_override": trino_failure(
                 "Invalid HTTP request (%RESPONSE_CODE_DETAILS%)", "INVALID_HTTP_REQUEST", "USER_ERROR"),
         }, {
+            // A path Envoy's normalization cannot take (`%00`, a fragment): refused before any filter ran.
+            // A coordinator refuses these too (J7). No response flag marks them: CEL reads the details.
+            "filter": { "extension_filter": {
+                "name": "envoy.access_loggers.extension_filters.cel",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+                    "expression": "response.code_details == 'path_normalization_failed'",
+                },
+            } },
+            "body_format_override": trino_failure(
+                "Invalid request path (%RESPONSE_CODE_DETAILS%)", "INVALID_HTTP_REQUEST", "USER_ERROR"),
+        }, {
             "filter": { "response_flag_filter": { "flags": ["UF", "UH", "URX", "UC", "UR", "UO", "UT", "NC"] } },
             "body_format_override": trino_failure(
                 "Trino cluster %UPSTREAM_CLUSTER% could not be reached (%RESPONSE_CODE_DETAILS%)",
@@ -750,7 +762,7 @@ clusters:
             rewrite["append_action"], "OVERWRITE_IF_EXISTS",
             "added only where the coordinator sent one"
         );
-        let mapper = &hcm["local_reply_config"]["mappers"][1];
+        let mapper = &hcm["local_reply_config"]["mappers"][2];
         assert!(mapper["filter"]["response_flag_filter"]["flags"].as_array().unwrap().contains(&json!("UF")));
         assert_eq!(
             mapper["body_format_override"]["json_format"]["error"]["errorName"],

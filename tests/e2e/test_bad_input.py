@@ -224,7 +224,16 @@ CASES = [
          trino_error(400, names=("INVALID_QUERY_ID",)), may_reach=NO_CLUSTER),
     Case("malformed-query-id", get(lambda ctx: "/v1/statement/executing/not-a-query-id/yabc/1"),
          trino_error(400, names=("INVALID_QUERY_ID",)), may_reach=NO_CLUSTER),
-    Case("escapes-in-query-id", get(lambda ctx: "/v1/query/%00%ff%2F..%2F"),
+    # Envoy's path normalization cannot take an escaped NUL or a fragment (a coordinator refuses them: J7).
+    Case("escapes-in-query-id", get(lambda ctx: "/v1/query/%00%ff%2F..%2F"), refused_by_envoy(400),
+         may_reach=NO_CLUSTER),
+    Case("escaped-nul-in-statement-path",
+         lambda ctx: request("POST", "/v1/statement%00", b"INSERT INTO t VALUES (1)"), refused_by_envoy(400),
+         may_reach=NO_CLUSTER),
+    Case("fragment-in-statement-path",
+         lambda ctx: request("POST", "/v1/statement#x", b"INSERT INTO t VALUES (1)"), refused_by_envoy(400),
+         may_reach=NO_CLUSTER),
+    Case("escapes-in-query-id-kept", get(lambda ctx: "/v1/query/%ff%2F..%2F"),
          trino_error(400, names=("INVALID_QUERY_ID",)), may_reach=NO_CLUSTER),
     # Envoy resolves dot segments (normalize_path): what remains is a path like any other, routed as such.
     Case("traversal-after-a-live-etl-id",
