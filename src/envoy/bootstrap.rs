@@ -31,6 +31,7 @@ use serde_json::{Value, json};
 use crate::domain::config::{Cluster, Config};
 use crate::envoy::protocol::{DECIDE_FILTER, LEARN_FILTER, NOTE_NAMESPACE, ROLE_METADATA};
 use crate::envoy::router_address::{self, RouterAddress};
+pub use crate::envoy::statement_route::new_statement_regex;
 
 /// Name of the Envoy cluster that reaches the router.
 pub const ROUTER_CLUSTER: &str = "trino-router";
@@ -189,6 +190,12 @@ pub fn http_connection_manager(config: &Config, routes: RouteSource) -> Value {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": LISTENER,
         "codec_type": "AUTO",
+        // Fewer spellings of one path for the routes and the router (RFC 3986: dot segments resolved,
+        // escaped unreserved characters decoded; `//` merged); what the router decides on is what the
+        // coordinator gets. Escaped slashes stay as they are: a coordinator refuses them (J1).
+        "normalize_path": true,
+        "merge_slashes": true,
+        "path_with_escaped_slashes_action": "KEEP_UNCHANGED",
         "local_reply_config": local_reply_config(),
         "http_filters": [
             decide_filter(),
@@ -239,6 +246,18 @@ pub fn local_reply_config() -> Value {
             "filter": { "header_filter": { "header": { "name": ":method", "present_match": true, "invert_match": true } } },
             "body_format_override": trino_failure(
                 "Invalid HTTP request (%RESPONSE_CODE_DETAILS%)", "INVALID_HTTP_REQUEST", "USER_ERROR"),
+        }, {
+            // A path Envoy's normalization cannot take (`%00`, a fragment): refused before any filter ran.
+            // A coordinator refuses these too (J7). No response flag marks them: CEL reads the details.
+            "filter": { "extension_filter": {
+                "name": "envoy.access_loggers.extension_filters.cel",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+                    "expression": "response.code_details == 'path_normalization_failed'",
+                },
+            } },
+            "body_format_override": trino_failure(
+                "Invalid request path (%RESPONSE_CODE_DETAILS%)", "INVALID_HTTP_REQUEST", "USER_ERROR"),
         }, {
             "filter": { "response_flag_filter": { "flags": ["UF", "UH", "URX", "UC", "UR", "UO", "UT", "NC"] } },
             "body_format_override": trino_failure(
@@ -294,10 +313,13 @@ pub fn route_config(config: &Config, learned: &[LearnedRoutes]) -> Value {
         // Never repeated once it may have reached the coordinator: that would submit the query twice.
         "retry_policy": retry_policy(false),
     });
-    let new_statement = |name: &str, path: &str| {
+    let new_statement = |name: &str, regex: String| {
         json!({
             "name": name,
-            "match": { "path": path, "headers": [{ "name": ":method", "string_match": { "exact": "POST" } }] },
+            "match": {
+                "safe_regex": { "regex": regex },
+                "headers": [{ "name": ":method", "string_match": { "exact": "POST" } }],
+            },
             "route": new_query_route,
             // The decide filter reads the SQL here (rules and placement may test statement facts): the
             // whole body up to the listener's buffer limit, a first part beyond it. When neither needs
@@ -316,23 +338,14 @@ pub fn route_config(config: &Config, learned: &[LearnedRoutes]) -> Value {
             "typed_per_filter_config": { DECIDE_FILTER: enabled(json!({})) },
         })
     };
-    let mut routes = vec![
-        new_statement("new-statement", "/v1/statement"),
-        new_statement("ui-new-statement", "/ui/api/statement"),
-    ];
+    let mut routes = vec![new_statement("new-statement", new_statement_regex(None))];
     if let Some(prefix) = &config.url_prefix {
         // URL-carried placement: a path under `{prefix}/{cluster}/` names its cluster, so Envoy routes it
         // there itself, prefix stripped, without asking the router — every follow-up, result page and
-        // spooled segment. Only a new statement under a prefix still goes through the router (a client
-        // must not pick a cluster by writing a URL).
-        let statement = format!("^{}/[^/]+/(v1|ui/api)/statement/?$", regex::escape(prefix));
-        routes.push(through_router(
-            "prefixed-new-statement",
-            json!({
-                "safe_regex": { "regex": statement },
-                "headers": [{ "name": ":method", "string_match": { "exact": "POST" } }],
-            }),
-        ));
+        // spooled segment. Only a new statement under a prefix, however spelled, is decided by the router
+        // as any other (a client must not pick a cluster by writing a URL): its SQL goes to the router, and
+        // the router sends it on the canonical path.
+        routes.push(new_statement("prefixed-new-statement", new_statement_regex(Some(prefix))));
         for (index, cluster) in config.clusters.iter().enumerate() {
             let cluster_prefix = config.cluster_prefix(index).unwrap_or_default();
             routes.push(json!({
@@ -724,11 +737,13 @@ clusters:
         assert_eq!(decide["grpc_service"]["initial_metadata"][0]["value"], "decide");
         assert_eq!(learn["grpc_service"]["initial_metadata"][0]["value"], "learn");
         let routes = hcm["route_config"]["virtual_hosts"][0]["routes"].as_array().unwrap();
-        assert_eq!(routes.len(), 3);
+        assert_eq!(routes.len(), 2);
         for route in routes {
             assert_eq!(route["route"]["cluster_header"], "x-trino-cluster");
         }
-        assert_eq!(routes[0]["match"]["path"], "/v1/statement");
+        assert_eq!(routes[0]["match"]["safe_regex"]["regex"], new_statement_regex(None));
+        assert_eq!(hcm["normalize_path"], true);
+        assert_eq!(hcm["merge_slashes"], true);
         let overrides = &routes[0]["typed_per_filter_config"];
         assert!(overrides[LEARN_FILTER].get("disabled").is_none(), "learning is on for new statements");
         assert_eq!(overrides[LEARN_FILTER]["config"]["overrides"], json!({}), "Envoy wants a config");
@@ -738,8 +753,8 @@ clusters:
         );
         assert_eq!(decide["processing_mode"]["request_body_mode"], "NONE");
         assert_eq!(hcm["http_filters"][0]["disabled"], true, "each route turns the filters on");
-        assert!(routes[2]["typed_per_filter_config"].get(LEARN_FILTER).is_none());
-        assert!(routes[2]["typed_per_filter_config"].get(DECIDE_FILTER).is_some());
+        assert!(routes[1]["typed_per_filter_config"].get(LEARN_FILTER).is_none());
+        assert!(routes[1]["typed_per_filter_config"].get(DECIDE_FILTER).is_some());
         let rewrite = &hcm["route_config"]["virtual_hosts"][0]["response_headers_to_add"][0];
         assert_eq!(rewrite["header"]["key"], "x-trino-started-transaction-id");
         assert_eq!(rewrite["header"]["value"], "%UPSTREAM_CLUSTER%~%RESP(x-trino-started-transaction-id)%");
@@ -747,7 +762,7 @@ clusters:
             rewrite["append_action"], "OVERWRITE_IF_EXISTS",
             "added only where the coordinator sent one"
         );
-        let mapper = &hcm["local_reply_config"]["mappers"][1];
+        let mapper = &hcm["local_reply_config"]["mappers"][2];
         assert!(mapper["filter"]["response_flag_filter"]["flags"].as_array().unwrap().contains(&json!("UF")));
         assert_eq!(
             mapper["body_format_override"]["json_format"]["error"]["errorName"],
@@ -770,22 +785,20 @@ clusters:
         let names: Vec<&str> = routes.iter().map(|r| r["name"].as_str().unwrap()).collect();
         assert_eq!(
             names,
-            [
-                "new-statement",
-                "ui-new-statement",
-                "prefixed-new-statement",
-                "url-placed-trino-a",
-                "url-placed-trino-b",
-                "trino"
-            ]
+            ["new-statement", "prefixed-new-statement", "url-placed-trino-a", "url-placed-trino-b", "trino"]
         );
-        let b = &routes[4];
+        assert_eq!(
+            routes[1]["typed_per_filter_config"], routes[0]["typed_per_filter_config"],
+            "SQL and learn"
+        );
+        assert_eq!(routes[1]["route"], routes[0]["route"], "the new-query timeout, no retry once sent");
+        let b = &routes[3];
         assert_eq!(b["match"]["prefix"], "/_trino/trino-b/");
         assert_eq!(b["route"]["cluster"], "outbound|2||b");
         assert_eq!(b["route"]["prefix_rewrite"], "/");
         assert!(b.get("typed_per_filter_config").is_none(), "no router on the data path");
         let statement =
-            regex::Regex::new(routes[2]["match"]["safe_regex"]["regex"].as_str().unwrap()).unwrap();
+            regex::Regex::new(routes[1]["match"]["safe_regex"]["regex"].as_str().unwrap()).unwrap();
         assert!(statement.is_match("/_trino/trino-a/v1/statement"));
         assert!(!statement.is_match("/_trino/trino-a/v1/statement/executing/x/y/1"));
         assert!(
@@ -793,7 +806,7 @@ clusters:
                 .as_array()
                 .unwrap()
                 .len()
-                == 3
+                == 2
         );
     }
 
