@@ -32,6 +32,9 @@ use crate::domain::config::tls::{CoordinatorTls, ListenTls};
 use crate::domain::rules::RuleSet;
 use raw::RawConfig;
 
+/// How many fallback steps a chain may take (`a → b → c` is two).
+pub const MAX_FALLBACK_DEPTH: usize = 8;
+
 /// The routing header Envoy routes on when the config names none.
 pub const DEFAULT_ROUTING_HEADER: &str = "x-trino-cluster";
 
@@ -306,6 +309,10 @@ pub struct Group {
     /// Indices into [`Config::groups`]: where its new queries go, in order, when none of its own
     /// clusters can take them.
     pub fallback: Vec<usize>,
+    /// Indices into [`Config::groups`]: every group a new query of this one may be placed in, in the
+    /// order they are tried: the group itself, its fallbacks, then their fallbacks (breadth first, each
+    /// group once). Validation guarantees at least one of them has clusters.
+    pub chain: Vec<usize>,
     /// Who may ask for this group by `X-Trino-Routing-Group`; `None`: anyone. Rules are the operator's
     /// and may send queries here regardless.
     pub allow: Option<GroupAccess>,

@@ -314,3 +314,60 @@ fn every_problem_is_reported_at_once() {
     let errors = Config::from_yaml(Path::new("router.yaml"), &text, &Overrides::default()).unwrap_err();
     assert_eq!(errors.0.len(), 1, "{errors}");
 }
+
+/// Groups with `groups_yaml` declared over clusters `a1` (group a) … as `clusters` says (one group name
+/// a cluster), default group `default`: every problem as `field: message`, one a line.
+fn chain_errors(groups_yaml: &str, clusters: &[&str], default: &str) -> Result<Config, String> {
+    let clusters: String = clusters
+        .iter()
+        .enumerate()
+        .map(|(i, g)| format!("  - {{name: c{i}, url: 'http://127.0.0.1:{}', group: {g}}}\n", 1 + i))
+        .collect();
+    let text = format!("default_group: {default}\ngroups: {groups_yaml}\nclusters:\n{clusters}");
+    Config::from_yaml(Path::new("r.yaml"), &text, &Overrides::default()).map_err(|e| {
+        e.0.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("\n")
+    })
+}
+
+#[test]
+fn fallback_chains_are_followed_to_the_end() {
+    #[rustfmt::skip]
+    let cases: &[(&str, &[&str], &str, &str)] = &[
+        // groups, clusters' groups, default group → every problem (empty: valid)
+        ("[{name: a, fallback: [b]}, {name: b, fallback: [c]}]", &["c"], "a", ""),
+        ("[{name: a, fallback: [b]}, {name: b, fallback: [a]}]", &["c"], "a",
+         "groups[0].fallback: the fallback chain `a → b → a` loops back on itself\n\
+          groups[0]: group `a` has no clusters and neither has any group it falls back to (`a → b`): no query of it can be placed\n\
+          groups[1]: group `b` has no clusters and neither has any group it falls back to (`b → a`): no query of it can be placed"),
+        ("[{name: a, fallback: [b]}, {name: b, fallback: [c]}, {name: c, fallback: [a]}]", &["a"], "a",
+         "groups[0].fallback: the fallback chain `a → b → c → a` loops back on itself"),
+        ("[{name: a, fallback: [b]}, {name: b}]", &["c"], "c",
+         "groups[0]: group `a` has no clusters and neither has any group it falls back to (`a → b`): no query of it can be placed\n\
+          groups[1]: group `b` has no clusters and no fallback: no query of it can be placed"),
+        ("[{name: a}]", &["c"], "a", "groups[0]: group `a` has no clusters and no fallback: no query of it can be placed"),
+        ("[{name: g0, fallback: [g1]}, {name: g1, fallback: [g2]}, {name: g2, fallback: [g3]}, {name: g3, fallback: [g4]}, \
+          {name: g4, fallback: [g5]}, {name: g5, fallback: [g6]}, {name: g6, fallback: [g7]}, {name: g7, fallback: [g8]}, \
+          {name: g8, fallback: [g9]}]", &["g9"], "g9",
+         "groups[0].fallback: the fallback chain `g0 → g1 → g2 → g3 → g4 → g5 → g6 → g7 → g8 → g9` takes more than 8 steps"),
+        ("[{name: g1, fallback: [g2]}, {name: g2, fallback: [g3]}, {name: g3, fallback: [g4]}, \
+          {name: g4, fallback: [g5]}, {name: g5, fallback: [g6]}, {name: g6, fallback: [g7]}, {name: g7, fallback: [g8]}, \
+          {name: g8, fallback: [g9]}]", &["g9"], "g1", ""),
+    ];
+    for (groups, clusters, default, want) in cases {
+        let got = chain_errors(groups, clusters, default).err().unwrap_or_default();
+        assert_eq!(got, *want, "{groups}");
+    }
+}
+
+#[test]
+fn a_chain_lists_every_group_once_breadth_first() {
+    let groups = "[{name: a, fallback: [b, c]}, {name: b, fallback: [d]}, {name: c, fallback: [d]}, {name: d}]";
+    let config = chain_errors(groups, &["d", "c"], "a").unwrap();
+    let chain = |g: &str| -> Vec<&str> {
+        let group = &config.groups[config.group_named(g).unwrap()];
+        group.chain.iter().map(|&i| &*config.groups[i].name).collect()
+    };
+    assert_eq!(chain("a"), ["a", "b", "c", "d"]);
+    assert_eq!(chain("b"), ["b", "d"]);
+    assert_eq!(chain("d"), ["d"]);
+}

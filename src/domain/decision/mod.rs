@@ -40,7 +40,8 @@ pub trait Lookups {
     fn turn(&self) -> usize;
 }
 
-/// The least loaded eligible cluster of `group`, else of its fallbacks in order: `(group, cluster)`.
+/// The least loaded eligible cluster of `group`, else of the groups of its whole fallback chain in
+/// order ([`Group::chain`]): `(group, cluster)`.
 fn place(
     config: &Config,
     group: usize,
@@ -48,9 +49,10 @@ fn place(
     turn: &mut impl FnMut() -> usize,
     eligible: impl Fn(&ClusterView) -> bool,
 ) -> Option<(usize, usize)> {
-    std::iter::once(group)
-        .chain(config.groups[group].fallback.iter().copied())
-        .find_map(|g| least_loaded(&config.groups[g], view, turn, &eligible).map(|c| (g, c)))
+    config.groups[group]
+        .chain
+        .iter()
+        .find_map(|&g| least_loaded(&config.groups[g], view, turn, &eligible).map(|c| (g, c)))
 }
 
 fn least_loaded(

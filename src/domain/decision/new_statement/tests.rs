@@ -286,3 +286,25 @@ fn restricted_groups_admit_only_their_users_and_sources() {
         assert_eq!(permitted_routing_group(&config, asked, user, source), want, "{asked:?} {user} {source}");
     }
 }
+
+/// A default group whose clusters are two fallbacks away: every new query is placed at the chain's end
+/// (it was refused when placement followed one fallback level only).
+#[test]
+fn new_queries_follow_the_whole_fallback_chain() {
+    let config = config(crate::domain::config::testing::CHAIN);
+    let place = |spec: &str, views: &'static str| {
+        let (request, _) = request(spec);
+        let statement = NewStatement { request: &request, sql: None, may_look_up: false, trace_rules: false };
+        match decide(&config, &statement, &Fixed::new(views, 0)).outcome {
+            Outcome::Route { cluster, placed: Placed::InGroup(g) } => {
+                format!("{} in {}", config.clusters[cluster].name, config.groups[g].name)
+            }
+            Outcome::Refuse(refusal) => format!("refuse {}", refusal.reply().status),
+            other => format!("{other:?}"),
+        }
+    };
+    assert_eq!(place("", ""), "back-1 in back");
+    assert_eq!(place("group=middle", "n0"), "back-2 in back");
+    assert_eq!(place("", "n0 n0 u0"), "refuse 503", "side is not in front's chain");
+    assert_eq!(place("group=side", ""), "side-1 in side");
+}
