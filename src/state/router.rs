@@ -22,7 +22,7 @@ use crate::domain::decision::{ClusterView, Lookups};
 use crate::domain::health::Health;
 use crate::domain::query_id::QueryId;
 use crate::domain::target::Target;
-use crate::state::affinity::Affinity;
+use crate::state::affinity::{Affinity, Placement};
 use crate::state::cluster_state::{ClusterRuntime, Operator};
 use crate::state::operator_store::OperatorStore;
 
@@ -76,6 +76,30 @@ pub enum Learned {
     TransactionEnded(String),
 }
 
+/// Why a coordinator is asked whether it knows a query ([`Check`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckReason {
+    /// A learned owner claims a coordinator id another cluster owns: shared only if confirmed.
+    Claim,
+    /// A client asked about a query the router neither placed nor verified: it counts as in flight only
+    /// once its coordinator confirms it.
+    InFlight,
+}
+
+/// A question for `cluster`'s coordinator: does it know `query` (`GET /v1/query/{id}`)?
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub query: QueryId,
+    pub cluster: Arc<str>,
+    pub reason: CheckReason,
+}
+
+/// Checks waiting for the checker at most; more are dropped (and counted).
+pub const MAX_PENDING_CHECKS: usize = 256;
+
+/// How long a query that was checked (or is being checked) is not checked again.
+pub const CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Shared by every ext_proc stream, the poller, the admin service and the reloader.
 pub struct Router {
     current: ArcSwap<Snapshot>,
@@ -89,6 +113,11 @@ pub struct Router {
     /// The operator's say over every cluster, as the replicas share it; the clusters' run-time state
     /// follows it.
     operators: OperatorStore,
+    /// Questions for coordinators ([`Check`]), answered by `coordinators::checks`.
+    checks: tokio::sync::mpsc::Sender<Check>,
+    checks_inbox: Mutex<Option<tokio::sync::mpsc::Receiver<Check>>>,
+    /// Queries checked or being checked recently (bounded): not asked again within [`CHECK_INTERVAL`].
+    checked: moka::sync::Cache<QueryId, ()>,
 }
 
 /// The live state as a decision asks for it.
@@ -166,6 +195,7 @@ impl Router {
         let operators = OperatorStore::new(config.fleet.replica.clone());
         let runtimes = Mutex::new(HashMap::new());
         let snapshot = Self::snapshot_for(&runtimes, config);
+        let (checks, inbox) = tokio::sync::mpsc::channel(MAX_PENDING_CHECKS);
         Router {
             current: ArcSwap::from_pointee(snapshot),
             runtimes,
@@ -173,23 +203,60 @@ impl Router {
             routes_changed: Notify::new(),
             turn: AtomicUsize::new(0),
             operators,
+            checks,
+            checks_inbox: Mutex::new(Some(inbox)),
+            checked: moka::sync::Cache::builder()
+                .max_capacity(crate::state::cluster_state::MAX_CLIENT_KEYED)
+                .time_to_live(CHECK_INTERVAL)
+                .build(),
         }
     }
 
-    /// Notified when something Envoy's learned routes depend on changed (a coordinator id learned, an
-    /// operator's say, a health change, a reload); the publisher's tick is the backstop.
-    pub fn routes_changed(&self) -> &Notify {
-        &self.routes_changed
+    /// The questions for coordinators, for the one task that answers them (`None` once taken).
+    pub fn take_checks(&self) -> Option<tokio::sync::mpsc::Receiver<Check>> {
+        self.checks_inbox.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
-    /// The current config and cluster state.
-    pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.current.load_full()
+    /// Asks (at most once per [`CHECK_INTERVAL`] per query, and never more than
+    /// [`MAX_PENDING_CHECKS`] waiting) whether `cluster`'s coordinator knows `query`.
+    fn check(&self, query: &QueryId, cluster: Arc<str>, reason: CheckReason) {
+        if self.checked.contains_key(query) {
+            return;
+        }
+        self.checked.insert(query.clone(), ());
+        if self.checks.try_send(Check { query: query.clone(), cluster, reason }).is_err() {
+            crate::state::metrics::METRICS.safeguard(crate::state::metrics::Safeguard::MapFull);
+            tracing::debug!(query_id = %query, "too many checks waiting: this one is dropped");
+        }
     }
 
-    /// What the router has learned about where queries and transactions live.
-    pub fn affinity(&self) -> AffinityView<'_> {
-        AffinityView(&self.affinity)
+    /// A coordinator's answer to a [`Check`]: `Some(true)` when it knows the query, `Some(false)` when
+    /// it does not, `None` when it gave no clear answer (nothing is confirmed).
+    pub fn checked(&self, check: Check, known: Option<bool>) {
+        let snapshot = self.snapshot();
+        let Some(cluster) = snapshot.cluster_by_name(&check.cluster) else { return };
+        match (check.reason, known) {
+            (CheckReason::Claim, Some(true)) => {
+                self.affinity.confirm_shared(check.query, check.cluster);
+                self.routes_changed.notify_one();
+            }
+            (CheckReason::InFlight, Some(true)) => {
+                snapshot.clusters[cluster].verified(&check.query);
+                snapshot.clusters[cluster].heard_from(&check.query);
+            }
+            (reason, Some(false)) => {
+                crate::state::metrics::METRICS.safeguard(crate::state::metrics::Safeguard::UnverifiedClaim);
+                tracing::warn!(
+                    query_id = %check.query,
+                    cluster = %check.cluster,
+                    ?reason,
+                    "the coordinator does not know a query said to be its own: ignored"
+                );
+            }
+            (reason, None) => {
+                tracing::debug!(query_id = %check.query, cluster = %check.cluster, ?reason, "a check got no answer")
+            }
+        }
     }
 
     /// Where a new statement goes ([`new_statement::decide`] on `snapshot`). A final decision that
@@ -216,7 +283,14 @@ impl Router {
         let lookups = LiveLookups { router: self, snapshot, stage: Stage::Final };
         let decision = follow_up::decide(&snapshot.config, request, &lookups);
         if let (Decision::Route { cluster, .. }, Target::Query(id)) = (&decision, &request.target) {
-            snapshot.clusters[*cluster].heard_from(id);
+            // Only a query the router placed or its coordinator confirmed counts as in flight: a client
+            // cannot hold a drain open by polling made-up ids.
+            let runtime = &snapshot.clusters[*cluster];
+            if runtime.is_known(id) {
+                runtime.heard_from(id);
+            } else {
+                self.check(id, snapshot.config.clusters[*cluster].name.clone(), CheckReason::InFlight);
+            }
         }
         decision
     }
@@ -227,10 +301,15 @@ impl Router {
             Learned::QueryOwner { query, cluster } => {
                 let name = snapshot.config.clusters[cluster].name.clone();
                 tracing::debug!(query_id = %query, cluster = %name, "learned query owner");
+                let before = self.affinity.coordinator_id_changes();
+                if self.affinity.learn(query.clone(), name.clone()) == Placement::Disputed {
+                    // Nothing counts until the claimed coordinator confirms it.
+                    self.check(&query, name, CheckReason::Claim);
+                    return;
+                }
+                snapshot.clusters[cluster].verified(&query);
                 snapshot.clusters[cluster].heard_from(&query);
                 snapshot.clusters[cluster].learned_now();
-                let before = self.affinity.coordinator_id_changes();
-                self.affinity.learn(query, name);
                 if self.affinity.coordinator_id_changes() != before {
                     self.routes_changed.notify_one();
                 }

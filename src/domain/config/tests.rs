@@ -137,7 +137,7 @@ fn groups_fallback_health_admin_and_auth() {
     let text = text.replace("    group: etl\n", "    group: etl\n    weight: 2.5\n    enabled: false\n");
     let overrides = Overrides {
         listen: None,
-        env: vec![("MY_TOKEN".into(), "s3cret".into()), ("MY_PASSWORD".into(), "pw".into())],
+        env: vec![("MY_TOKEN".into(), "s3cret-admin-token-x".into()), ("MY_PASSWORD".into(), "pw".into())],
         hostname: None,
     };
     let config = Config::from_yaml(Path::new("r.yaml"), &text, &overrides).unwrap();
@@ -152,7 +152,7 @@ fn groups_fallback_health_admin_and_auth() {
     assert_eq!(config.health.interval, Duration::from_millis(500));
     assert_eq!(config.health.retry_after, Duration::from_secs(2));
     assert_eq!((config.health.healthy_threshold, config.health.unhealthy_threshold), (3, 4));
-    assert_eq!(config.admin_token.as_deref(), Some("s3cret"));
+    assert_eq!(config.admin_token.as_ref().map(Secret::expose), Some("s3cret-admin-token-x"));
     let auth = config.coordinator_auth.as_ref().unwrap();
     assert_eq!((auth.user.as_str(), auth.password.as_deref()), ("router", Some("pw")));
     assert!(!format!("{auth:?}").contains("pw"), "passwords stay out of logs");
@@ -165,9 +165,9 @@ fn admin_token_defaults_to_its_environment_variable() {
     let none = load(EXAMPLE).unwrap();
     assert_eq!(none.admin_token, None);
     let overrides =
-        Overrides { listen: None, env: vec![(ADMIN_TOKEN_ENV.into(), "t".into())], hostname: None };
+        Overrides { listen: None, env: vec![(ADMIN_TOKEN_ENV.into(), "env-admin-token-0001".into())], hostname: None };
     let config = Config::from_yaml(Path::new("r.yaml"), EXAMPLE, &overrides).unwrap();
-    assert_eq!(config.admin_token.as_deref(), Some("t"));
+    assert_eq!(config.admin_token.as_ref().map(Secret::expose), Some("env-admin-token-0001"));
 }
 
 #[test]
@@ -370,4 +370,42 @@ fn a_chain_lists_every_group_once_breadth_first() {
     assert_eq!(chain("a"), ["a", "b", "c", "d"]);
     assert_eq!(chain("b"), ["b", "d"]);
     assert_eq!(chain("d"), ["d"]);
+}
+
+#[test]
+fn weak_tokens_are_refused_and_secrets_stay_out_of_debug() {
+    #[rustfmt::skip]
+    let cases: &[(&str, &str)] = &[
+        ("admin: {token: change-me}", "admin.token: `change-me` is an example value, not a secret"),
+        ("admin: {token: short}", "admin.token: a token of 5 characters is too short: use at least 16"),
+        ("envoy_auth: {token: change-me}", "envoy_auth.token: `change-me` is an example value"),
+        ("envoy_auth: {}", "envoy_auth: set `token` or `token_env`"),
+        ("metrics_auth: {token: abc}", "metrics_auth.token: a token of 3 characters is too short"),
+        ("admin: {listen: nowhere}", "admin.listen: `nowhere` is not an address"),
+    ];
+    for (section, want) in cases {
+        let got = error_after("clusters:\n", &format!("{section}\nclusters:\n"));
+        assert!(got.starts_with(want), "{section}\n got: {got}\nwant: {want}");
+    }
+    let from_env = Overrides { env: vec![(ADMIN_TOKEN_ENV.into(), "change-me".into())], ..Overrides::default() };
+    let e = Config::from_yaml(Path::new("r.yaml"), EXAMPLE, &from_env).unwrap_err();
+    assert!(e.to_string().contains("TRINO_ROUTER_ADMIN_TOKEN") && e.to_string().contains("change-me"), "{e}");
+
+    let text = EXAMPLE.replace(
+        "clusters:\n",
+        "admin: {token: admin-secret-0123456789, listen: '127.0.0.1:0'}\nenvoy_auth: {token_env: ENVOY_TOKEN}\n\
+         metrics_auth: {token: metrics-secret-0123456789}\nclusters:\n",
+    );
+    let overrides = Overrides {
+        env: vec![("ENVOY_TOKEN".into(), "envoy-secret-0123456789".into()), ("OTHER".into(), "env-value-xyz".into())],
+        ..Overrides::default()
+    };
+    let config = Config::from_yaml(Path::new("r.yaml"), &text, &overrides).unwrap();
+    assert_eq!(config.envoy_auth.as_ref().map(Secret::expose), Some("envoy-secret-0123456789"));
+    assert_eq!(config.admin_listen, Some("127.0.0.1:0".parse().unwrap()));
+    let printed = format!("{config:?} {overrides:?}");
+    for secret in ["admin-secret", "envoy-secret", "metrics-secret", "env-value-xyz"] {
+        assert!(!printed.contains(secret), "{secret} in Debug: {printed}");
+    }
+    assert!(printed.contains("ENVOY_TOKEN"), "names of variables are shown: {printed}");
 }

@@ -8,7 +8,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::raw::{RawConfig, RawCoordinatorTls};
+use super::raw::{RawConfig, RawCoordinatorTls, RawToken};
+use super::secret::{Secret, weakness};
 use super::tls::{CoordinatorTls, ListenTls};
 use super::{
     ADMIN_TOKEN_ENV, Cluster, Config, CoordinatorUrl, Credentials, DEFAULT_ROUTING_HEADER, Group,
@@ -52,6 +53,9 @@ pub(super) fn validate(
     let default_group = default_group(&raw, &groups, p);
     let health = health(raw.health, p);
     let admin_token = admin_token(&raw, overrides, p);
+    let admin_listen = admin_listen(&raw, p);
+    let envoy_auth = token_of("envoy_auth", raw.envoy_auth.as_ref(), overrides, p);
+    let metrics_auth = token_of("metrics_auth", raw.metrics_auth.as_ref(), overrides, p);
     let coordinator_auth = coordinator_auth(&raw, overrides, p);
     affinity(&raw, p);
     let rules = rules(&raw, &groups, p);
@@ -74,6 +78,9 @@ pub(super) fn validate(
         Some(url_prefix),
         Some(metrics_listen),
         Some(fleet),
+        Some(admin_listen),
+        Some(envoy_auth),
+        Some(metrics_auth),
         true,
     ) = (
         listen,
@@ -88,6 +95,9 @@ pub(super) fn validate(
         url_prefix,
         metrics_listen,
         fleet,
+        admin_listen,
+        envoy_auth,
+        metrics_auth,
         problems.0.is_empty(),
     )
     else {
@@ -105,6 +115,9 @@ pub(super) fn validate(
         query_log: raw.query_log,
         health,
         admin_token,
+        admin_listen,
+        envoy_auth,
+        metrics_auth,
         coordinator_auth,
         rules: Arc::new(rules),
         rule_tests: raw.rule_tests,
@@ -123,7 +136,7 @@ fn fleet(
     raw: &RawConfig,
     file: &Path,
     overrides: &Overrides,
-    admin_token: &Option<Option<String>>,
+    admin_token: &Option<Option<Secret>>,
     listen_tls: &Option<Option<ListenTls>>,
     p: &mut Problems,
 ) -> Option<super::fleet::FleetSettings> {
@@ -478,25 +491,62 @@ fn health(health: HealthSettings, p: &mut Problems) -> HealthSettings {
     health
 }
 
-/// `admin`: the token, from the file or the environment.
-fn admin_token(raw: &RawConfig, overrides: &Overrides, p: &mut Problems) -> Option<Option<String>> {
-    match (&raw.admin.token, &raw.admin.token_env) {
+/// `admin`: the token, from the file or the environment (`TRINO_ROUTER_ADMIN_TOKEN` when it names none).
+fn admin_token(raw: &RawConfig, overrides: &Overrides, p: &mut Problems) -> Option<Option<Secret>> {
+    let token = RawToken { token: raw.admin.token.clone(), token_env: raw.admin.token_env.clone() };
+    if token.token.is_none() && token.token_env.is_none() {
+        let Some(value) = overrides.var(ADMIN_TOKEN_ENV) else { return Some(None) };
+        let weak = weakness(value).map(|why| format!("(from the environment variable `{ADMIN_TOKEN_ENV}`) {why}"));
+        return match weak {
+            Some(why) => {
+                p.add("admin.token", why);
+                None
+            }
+            None => Some(Some(Secret::new(value))),
+        };
+    }
+    token_of("admin", Some(&token), overrides, p)
+}
+
+/// A token section (`admin`, `envoy_auth`, `metrics_auth`): `token` or `token_env`, strong enough.
+fn token_of(section: &str, raw: Option<&RawToken>, overrides: &Overrides, p: &mut Problems) -> Option<Option<Secret>> {
+    let Some(raw) = raw else { return Some(None) };
+    let (field, value) = match (&raw.token, &raw.token_env) {
         (Some(_), Some(_)) => {
-            p.add("admin", "set `token` or `token_env`, not both");
-            None
+            p.add(section, "set `token` or `token_env`, not both");
+            return None;
+        }
+        (None, None) => {
+            p.add(section, "set `token` or `token_env`");
+            return None;
         }
         (Some(token), None) if token.is_empty() => {
-            p.add("admin.token", "must not be empty");
-            None
+            p.add(format!("{section}.token"), "must not be empty");
+            return None;
         }
-        (Some(token), None) => Some(Some(token.clone())),
+        (Some(token), None) => (format!("{section}.token"), token.clone()),
         (None, Some(name)) => {
             let token = overrides.var(name).map(str::to_owned);
-            p.ok("admin.token_env", token.ok_or(format!("the environment variable `{name}` is not set")))
-                .map(Some)
+            let field = format!("{section}.token_env");
+            let value = p.ok(field.clone(), token.ok_or(format!("the environment variable `{name}` is not set")))?;
+            (field, value)
         }
-        (None, None) => Some(overrides.var(ADMIN_TOKEN_ENV).map(str::to_owned)),
+    };
+    match weakness(&value) {
+        Some(why) => {
+            p.add(field, why);
+            None
+        }
+        None => Some(Some(Secret::new(value))),
     }
+}
+
+/// `admin.listen`.
+fn admin_listen(raw: &RawConfig, p: &mut Problems) -> Option<Option<SocketAddr>> {
+    let Some(text) = &raw.admin.listen else { return Some(None) };
+    let parsed =
+        text.parse().map_err(|_| format!("`{text}` is not an address of the form HOST:PORT with an IP host"));
+    p.ok("admin.listen", parsed).map(Some)
 }
 
 /// `coordinator_auth`: the user, and the password from the file or the environment.

@@ -645,3 +645,22 @@ fn malformed_messages_get_defined_answers() {
         "Finish"
     );
 }
+
+/// With its role known (named in its metadata, or `envoy_auth` on), a decide stream that begins with an
+/// answer and a note does not become a learn stream: it learns nothing.
+#[test]
+fn a_known_role_is_not_changed_by_the_first_message() {
+    let router = router();
+    let note = LearnNote { envoy_cluster: "trino-a".into(), watch: false, log: None };
+    let forged = answer_with_note(&with_note(pass(Phase::RequestBody), &note));
+    let mut decide = ProcessingStream::role_known(router.clone(), Role::Decide);
+    decide.on_message(forged.clone());
+    decide.on_message(body(&first_page(), true, false));
+    assert!(unplaced_follow_up(&router).ends_with("then refuse 404"), "nothing learned");
+    // Without a known role, the same stream learns (Envoy Gateway's extProc sets no metadata).
+    let mut inferred = ProcessingStream::new(router.clone(), Role::Decide);
+    inferred.on_message(forged);
+    inferred.on_message(body(&first_page(), true, false));
+    let mut s = ProcessingStream::new(router, Role::Decide);
+    assert_eq!(summary(s.on_message(follow_up())), "route trino-a");
+}
