@@ -156,7 +156,7 @@ impl ClusterRuntime {
 
     /// A new query could not be delivered here; returns the new health when it changed.
     pub fn delivery_failed(&self) -> Option<Health> {
-        self.tracker().passive_failure()
+        self.tracker().passive_failure(now_ms())
     }
 
     /// The coordinator refused a new query; returns the new health when it changed.
@@ -258,6 +258,9 @@ mod tests {
         assert_eq!(c.set_operator(Operator::Draining), Operator::Active);
         assert!(!c.accepts_new_queries());
         c.set_operator(Operator::Active);
+        c.delivery_failed();
+        assert!(c.accepts_new_queries(), "one failed delivery is a suspicion");
+        c.delivery_failed();
         c.delivery_failed();
         assert!(!c.accepts_new_queries());
         assert!(!ClusterRuntime::new(false).accepts_new_queries(), "starts disabled");

@@ -45,10 +45,12 @@ impl Snapshot {
 
     fn view(&self, cluster: usize) -> ClusterView {
         let runtime = &self.clusters[cluster];
+        let health = runtime.health();
         ClusterView {
             accepts_new: runtime.accepts_new_queries(),
-            down: runtime.health().is_down(),
+            down: health.is_down(),
             load: runtime.load() as f64 / self.config.clusters[cluster].weight,
+            doubtful: health == Health::Unhealthy && runtime.operator() == Operator::Active,
         }
     }
 }
@@ -116,6 +118,8 @@ pub struct Router {
     /// Questions for coordinators ([`Check`]), answered by `coordinators::checks`.
     checks: tokio::sync::mpsc::Sender<Check>,
     checks_inbox: Mutex<Option<tokio::sync::mpsc::Receiver<Check>>>,
+    /// Notified when a cluster looks suspect (a failed delivery): the poller polls at once.
+    suspect: Notify,
     /// Queries checked or being checked recently (bounded): not asked again within [`CHECK_INTERVAL`].
     checked: moka::sync::Cache<QueryId, ()>,
 }
@@ -205,11 +209,17 @@ impl Router {
             operators,
             checks,
             checks_inbox: Mutex::new(Some(inbox)),
+            suspect: Notify::new(),
             checked: moka::sync::Cache::builder()
                 .max_capacity(crate::state::cluster_state::MAX_CLIENT_KEYED)
                 .time_to_live(CHECK_INTERVAL)
                 .build(),
         }
+    }
+
+    /// Notified when a cluster looks suspect: poll now rather than at the next interval.
+    pub fn suspect(&self) -> &Notify {
+        &self.suspect
     }
 
     /// The questions for coordinators, for the one task that answers them (`None` once taken).
@@ -322,8 +332,10 @@ impl Router {
         }
     }
 
-    /// Envoy could not deliver a new query to this cluster: it takes no new queries until polls say so.
+    /// Envoy could not deliver a new query to this cluster: the poller polls at once, and after a few
+    /// such failures in a short while it takes no new queries until polls say so.
     pub fn delivery_failed(&self, snapshot: &Snapshot, cluster: usize, status: &str) {
+        self.suspect.notify_one();
         if let Some(health) = snapshot.clusters[cluster].delivery_failed() {
             self.routes_changed.notify_one();
             let name = &snapshot.config.clusters[cluster].name;
@@ -560,6 +572,9 @@ clusters:
         assert_eq!(router.set_operator("a", Operator::Draining, ""), Some(Operator::Active));
         assert_eq!(router.set_operator("nope", Operator::Draining, ""), None);
         let snapshot = router.snapshot();
+        router.delivery_failed(&snapshot, 1, "503");
+        assert_eq!(snapshot.clusters[1].health(), Health::Unknown, "one failed delivery ejects nothing");
+        router.delivery_failed(&snapshot, 1, "503");
         router.delivery_failed(&snapshot, 1, "503");
         let picks: Vec<usize> = (0..5).map(|_| new_query(&router, None)).collect();
         assert_eq!(picks, [2; 5]);
