@@ -79,7 +79,7 @@ pub enum Learned {
 }
 
 /// Why a coordinator is asked whether it knows a query ([`Check`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CheckReason {
     /// A learned owner claims a coordinator id another cluster owns: shared only if confirmed.
     Claim,
@@ -121,7 +121,7 @@ pub struct Router {
     /// Notified when a cluster looks suspect (a failed delivery): the poller polls at once.
     suspect: Notify,
     /// Queries checked or being checked recently (bounded): not asked again within [`CHECK_INTERVAL`].
-    checked: moka::sync::Cache<QueryId, ()>,
+    checked: moka::sync::Cache<(QueryId, CheckReason), ()>,
 }
 
 /// The live state as a decision asks for it.
@@ -230,10 +230,11 @@ impl Router {
     /// Asks (at most once per [`CHECK_INTERVAL`] per query, and never more than
     /// [`MAX_PENDING_CHECKS`] waiting) whether `cluster`'s coordinator knows `query`.
     fn check(&self, query: &QueryId, cluster: Arc<str>, reason: CheckReason) {
-        if self.checked.contains_key(query) {
+        let key = (query.clone(), reason);
+        if self.checked.contains_key(&key) {
             return;
         }
-        self.checked.insert(query.clone(), ());
+        self.checked.insert(key, ());
         if self.checks.try_send(Check { query: query.clone(), cluster, reason }).is_err() {
             crate::state::metrics::METRICS.safeguard(crate::state::metrics::Safeguard::MapFull);
             tracing::debug!(query_id = %query, "too many checks waiting: this one is dropped");
@@ -543,6 +544,45 @@ clusters:
             Decision::Route { cluster: 2, basis: Basis::QueryOwner(id) }
         );
         assert_eq!(snapshot.clusters[2].in_flight(), 1);
+    }
+
+    /// A client polling made-up ids of a cluster's coordinator counts as nothing in flight until the
+    /// coordinator confirms the query; a claimed coordinator id is shared only once confirmed.
+    #[test]
+    fn only_placed_or_confirmed_queries_count() {
+        let router = router_from(CLUSTERS);
+        let mut checks = router.take_checks().unwrap();
+        let snapshot = router.snapshot();
+        let placed = QueryId::parse("20260101_120000_00001_abcde").unwrap();
+        let made_up = QueryId::parse("20260101_120000_00777_abcde").unwrap();
+        router.learn(&snapshot, Learned::QueryOwner { query: placed.clone(), cluster: 2 });
+        let poll = |id: &QueryId| {
+            let path = format!("/v1/statement/executing/{id}/y/1");
+            let request =
+                FollowUp { method: "GET", path: &path, target: classify("GET", &path), url_cluster: None };
+            router.decide_follow_up(&snapshot, &request)
+        };
+        for _ in 0..3 {
+            assert!(matches!(poll(&made_up), Decision::Route { cluster: 2, .. }), "placed by its coordinator id");
+        }
+        assert_eq!(snapshot.clusters[2].in_flight(), 1, "only the placed query");
+        let check = checks.try_recv().unwrap();
+        assert_eq!((check.query.clone(), check.reason), (made_up.clone(), CheckReason::InFlight));
+        assert!(checks.try_recv().is_err(), "asked once");
+        router.checked(check.clone(), Some(false));
+        assert_eq!(snapshot.clusters[2].in_flight(), 1, "the coordinator does not know it");
+        router.checked(check, Some(true));
+        assert_eq!(snapshot.clusters[2].in_flight(), 2, "confirmed");
+
+        // A claim that the same coordinator id is another cluster's: nothing changes until confirmed.
+        router.learn(&snapshot, Learned::QueryOwner { query: made_up.clone(), cluster: 0 });
+        let claim = checks.try_recv().unwrap();
+        assert_eq!((claim.cluster.as_ref(), claim.reason), ("a", CheckReason::Claim));
+        router.checked(claim.clone(), Some(false));
+        assert!(!router.affinity().is_shared_suffix("abcde"));
+        assert_eq!(router.affinity().owner_of(&placed).as_deref(), Some("c"));
+        router.checked(claim, Some(true));
+        assert!(router.affinity().is_shared_suffix("abcde"));
     }
 
     #[test]
