@@ -23,7 +23,7 @@ import harness
 ADHOC = {"trino-a", "trino-b"}
 #: The name in the router's certificate that Envoy checks (``--router-server-name``), besides 127.0.0.1.
 ROUTER_NAME = "trino-router.test"
-TOKEN = "tls-admin-token"
+TOKEN = "tls-admin-token-5e81"
 
 
 def _trustme():
