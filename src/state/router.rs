@@ -294,10 +294,12 @@ impl Router {
         let lookups = LiveLookups { router: self, snapshot, stage: Stage::Final };
         let decision = follow_up::decide(&snapshot.config, request, &lookups);
         if let (Decision::Route { cluster, .. }, Target::Query(id)) = (&decision, &request.target) {
-            // Only a query the router placed or its coordinator confirmed counts as in flight: a client
-            // cannot hold a drain open by polling made-up ids.
+            // On a cluster that is not active (a drain waits for its queries), only a query the router
+            // placed or its coordinator confirmed counts as in flight: a client cannot hold a drain open by
+            // polling made-up ids. (On an active one the count is only shown; checking every query there
+            // would cost its coordinator a request per query when every follow-up reaches the router.)
             let runtime = &snapshot.clusters[*cluster];
-            if runtime.is_known(id) {
+            if runtime.operator() == Operator::Active || runtime.is_known(id) {
                 runtime.heard_from(id);
             } else {
                 self.check(id, snapshot.config.clusters[*cluster].name.clone(), CheckReason::InFlight);
@@ -546,12 +548,13 @@ clusters:
         assert_eq!(snapshot.clusters[2].in_flight(), 1);
     }
 
-    /// A client polling made-up ids of a cluster's coordinator counts as nothing in flight until the
-    /// coordinator confirms the query; a claimed coordinator id is shared only once confirmed.
+    /// A client polling made-up ids of a draining cluster's coordinator counts as nothing in flight until
+    /// the coordinator confirms the query; a claimed coordinator id is shared only once confirmed.
     #[test]
     fn only_placed_or_confirmed_queries_count() {
         let router = router_from(CLUSTERS);
         let mut checks = router.take_checks().unwrap();
+        router.set_operator("c", Operator::Draining, "");
         let snapshot = router.snapshot();
         let placed = QueryId::parse("20260101_120000_00001_abcde").unwrap();
         let made_up = QueryId::parse("20260101_120000_00777_abcde").unwrap();

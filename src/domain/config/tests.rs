@@ -176,7 +176,7 @@ fn default_group_needs_somewhere_to_go() {
         .replace("default_group: adhoc", "default_group: empty")
         .replace("clusters:\n", "groups: [{name: empty}]\nclusters:\n");
     let e = load(&text).unwrap_err();
-    assert_eq!(e.field, "default_group");
+    assert_eq!(e.field, "groups[0]", "reported with the group, once");
     assert!(e.message.contains("no clusters and no fallback"), "{e}");
 }
 
