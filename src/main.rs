@@ -163,7 +163,7 @@ async fn serve(config: Config, source: ConfigSource) -> Result<(), Box<dyn std::
         Some(_) => "TLS",
     };
     tracing::info!(%addr, clusters, tls, "serving ext_proc, admin and grpc.health.v1");
-    if !envoy_auth && !config_tls.as_ref().is_some_and(|t| t.client_ca.is_some()) {
+    if !envoy_auth && config_tls.as_ref().is_none_or(|t| t.client_ca.is_none()) {
         tracing::warn!(
             "any client that reaches {addr} can open ext_proc streams and teach the router: set envoy_auth \
              (or listen_tls with client_ca_file) unless only Envoy can reach this port"

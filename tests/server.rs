@@ -323,9 +323,15 @@ async fn learned_coordinator_ids_become_routes_envoy_serves_alone() {
 /// A learn stream's claim that a known coordinator id belongs to the other cluster: the other
 /// cluster's coordinator does not know the query, so nothing changes — the coordinator id still places
 /// its queries (before, the claim made it ambiguous for good and its queries unplaceable).
-async fn forge_claim(router: &Router, claimed_by: &str, id: &str, token: Option<&str>) -> Result<(), tonic::Status> {
+async fn forge_claim(
+    router: &Router,
+    claimed_by: &str,
+    id: &str,
+    token: Option<&str>,
+) -> Result<(), tonic::Status> {
     let mut decide = router.stream("decide").await;
-    let post = headers(&[(":method", "POST"), (":path", "/v1/statement"), ("x-trino-user", "mallory")], false);
+    let post =
+        headers(&[(":method", "POST"), (":path", "/v1/statement"), ("x-trino-user", "mallory")], false);
     decide.send(Phase::RequestHeaders(post), None).await;
     let routed = decide.send(Phase::RequestBody(body("SELECT 1")), None).await;
     // The forger names the cluster it likes in the note.
@@ -363,7 +369,9 @@ async fn a_forged_learn_stream_changes_no_placement() {
 async fn with_envoy_auth_only_streams_with_the_token_are_served() {
     let token = "envoy-shared-token-for-tests-0001";
     let router = Router::start_with("", Some(token)).await;
-    for (role, presented) in [(Some("learn"), None), (Some("decide"), Some("wrong-token-wrong-token")), (None, None)] {
+    for (role, presented) in
+        [(Some("learn"), None), (Some("decide"), Some("wrong-token-wrong-token")), (None, None)]
+    {
         let refused = router.open(role, presented).await.err().expect("refused");
         assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{role:?} {presented:?}");
         assert!(refused.message().contains("envoy_auth"), "{}", refused.message());

@@ -151,8 +151,10 @@ impl QueryLookup {
         let config = &snapshot.config;
         let url = &config.clusters[cluster].url;
         let client = self.client_for(&url.to_string(), &config.coordinator_tls).ok()?;
-        let mut request =
-            client.get(format!("{url}/v1/query/{query}")).timeout(timeout).header("X-Trino-User", ROUTER_USER);
+        let mut request = client
+            .get(format!("{url}/v1/query/{query}"))
+            .timeout(timeout)
+            .header("X-Trino-User", ROUTER_USER);
         if let Some(auth) = &config.coordinator_auth {
             request = request.basic_auth(&auth.user, auth.password.as_deref());
         }

@@ -99,7 +99,12 @@ pub struct Tracker {
 
 impl Default for Tracker {
     fn default() -> Self {
-        Tracker { health: Health::Unknown, good_streak: 0, bad_streak: 0, failed_deliveries: [0; DELIVERY_FAILURES] }
+        Tracker {
+            health: Health::Unknown,
+            good_streak: 0,
+            bad_streak: 0,
+            failed_deliveries: [0; DELIVERY_FAILURES],
+        }
     }
 }
 

@@ -33,8 +33,8 @@ use crate::operate::admin::AdminService;
 use crate::operate::api::admin_server::AdminServer;
 use crate::operate::fleet::Fleet;
 use crate::operate::listener::{
-    GRPC_KEEPALIVE, GRPC_KEEPALIVE_TIMEOUT, GRPC_LIMITS, GRPC_MAX_MESSAGE_BYTES, GRPC_MAX_STREAMS_PER_CONNECTION,
-    LimitedListener, incoming,
+    GRPC_KEEPALIVE, GRPC_KEEPALIVE_TIMEOUT, GRPC_LIMITS, GRPC_MAX_MESSAGE_BYTES,
+    GRPC_MAX_STREAMS_PER_CONNECTION, LimitedListener, incoming,
 };
 use crate::state::router::Router;
 
@@ -212,7 +212,10 @@ impl Server {
         let mut routes = tonic::service::Routes::new(health_service.clone())
             .add_service(reflection())
             .add_service(ext_proc)
-            .add_service(RouteDiscoveryServiceServer::new(RouteDiscovery::new(tables_rx, stopping_rx.clone())));
+            .add_service(RouteDiscoveryServiceServer::new(RouteDiscovery::new(
+                tables_rx,
+                stopping_rx.clone(),
+            )));
         let admin_port = match self.admin {
             None => {
                 routes = routes.add_service(admin);
@@ -221,17 +224,21 @@ impl Server {
             Some(listener) => {
                 // The admin service (and health, for probes) on a port of its own, with the same TLS.
                 let mut stopped = stopping_rx.clone();
-                let served = tonic::service::Routes::new(health_service).add_service(reflection()).add_service(admin);
+                let served =
+                    tonic::service::Routes::new(health_service).add_service(reflection()).add_service(admin);
                 let incoming = incoming(LimitedListener::new(listener, GRPC_LIMITS, "admin"));
-                let serve =
-                    grpc_builder(self.tls.clone())?.add_routes(served).serve_with_incoming_shutdown(incoming, async move {
+                let serve = grpc_builder(self.tls.clone())?.add_routes(served).serve_with_incoming_shutdown(
+                    incoming,
+                    async move {
                         let _ = stopped.wait_for(|stop| *stop).await;
-                    });
+                    },
+                );
                 Some(tokio::spawn(serve))
             }
         };
         let incoming = incoming(LimitedListener::new(self.listener, GRPC_LIMITS, "grpc"));
-        let serve = grpc_builder(self.tls)?.add_routes(routes).serve_with_incoming_shutdown(incoming, shutdown);
+        let serve =
+            grpc_builder(self.tls)?.add_routes(routes).serve_with_incoming_shutdown(incoming, shutdown);
         let deadline = async {
             let _ = stopped.wait_for(|stop| *stop).await;
             tokio::time::sleep(SHUTDOWN_GRACE).await;
@@ -243,7 +250,9 @@ impl Server {
                 Ok(())
             }
         };
-        for task in [admin_port.map(|t| t.abort_handle()), checks.map(|t| t.abort_handle())].into_iter().flatten() {
+        for task in
+            [admin_port.map(|t| t.abort_handle()), checks.map(|t| t.abort_handle())].into_iter().flatten()
+        {
             task.abort();
         }
         publisher.abort();

@@ -270,6 +270,22 @@ impl Router {
         }
     }
 
+    /// Notified when something Envoy's learned routes depend on changed (a coordinator id learned, an
+    /// operator's say, a health change, a reload); the publisher's tick is the backstop.
+    pub fn routes_changed(&self) -> &Notify {
+        &self.routes_changed
+    }
+
+    /// The current config and cluster state.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// What the router has learned about where queries and transactions live.
+    pub fn affinity(&self) -> AffinityView<'_> {
+        AffinityView(&self.affinity)
+    }
+
     /// Where a new statement goes ([`new_statement::decide`] on `snapshot`). A final decision that
     /// places the statement in a group records the dispatch.
     pub fn decide_new_statement(
@@ -566,7 +582,10 @@ clusters:
             router.decide_follow_up(&snapshot, &request)
         };
         for _ in 0..3 {
-            assert!(matches!(poll(&made_up), Decision::Route { cluster: 2, .. }), "placed by its coordinator id");
+            assert!(
+                matches!(poll(&made_up), Decision::Route { cluster: 2, .. }),
+                "placed by its coordinator id"
+            );
         }
         assert_eq!(snapshot.clusters[2].in_flight(), 1, "only the placed query");
         let check = checks.try_recv().unwrap();

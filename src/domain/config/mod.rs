@@ -30,9 +30,9 @@ pub(crate) mod testing;
 mod tests;
 
 use crate::domain::config::tls::{CoordinatorTls, ListenTls};
-pub use secret::Secret;
 use crate::domain::rules::RuleSet;
 use raw::RawConfig;
+pub use secret::Secret;
 
 /// How many fallback steps a chain may take (`a → b → c` is two).
 pub const MAX_FALLBACK_DEPTH: usize = 8;

@@ -41,7 +41,10 @@ impl fmt::Debug for Secret {
 /// Why a token is too weak to guard anything, if it is.
 pub fn weakness(token: &str) -> Option<String> {
     let lowered = token.trim().to_ascii_lowercase();
-    if KNOWN_WEAK.iter().any(|weak| lowered == *weak || lowered.trim_matches(|c: char| !c.is_ascii_alphanumeric()) == *weak) {
+    if KNOWN_WEAK
+        .iter()
+        .any(|weak| lowered == *weak || lowered.trim_matches(|c: char| !c.is_ascii_alphanumeric()) == *weak)
+    {
         return Some(format!(
             "`{token}` is an example value, not a secret: set one of your own (e.g. `openssl rand -hex 24`)"
         ));
@@ -53,7 +56,9 @@ pub fn weakness(token: &str) -> Option<String> {
         ));
     }
     if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Some("a token must not hold spaces or control characters (it travels in a header)".to_owned());
+        return Some(
+            "a token must not hold spaces or control characters (it travels in a header)".to_owned(),
+        );
     }
     if token.chars().all(|c| c == token.chars().next().unwrap_or(' ')) {
         return Some("a token of one repeated character is not a secret".to_owned());

@@ -164,8 +164,11 @@ fn groups_fallback_health_admin_and_auth() {
 fn admin_token_defaults_to_its_environment_variable() {
     let none = load(EXAMPLE).unwrap();
     assert_eq!(none.admin_token, None);
-    let overrides =
-        Overrides { listen: None, env: vec![(ADMIN_TOKEN_ENV.into(), "env-admin-token-0001".into())], hostname: None };
+    let overrides = Overrides {
+        listen: None,
+        env: vec![(ADMIN_TOKEN_ENV.into(), "env-admin-token-0001".into())],
+        hostname: None,
+    };
     let config = Config::from_yaml(Path::new("r.yaml"), EXAMPLE, &overrides).unwrap();
     assert_eq!(config.admin_token.as_ref().map(Secret::expose), Some("env-admin-token-0001"));
 }
@@ -324,9 +327,8 @@ fn chain_errors(groups_yaml: &str, clusters: &[&str], default: &str) -> Result<C
         .map(|(i, g)| format!("  - {{name: c{i}, url: 'http://127.0.0.1:{}', group: {g}}}\n", 1 + i))
         .collect();
     let text = format!("default_group: {default}\ngroups: {groups_yaml}\nclusters:\n{clusters}");
-    Config::from_yaml(Path::new("r.yaml"), &text, &Overrides::default()).map_err(|e| {
-        e.0.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("\n")
-    })
+    Config::from_yaml(Path::new("r.yaml"), &text, &Overrides::default())
+        .map_err(|e| e.0.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("\n"))
 }
 
 #[test]
@@ -361,7 +363,8 @@ fn fallback_chains_are_followed_to_the_end() {
 
 #[test]
 fn a_chain_lists_every_group_once_breadth_first() {
-    let groups = "[{name: a, fallback: [b, c]}, {name: b, fallback: [d]}, {name: c, fallback: [d]}, {name: d}]";
+    let groups =
+        "[{name: a, fallback: [b, c]}, {name: b, fallback: [d]}, {name: c, fallback: [d]}, {name: d}]";
     let config = chain_errors(groups, &["d", "c"], "a").unwrap();
     let chain = |g: &str| -> Vec<&str> {
         let group = &config.groups[config.group_named(g).unwrap()];
@@ -387,7 +390,8 @@ fn weak_tokens_are_refused_and_secrets_stay_out_of_debug() {
         let got = error_after("clusters:\n", &format!("{section}\nclusters:\n"));
         assert!(got.starts_with(want), "{section}\n got: {got}\nwant: {want}");
     }
-    let from_env = Overrides { env: vec![(ADMIN_TOKEN_ENV.into(), "change-me".into())], ..Overrides::default() };
+    let from_env =
+        Overrides { env: vec![(ADMIN_TOKEN_ENV.into(), "change-me".into())], ..Overrides::default() };
     let e = Config::from_yaml(Path::new("r.yaml"), EXAMPLE, &from_env).unwrap_err();
     assert!(e.to_string().contains("TRINO_ROUTER_ADMIN_TOKEN") && e.to_string().contains("change-me"), "{e}");
 
@@ -397,7 +401,10 @@ fn weak_tokens_are_refused_and_secrets_stay_out_of_debug() {
          metrics_auth: {token: metrics-secret-0123456789}\nclusters:\n",
     );
     let overrides = Overrides {
-        env: vec![("ENVOY_TOKEN".into(), "envoy-secret-0123456789".into()), ("OTHER".into(), "env-value-xyz".into())],
+        env: vec![
+            ("ENVOY_TOKEN".into(), "envoy-secret-0123456789".into()),
+            ("OTHER".into(), "env-value-xyz".into()),
+        ],
         ..Overrides::default()
     };
     let config = Config::from_yaml(Path::new("r.yaml"), &text, &overrides).unwrap();

@@ -368,7 +368,8 @@ fn fallback_chains(raw: &RawConfig, groups: &mut [Group], p: &mut Problems) {
     }
     if cycles.is_empty() {
         let longest = longest_chains(&links);
-        if let Some(path) = longest.iter().filter(|path| path.len() > MAX_FALLBACK_DEPTH + 1).max_by_key(|p| p.len())
+        if let Some(path) =
+            longest.iter().filter(|path| path.len() > MAX_FALLBACK_DEPTH + 1).max_by_key(|p| p.len())
         {
             p.add(
                 format!("groups[{}].fallback", path[0]),
@@ -422,7 +423,13 @@ fn fallback_cycles(links: &[Vec<usize>]) -> Vec<Vec<usize>> {
         OnPath,
         Done,
     }
-    fn visit(g: usize, links: &[Vec<usize>], colour: &mut [Colour], path: &mut Vec<usize>, found: &mut Vec<Vec<usize>>) {
+    fn visit(
+        g: usize,
+        links: &[Vec<usize>],
+        colour: &mut [Colour],
+        path: &mut Vec<usize>,
+        found: &mut Vec<Vec<usize>>,
+    ) {
         colour[g] = Colour::OnPath;
         path.push(g);
         for &next in &links[g] {
@@ -496,7 +503,8 @@ fn admin_token(raw: &RawConfig, overrides: &Overrides, p: &mut Problems) -> Opti
     let token = RawToken { token: raw.admin.token.clone(), token_env: raw.admin.token_env.clone() };
     if token.token.is_none() && token.token_env.is_none() {
         let Some(value) = overrides.var(ADMIN_TOKEN_ENV) else { return Some(None) };
-        let weak = weakness(value).map(|why| format!("(from the environment variable `{ADMIN_TOKEN_ENV}`) {why}"));
+        let weak =
+            weakness(value).map(|why| format!("(from the environment variable `{ADMIN_TOKEN_ENV}`) {why}"));
         return match weak {
             Some(why) => {
                 p.add("admin.token", why);
@@ -509,7 +517,12 @@ fn admin_token(raw: &RawConfig, overrides: &Overrides, p: &mut Problems) -> Opti
 }
 
 /// A token section (`admin`, `envoy_auth`, `metrics_auth`): `token` or `token_env`, strong enough.
-fn token_of(section: &str, raw: Option<&RawToken>, overrides: &Overrides, p: &mut Problems) -> Option<Option<Secret>> {
+fn token_of(
+    section: &str,
+    raw: Option<&RawToken>,
+    overrides: &Overrides,
+    p: &mut Problems,
+) -> Option<Option<Secret>> {
     let Some(raw) = raw else { return Some(None) };
     let (field, value) = match (&raw.token, &raw.token_env) {
         (Some(_), Some(_)) => {
@@ -528,7 +541,8 @@ fn token_of(section: &str, raw: Option<&RawToken>, overrides: &Overrides, p: &mu
         (None, Some(name)) => {
             let token = overrides.var(name).map(str::to_owned);
             let field = format!("{section}.token_env");
-            let value = p.ok(field.clone(), token.ok_or(format!("the environment variable `{name}` is not set")))?;
+            let value =
+                p.ok(field.clone(), token.ok_or(format!("the environment variable `{name}` is not set")))?;
             (field, value)
         }
     };

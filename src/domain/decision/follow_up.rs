@@ -207,7 +207,11 @@ mod tests {
         let decide_with = |views| name(&config, decide(&config, &info, &Fixed::new(views, 0)));
         assert_eq!(decide_with(""), "back-1 (default)", "front → middle → back");
         assert_eq!(decide_with("n0 u0"), "back-2 (default)");
-        assert_eq!(decide_with("d0 d0 u0"), "back-1 (default)", "down everywhere: still a cluster of the chain");
+        assert_eq!(
+            decide_with("d0 d0 u0"),
+            "back-1 (default)",
+            "down everywhere: still a cluster of the chain"
+        );
     }
 
     #[test]
