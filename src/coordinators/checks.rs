@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::mpsc::Receiver;
 
 use crate::coordinators::query_lookup::QueryLookup;
+use crate::state::metrics::{METRICS, Safeguard};
 use crate::state::router::{Check, Router};
 
 /// Checks under way at once, at most.
@@ -31,6 +32,9 @@ pub async fn answer(router: Arc<Router>, lookup: Arc<QueryLookup>, mut inbox: Re
                 None => Some(false),
             };
             // No clear answer: not confirmed (asked again after the check interval, if it comes up).
+            if known == Some(false) {
+                METRICS.safeguard(Safeguard::UnverifiedClaim);
+            }
             router.checked(check, known);
             drop(permit);
         });

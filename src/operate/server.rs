@@ -279,7 +279,7 @@ mod tests {
         let served = pki.issue("router", &["127.0.0.1"]);
         let text = format!(
             "listen: 127.0.0.1:0\ndefault_group: a\nclusters: [{{name: a, url: 'http://127.0.0.1:9', group: a}}]\n\
-             admin: {{token: t}}\n\
+             admin: {{token: admin-token-for-tests-0001}}\n\
              listen_tls: {{cert_file: '{}', key_file: '{}', client_ca_file: '{}'}}\n",
             served.cert.display(),
             served.key.display(),
@@ -344,7 +344,7 @@ mod tests {
         let connection = |cert: Option<&crate::domain::config::tls::testing::Issued>| {
             crate::operate::cli::AdminConnection {
                 server: vec![format!("https://{addr}")],
-                token: Some("t".into()),
+                token: Some("admin-token-for-tests-0001".into()),
                 ca_file: Some(pki.ca.clone()),
                 cert_file: cert.map(|c| c.cert.clone()),
                 key_file: cert.map(|c| c.key.clone()),

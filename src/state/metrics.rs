@@ -304,6 +304,10 @@ impl Metrics {
     /// The Prometheus text for a scrape, the cluster gauges read from `router`'s snapshot now.
     pub fn render(&self, router: &Router) -> String {
         let snapshot = router.snapshot();
+        // Checks the router dropped are counted there (it sits below the metrics); catch up here.
+        let dropped =
+            self.safeguards.get_or_create(&OutcomeLabels { outcome: Safeguard::MapFull.as_str().to_owned() });
+        dropped.inc_by(router.checks_dropped().saturating_sub(dropped.get()));
         for gauges in
             [&self.cluster_healthy, &self.cluster_accepts_new, &self.cluster_load, &self.cluster_in_flight]
         {

@@ -120,6 +120,8 @@ pub struct Router {
     checks_inbox: Mutex<Option<tokio::sync::mpsc::Receiver<Check>>>,
     /// Notified when a cluster looks suspect (a failed delivery): the poller polls at once.
     suspect: Notify,
+    /// Checks not queued: too many were waiting.
+    checks_dropped: std::sync::atomic::AtomicU64,
     /// Queries checked or being checked recently (bounded): not asked again within [`CHECK_INTERVAL`].
     checked: moka::sync::Cache<(QueryId, CheckReason), ()>,
 }
@@ -210,6 +212,7 @@ impl Router {
             checks,
             checks_inbox: Mutex::new(Some(inbox)),
             suspect: Notify::new(),
+            checks_dropped: std::sync::atomic::AtomicU64::new(0),
             checked: moka::sync::Cache::builder()
                 .max_capacity(crate::state::cluster_state::MAX_CLIENT_KEYED)
                 .time_to_live(CHECK_INTERVAL)
@@ -236,13 +239,18 @@ impl Router {
         }
         self.checked.insert(key, ());
         if self.checks.try_send(Check { query: query.clone(), cluster, reason }).is_err() {
-            crate::state::metrics::METRICS.safeguard(crate::state::metrics::Safeguard::MapFull);
+            self.checks_dropped.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(query_id = %query, "too many checks waiting: this one is dropped");
         }
     }
 
+    /// Checks dropped since the start because too many were waiting.
+    pub fn checks_dropped(&self) -> u64 {
+        self.checks_dropped.load(Ordering::Relaxed)
+    }
+
     /// A coordinator's answer to a [`Check`]: `Some(true)` when it knows the query, `Some(false)` when
-    /// it does not, `None` when it gave no clear answer (nothing is confirmed).
+    /// it does not (the caller counts it), `None` when it gave no clear answer (nothing is confirmed).
     pub fn checked(&self, check: Check, known: Option<bool>) {
         let snapshot = self.snapshot();
         let Some(cluster) = snapshot.cluster_by_name(&check.cluster) else { return };
@@ -256,7 +264,6 @@ impl Router {
                 snapshot.clusters[cluster].heard_from(&check.query);
             }
             (reason, Some(false)) => {
-                crate::state::metrics::METRICS.safeguard(crate::state::metrics::Safeguard::UnverifiedClaim);
                 tracing::warn!(
                     query_id = %check.query,
                     cluster = %check.cluster,

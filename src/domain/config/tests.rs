@@ -326,7 +326,9 @@ fn chain_errors(groups_yaml: &str, clusters: &[&str], default: &str) -> Result<C
         .enumerate()
         .map(|(i, g)| format!("  - {{name: c{i}, url: 'http://127.0.0.1:{}', group: {g}}}\n", 1 + i))
         .collect();
-    let text = format!("default_group: {default}\ngroups: {groups_yaml}\nclusters:\n{clusters}");
+    let text = format!(
+        "listen: 127.0.0.1:1\ndefault_group: {default}\ngroups: {groups_yaml}\nclusters:\n{clusters}"
+    );
     Config::from_yaml(Path::new("r.yaml"), &text, &Overrides::default())
         .map_err(|e| e.0.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("\n"))
 }

@@ -238,11 +238,17 @@ fn observing_learn_role_never_replies() {
 }
 
 #[test]
-fn failed_delivery_stops_new_queries_at_once() {
+fn failed_deliveries_stop_new_queries() {
     let router = router();
-    let mut learn = ProcessingStream::new(router.clone(), Role::Learn);
-    learn.on_message(request("POST", "/v1/statement", &[("x-trino-cluster", "trino-a")], false));
-    assert_eq!(summary(learn.on_message(status("503", false))), "pass response headers");
+    let fail_one = || {
+        let mut learn = ProcessingStream::new(router.clone(), Role::Learn);
+        learn.on_message(request("POST", "/v1/statement", &[("x-trino-cluster", "trino-a")], false));
+        assert_eq!(summary(learn.on_message(status("503", false))), "pass response headers");
+    };
+    fail_one();
+    assert!(router.snapshot().clusters[0].accepts_new_queries(), "one Envoy-made 503 is a suspicion");
+    fail_one();
+    fail_one();
     for _ in 0..4 {
         let mut s = ProcessingStream::new(router.clone(), Role::Decide);
         assert_eq!(summary(s.on_message(request("POST", "/v1/statement", &[], false))), "route trino-b");
