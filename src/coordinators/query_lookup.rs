@@ -138,9 +138,9 @@ impl QueryLookup {
             .await
     }
 
-    /// Whether `snapshot.config.clusters[cluster]`'s coordinator knows `query` (`GET /v1/query/{id}`
-    /// answered 200, or 410 for a query it ran and forgot); `None` when it could not be asked or gave no
-    /// clear answer within `timeout`.
+    /// Whether `snapshot.config.clusters[cluster]`'s coordinator holds `query` (`GET /v1/query/{id}`
+    /// answered 200; Trino's `QueryResource` answers 410 for any id it does not hold, and 404 is not
+    /// holding it either); `None` when it could not be asked or gave no clear answer within `timeout`.
     pub async fn knows(
         &self,
         snapshot: &Snapshot,
@@ -159,8 +159,10 @@ impl QueryLookup {
             request = request.basic_auth(&auth.user, auth.password.as_deref());
         }
         match request.send().await {
-            Ok(r) if r.status().is_success() || r.status() == reqwest::StatusCode::GONE => Some(true),
-            Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => Some(false),
+            Ok(r) if r.status().is_success() => Some(true),
+            Ok(r) if matches!(r.status(), reqwest::StatusCode::GONE | reqwest::StatusCode::NOT_FOUND) => {
+                Some(false)
+            }
             Ok(_) => None,
             Err(e) => {
                 tracing::debug!(cluster = %config.clusters[cluster].name, "query check failed: {}", describe(&e));

@@ -59,7 +59,7 @@ def test_check_follows_every_fallback_chain(envoy_bin, trino_connect):
         conn = trino_connect(target=stack)
         cur = conn.cursor()
         cur.execute("SELECT 1")
-        assert cur.fetchall() == [[1]]
+        assert cur.fetchall()[0][0] == "trino-back", "the emulator names itself in the first column"
         info = requests.get(f"{stack.url}/v1/info", timeout=10)
         assert info.status_code == 200, info.text
         assert stack.upstream_requests()["trino-back"] >= 2
@@ -123,13 +123,14 @@ def test_one_envoy_made_5xx_does_not_eject_a_cluster(make_stack):
     for _ in range(2):
         assert _post_statement(stack, "solo").status_code == 504
     harness.wait_for(lambda: "a new query could not be delivered" in stack.router.log(), timeout=5)
-    assert re.search(r"cluster=trino-a .*a new query could not be delivered", stack.router.log()), \
+    assert re.search(r"a new query could not be delivered cluster=\"?trino-a", stack.router.log()), \
         stack.router.log()[-2000:]
     emulator.set_fault("none")
     # Polls bring it back; a query of its group runs there again.
     harness.wait_for(lambda: metric(stack.router, "cluster_accepts_new_queries", cluster="trino-a") == 1)
     before = stack.upstream_requests()["trino-a"]
-    assert harness.run_query(stack, "e2e", "SELECT 1", http_headers={"X-Trino-Routing-Group": "solo"}) == [[1]]
+    rows = harness.run_query(stack, "e2e", "SELECT 1", http_headers={"X-Trino-Routing-Group": "solo"})
+    assert rows[0][0] == "trino-a"
     assert stack.upstream_requests()["trino-a"] > before
 
 
@@ -163,7 +164,7 @@ def test_router_cut_from_the_coordinators_keeps_new_queries_flowing(envoy_bin):
             metric(router, "cluster_healthy", cluster=n) == 0 for n in emulators)
         assert harness.wait_for(unhealthy, timeout=15), router.log()[-3000:]
         for _ in range(6):
-            assert harness.run_query(stack, "e2e", "SELECT 1") == [[1]]
+            assert harness.run_query(stack, "e2e", "SELECT 1")[0][0] in emulators
         doubtful = metric(router, "safeguards_total", outcome="doubtful_placement")
         assert doubtful is not None and doubtful >= 6, doubtful
         assert sum(stack.upstream_requests().values()) >= 6
@@ -182,7 +183,7 @@ def test_made_up_ids_do_not_hold_a_drain(make_stack):
         extra_config={"health": health(), "admin": {"token": TOKEN}},
         emulator_args={"trino-a": ["--coordinator-id", "aaaaa"]},
     )
-    assert harness.run_query(stack, "e2e", "SELECT 1") == [[1]]
+    assert harness.run_query(stack, "e2e", "SELECT 1")[0][0] == "trino-a"
     assert stack.router.admin("drain", "trino-a", token=TOKEN).returncode == 0
     stop = threading.Event()
     answers: list[int] = []
