@@ -160,8 +160,8 @@ def test_router_cut_from_the_coordinators_keeps_new_queries_flowing(envoy_bin):
         processes.append(envoy.proc)
         stack = harness.Stack(emulators=emulators, groups={n: "adhoc" for n in emulators}, router=router,
                               envoy=envoy, config_path=cut)
-        unhealthy = lambda: all(  # noqa: E731
-            metric(router, "cluster_healthy", cluster=n) == 0 for n in emulators)
+        unhealthy = lambda: all(  # noqa: E731 - unhealthy: taking no new queries by the router's judgement
+            metric(router, "cluster_accepts_new_queries", cluster=n) == 0 for n in emulators)
         assert harness.wait_for(unhealthy, timeout=15), router.log()[-3000:]
         for _ in range(6):
             assert harness.run_query(stack, "e2e", "SELECT 1")[0][0] in emulators
