@@ -225,3 +225,17 @@ def test_a_statement_larger_than_four_mib_passes(make_stack):
     assert answer.status_code == 200, answer.text[:500]
     assert "id" in answer.json()
     stack.assert_alive()
+
+
+def test_envoy_carries_the_envoy_auth_token(make_stack):
+    """With ``envoy_auth``, ``envoy-config`` writes the token into both filters' gRPC metadata: queries
+    run (decided and learned: their follow-ups are placed), and no stream was refused."""
+    token = "e2e-envoy-auth-token-0c4f9a"
+    stack = make_stack(extra_config={"envoy_auth": {"token": token}, "metrics_listen": "127.0.0.1:0",
+                                     "query_log": {"query_ids": True}})
+    assert token in stack.envoy.bootstrap_path.read_text()
+    for _ in range(3):
+        assert harness.run_query(stack, "e2e", "SELECT 1")[0][0] in stack.emulators
+    assert metric(stack.router, "safeguards_total", outcome="unauthenticated_stream") == 0
+    assert metric(stack.router, "ext_proc_streams_total", role="learn") >= 3
+    assert re.search(r'new query query_id="\d{8}_\d{6}_\d{5}_\w{5}"', stack.router.log()), "learned ids"
