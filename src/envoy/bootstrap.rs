@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::domain::config::{Cluster, Config};
+use crate::domain::config::{Cluster, Config, ENVOY_AUTH_METADATA, Secret};
 use crate::envoy::protocol::{DECIDE_FILTER, LEARN_FILTER, NOTE_NAMESPACE, ROLE_METADATA};
 use crate::envoy::router_address::{self, RouterAddress};
 pub use crate::envoy::statement_route::new_statement_regex;
@@ -198,8 +198,8 @@ pub fn http_connection_manager(config: &Config, routes: RouteSource) -> Value {
         "path_with_escaped_slashes_action": "KEEP_UNCHANGED",
         "local_reply_config": local_reply_config(),
         "http_filters": [
-            decide_filter(),
-            learn_filter(),
+            decide_filter_for(config.envoy_auth.as_ref()),
+            learn_filter_for(config.envoy_auth.as_ref()),
             { "name": "envoy.filters.http.router",
               "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" } },
         ],
@@ -408,12 +408,18 @@ fn enabled(overrides: Value) -> Value {
     })
 }
 
-fn router_grpc_service(role: &str) -> Value {
+/// The router's gRPC service as a filter calls it: the role in the stream's metadata and, with
+/// `envoy_auth`, the token that lets the stream in.
+fn router_grpc_service(role: &str, auth: Option<&Secret>) -> Value {
+    let mut metadata = vec![json!({ "key": ROLE_METADATA, "value": role })];
+    if let Some(token) = auth {
+        metadata.push(json!({ "key": ENVOY_AUTH_METADATA, "value": token.expose() }));
+    }
     // The authority is explicit: Envoy would otherwise send the cluster name, and names such as Istio's
     // `outbound|PORT||HOST` are not valid authorities for the router's HTTP/2 stack.
     json!({
         "envoy_grpc": { "cluster_name": ROUTER_CLUSTER, "authority": ROUTER_CLUSTER },
-        "initial_metadata": [{ "key": ROLE_METADATA, "value": role }],
+        "initial_metadata": metadata,
     })
 }
 
@@ -429,14 +435,20 @@ fn processing_mode(request_body_mode: &str) -> Value {
     })
 }
 
+/// The decide filter without `envoy_auth` (see [`decide_filter_for`]).
 pub fn decide_filter() -> Value {
+    decide_filter_for(None)
+}
+
+/// The decide filter; with `auth`, its streams carry the `envoy_auth` token.
+pub fn decide_filter_for(auth: Option<&Secret>) -> Value {
     json!({
         "name": DECIDE_FILTER,
         // Off unless the route turns it on (see `enabled`).
         "disabled": true,
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
-            "grpc_service": router_grpc_service("decide"),
+            "grpc_service": router_grpc_service("decide", auth),
             "stat_prefix": "decide",
             "processing_mode": processing_mode("NONE"),
             "allow_mode_override": true,
@@ -450,14 +462,20 @@ pub fn decide_filter() -> Value {
     })
 }
 
+/// The learn filter without `envoy_auth` (see [`learn_filter_for`]).
 pub fn learn_filter() -> Value {
+    learn_filter_for(None)
+}
+
+/// The learn filter; with `auth`, its streams carry the `envoy_auth` token.
+pub fn learn_filter_for(auth: Option<&Secret>) -> Value {
     json!({
         "name": LEARN_FILTER,
         // On only for the new-statement routes.
         "disabled": true,
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
-            "grpc_service": router_grpc_service("learn"),
+            "grpc_service": router_grpc_service("learn", auth),
             "stat_prefix": "learn",
             "message_timeout": MESSAGE_TIMEOUT,
             // The query exists once the coordinator answered: whatever happens to the router now, the
@@ -718,6 +736,21 @@ clusters:
     }
 
     #[test]
+    fn envoy_auth_travels_in_both_filters_metadata() {
+        let mut config = config();
+        config.envoy_auth = Some(Secret::new("envoy-shared-token-0123456789"));
+        let b = bootstrap(&config, &addresses(), RouteSource::Discovered, &EnvoyTls::default());
+        let hcm = &b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+        for (i, role) in [(0, "decide"), (1, "learn")] {
+            let metadata = &hcm["http_filters"][i]["typed_config"]["grpc_service"]["initial_metadata"];
+            assert_eq!(metadata[0]["value"], role);
+            assert_eq!(metadata[1]["key"], ENVOY_AUTH_METADATA);
+            assert_eq!(metadata[1]["value"], "envoy-shared-token-0123456789");
+        }
+        assert_envoy_schema(&b, "with envoy_auth");
+    }
+
+    #[test]
     fn filters_and_routes() {
         let b = bootstrap(&config(), &addresses(), RouteSource::Static, &EnvoyTls::default());
         let hcm = &b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
@@ -736,6 +769,7 @@ clusters:
         assert_eq!(decide["metadata_options"]["receiving_namespaces"]["untyped"][0], NOTE_NAMESPACE);
         assert_eq!(decide["grpc_service"]["initial_metadata"][0]["value"], "decide");
         assert_eq!(learn["grpc_service"]["initial_metadata"][0]["value"], "learn");
+        assert_eq!(decide["grpc_service"]["initial_metadata"].as_array().unwrap().len(), 1, "no envoy_auth");
         let routes = hcm["route_config"]["virtual_hosts"][0]["routes"].as_array().unwrap();
         assert_eq!(routes.len(), 2);
         for route in routes {

@@ -183,15 +183,17 @@ pub fn first_page_query_id(body: &[u8]) -> serde_json::Result<Result<QueryId, Qu
 /// The state machine of one stream.
 pub struct StreamMachine {
     router: Arc<Router>,
-    /// Set by the stream's metadata, or by its first message (a stream that begins with an answer
-    /// learns); fixed from then on.
+    /// Set by the stream's metadata, or (when that named none and `envoy_auth` is off) by its first
+    /// message (a stream that begins with an answer learns); fixed from then on.
     role: Role,
+    /// The role came from the metadata (or must, with `envoy_auth`): the first message cannot change it.
+    role_known: bool,
     state: State,
 }
 
 impl StreamMachine {
-    pub fn new(router: Arc<Router>, role: Role) -> StreamMachine {
-        StreamMachine { router, role, state: State::Start }
+    pub fn new(router: Arc<Router>, role: Role, role_known: bool) -> StreamMachine {
+        StreamMachine { router, role, role_known, state: State::Start }
     }
 
     /// Feeds one message from Envoy.
@@ -199,7 +201,7 @@ impl StreamMachine {
         let Inbound { event, observing, note } = message;
         if matches!(self.state, State::Start) {
             self.state = State::Idle;
-            if matches!(event, Event::ResponseHeaders(_)) {
+            if matches!(event, Event::ResponseHeaders(_)) && !self.role_known {
                 // Envoy Gateway's extProc cannot set the role metadata.
                 self.role = Role::Learn;
             }
