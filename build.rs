@@ -24,6 +24,7 @@ const ENVOY_BOOTSTRAP_PROTOS: &[&str] = &[
     "envoy/extensions/transport_sockets/tls/v3/tls.proto",
     "envoy/extensions/upstreams/http/v3/http_protocol_options.proto",
     "envoy/extensions/load_balancing_policies/least_request/v3/least_request.proto",
+    "envoy/extensions/access_loggers/filters/cel/v3/cel.proto",
 ];
 
 /// Where `protoc` finds the imports of the Envoy API, below the crate's `proto/` directory.

@@ -148,11 +148,15 @@ async fn serve(config: Config, source: ConfigSource) -> Result<(), Box<dyn std::
     let listen = config.listen;
     let clusters = config.clusters.len();
     let config_tls = config.listen_tls.clone();
+    let envoy_auth = config.envoy_auth.is_some();
     let server =
         Server::bind(config, Some(source)).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let addr = server.local_addr()?;
     if let Some(metrics) = server.metrics_addr() {
         println!("metrics on {metrics}");
+    }
+    if let Some(admin) = server.admin_addr() {
+        println!("admin on {admin}");
     }
     // The one line on stdout: scripts and tests wait for it to learn the real port.
     println!("listening on {addr}");
@@ -162,6 +166,12 @@ async fn serve(config: Config, source: ConfigSource) -> Result<(), Box<dyn std::
         Some(_) => "TLS",
     };
     tracing::info!(%addr, clusters, tls, "serving ext_proc, admin and grpc.health.v1");
+    if !envoy_auth && config_tls.as_ref().is_none_or(|t| t.client_ca.is_none()) {
+        tracing::warn!(
+            "any client that reaches {addr} can open ext_proc streams and teach the router: set envoy_auth \
+             (or listen_tls with client_ca_file) unless only Envoy can reach this port"
+        );
+    }
     server.run(shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())

@@ -24,7 +24,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
-use trino_router::domain::config::{Config, Overrides};
+use trino_router::domain::config::{Config, ENVOY_AUTH_METADATA, Overrides};
 use trino_router::envoy::route_discovery::ROUTE_TYPE_URL;
 use trino_router::operate::server::Server;
 
@@ -55,6 +55,8 @@ async fn coordinator(coordinator_id: &'static str) -> SocketAddr {
 /// The router under test, serving on an ephemeral port; stopped when dropped.
 struct Router {
     channel: Channel,
+    /// The envoy_auth token the router was configured with, if any.
+    envoy_token: Option<&'static str>,
     _stop: oneshot::Sender<()>,
 }
 
@@ -62,6 +64,13 @@ impl Router {
     /// Two clusters of the default group, `trino-a` and `trino-b`, each with a fake coordinator; `extra`
     /// is appended to the config. Returns once the first health round is done (SERVING).
     async fn start(extra: &str) -> Router {
+        Router::start_with(extra, None).await
+    }
+
+    /// As [`Router::start`], with `envoy_auth` set to `token` when given.
+    async fn start_with(extra: &str, token: Option<&'static str>) -> Router {
+        let auth = token.map(|t| format!("envoy_auth: {{token: {t}}}\n")).unwrap_or_default();
+        let extra = format!("{extra}\n{auth}");
         let (a, b) = (coordinator(A).await, coordinator(B).await);
         let yaml = format!(
             "listen: 127.0.0.1:0\ndefault_group: adhoc\n\
@@ -79,20 +88,31 @@ impl Router {
         for _ in 0..100 {
             let serving = health.check(HealthCheckRequest { service: String::new() }).await;
             if serving.is_ok_and(|r| r.into_inner().status == 1) {
-                return Router { channel, _stop: stop };
+                return Router { channel, envoy_token: token, _stop: stop };
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("the router never became ready");
     }
 
-    /// A new ext_proc stream of the filter `role` (`decide` or `learn`).
+    /// A new ext_proc stream of the filter `role` (`decide` or `learn`), with the router's envoy_auth
+    /// token when it has one.
     async fn stream(&self, role: &str) -> Stream {
+        self.open(Some(role), self.envoy_token).await.unwrap()
+    }
+
+    /// A new ext_proc stream: with `role` and `token` in its metadata when given.
+    async fn open(&self, role: Option<&str>, token: Option<&str>) -> Result<Stream, tonic::Status> {
         let (sender, receiver) = mpsc::channel(8);
         let mut request = tonic::Request::new(ReceiverStream::new(receiver));
-        request.metadata_mut().insert("x-trino-router-role", role.parse().unwrap());
-        let replies = ExternalProcessorClient::new(self.channel.clone()).process(request).await.unwrap();
-        Stream { sender, replies: replies.into_inner() }
+        if let Some(role) = role {
+            request.metadata_mut().insert("x-trino-router-role", role.parse().unwrap());
+        }
+        if let Some(token) = token {
+            request.metadata_mut().insert(ENVOY_AUTH_METADATA, token.parse().unwrap());
+        }
+        let replies = ExternalProcessorClient::new(self.channel.clone()).process(request).await?;
+        Ok(Stream { sender, replies: replies.into_inner() })
     }
 
     /// A new RDS stream, its first request sent.
@@ -298,4 +318,69 @@ async fn learned_coordinator_ids_become_routes_envoy_serves_alone() {
     assert_ne!(next.version_info, first.version_info);
     let published = text(&next);
     assert!(published.contains(&format!("learned-{cluster}")) && published.contains(LEARNED), "{published}");
+}
+
+/// A learn stream's claim that a known coordinator id belongs to the other cluster: the other
+/// cluster's coordinator does not know the query, so nothing changes — the coordinator id still places
+/// its queries (before, the claim made it ambiguous for good and its queries unplaceable).
+async fn forge_claim(
+    router: &Router,
+    claimed_by: &str,
+    id: &str,
+    token: Option<&str>,
+) -> Result<(), tonic::Status> {
+    let mut decide = router.stream("decide").await;
+    let post =
+        headers(&[(":method", "POST"), (":path", "/v1/statement"), ("x-trino-user", "mallory")], false);
+    decide.send(Phase::RequestHeaders(post), None).await;
+    let routed = decide.send(Phase::RequestBody(body("SELECT 1")), None).await;
+    // The forger names the cluster it likes in the note.
+    let mut note = forwarded(&routed);
+    for fields in note.filter_metadata.values_mut() {
+        for value in fields.fields.values_mut() {
+            if let Some(Kind::StringValue(s)) = &mut value.kind
+                && s.starts_with("trino-")
+            {
+                *s = claimed_by.to_owned();
+            }
+        }
+    }
+    let mut learn = router.open(None, token).await?;
+    learn.send(Phase::ResponseHeaders(headers(&[(":status", "200")], false)), Some(note)).await;
+    let page = format!(r#"{{"id":"{id}","nextUri":"http://x/v1/statement/queued/{id}/y/1","stats":{{}}}}"#);
+    learn.send(Phase::ResponseBody(body(&page)), None).await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_forged_learn_stream_changes_no_placement() {
+    let router = Router::start("").await;
+    let id = format!("20260101_120000_00001_{LEARNED}");
+    let cluster = submit(&router, "SELECT 1", &id).await;
+    let other = if cluster == "trino-a" { "trino-b" } else { "trino-a" };
+    forge_claim(&router, other, &format!("20260101_120000_00002_{LEARNED}"), None).await.unwrap();
+    // The claim is checked with the other coordinator, which does not know the query.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sibling = format!("/v1/statement/executing/20260101_120000_00003_{LEARNED}/y/1");
+    assert_eq!(follow_up(&router, &sibling).await, format!("route {cluster}"), "placement unchanged");
+}
+
+#[tokio::test]
+async fn with_envoy_auth_only_streams_with_the_token_are_served() {
+    let token = "envoy-shared-token-for-tests-0001";
+    let router = Router::start_with("", Some(token)).await;
+    for (role, presented) in
+        [(Some("learn"), None), (Some("decide"), Some("wrong-token-wrong-token")), (None, None)]
+    {
+        let refused = router.open(role, presented).await.err().expect("refused");
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{role:?} {presented:?}");
+        assert!(refused.message().contains("envoy_auth"), "{}", refused.message());
+    }
+    let id = format!("20260101_120000_00001_{LEARNED}");
+    let cluster = submit(&router, "SELECT 1", &id).await;
+    let other = if cluster == "trino-a" { "trino-b" } else { "trino-a" };
+    let forged = forge_claim(&router, other, &format!("20260101_120000_00002_{LEARNED}"), None).await;
+    assert_eq!(forged.unwrap_err().code(), tonic::Code::Unauthenticated);
+    let sibling = format!("/v1/statement/executing/20260101_120000_00003_{LEARNED}/y/1");
+    assert_eq!(follow_up(&router, &sibling).await, format!("route {cluster}"));
 }

@@ -20,6 +20,9 @@ use crate::domain::config::Credentials;
 use crate::domain::health::{Observation, Thresholds};
 use crate::state::router::{Router, Snapshot, log_health_change};
 
+/// The least time between two poll rounds when suspect clusters ask for one early.
+pub const SUSPECT_ROUND_GAP: Duration = Duration::from_millis(100);
+
 /// Polls every cluster of the current config, forever (or until the task is dropped).
 pub struct Poller {
     router: Arc<Router>,
@@ -85,13 +88,19 @@ impl Poller {
         }
     }
 
-    /// Polls forever at the configured interval.
+    /// Polls forever at the configured interval, and sooner when a cluster looks suspect.
     pub async fn run(mut self) {
         loop {
             let interval = self.router.snapshot().config.health.interval;
             let started = tokio::time::Instant::now();
             self.round().await;
-            tokio::time::sleep_until(started + interval).await;
+            tokio::select! {
+                () = tokio::time::sleep_until(started + interval) => {}
+                // A suspect cluster (a failed delivery): poll again now, but not more often than this.
+                () = self.router.suspect().notified() => {
+                    tokio::time::sleep_until(started + SUSPECT_ROUND_GAP.min(interval)).await;
+                }
+            }
         }
     }
 }

@@ -2,7 +2,11 @@
 //! (`GET /v1/query/{id}`), with a short timeout. The first cluster that knows it (200, or 410 for a query
 //! it ran and already forgot) owns it. Answers — found or not — are cached briefly, and concurrent misses
 //! for the same coordinator id (or, for ambiguous ids, the same query id) share one lookup, so a burst
-//! of follow-ups after a router restart costs one probe per coordinator, not one per request.
+//! of follow-ups after a router restart costs one probe per coordinator, not one per request. At most
+//! [`MAX_CONCURRENT_LOOKUPS`] lookups run at once: a flood of made-up ids waits its turn (within the
+//! discovery timeout) or gets the 404, and cannot multiply the router's calls to the coordinators.
+//!
+//! [`QueryLookup::knows`] asks one coordinator about one query (the checks of `coordinators::checks`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,7 +17,7 @@ use tokio::task::JoinSet;
 use crate::coordinators::http::{CoordinatorClients, describe};
 use crate::domain::config::tls::CoordinatorTls;
 use crate::domain::query_id::QueryId;
-use crate::state::metrics::METRICS;
+use crate::state::metrics::{METRICS, Safeguard};
 use crate::state::router::{Learned, Router, Snapshot};
 
 /// How long an answer (found or not) is reused.
@@ -22,17 +26,25 @@ pub const ANSWER_TTL: Duration = Duration::from_secs(2);
 /// The user the router names itself as on coordinators (Trino requires a user on `/v1/query`).
 pub const ROUTER_USER: &str = "trino-router";
 
+/// Lookups running at once, at most.
+pub const MAX_CONCURRENT_LOOKUPS: usize = 64;
+
 /// Looks up query owners on the clusters.
 pub struct QueryLookup {
     answers: Cache<String, Option<Arc<str>>>,
     clients: Mutex<CoordinatorClients>,
+    running: tokio::sync::Semaphore,
 }
 
 impl Default for QueryLookup {
     fn default() -> Self {
         QueryLookup {
-            answers: Cache::builder().time_to_live(ANSWER_TTL).max_capacity(100_000).build(),
+            answers: Cache::builder()
+                .time_to_live(ANSWER_TTL)
+                .max_capacity(crate::state::cluster_state::MAX_CLIENT_KEYED)
+                .build(),
             clients: Mutex::new(CoordinatorClients::new(false)),
+            running: tokio::sync::Semaphore::new(MAX_CONCURRENT_LOOKUPS),
         }
     }
 }
@@ -84,6 +96,14 @@ impl QueryLookup {
             })
             .collect();
         let auth = snapshot.config.coordinator_auth.clone();
+        if let Some(answer) = self.answers.get(&key).await {
+            return answer;
+        }
+        let Ok(Ok(_permit)) = tokio::time::timeout(timeout, self.running.acquire()).await else {
+            METRICS.safeguard(Safeguard::LookupShed);
+            tracing::debug!(query_id = %query, "too many lookups under way: this one is not made");
+            return None;
+        };
         self.answers
             .get_with(key, async move {
                 let mut probes = JoinSet::new();
@@ -116,6 +136,39 @@ impl QueryLookup {
                 None
             })
             .await
+    }
+
+    /// Whether `snapshot.config.clusters[cluster]`'s coordinator holds `query` (`GET /v1/query/{id}`
+    /// answered 200; Trino's `QueryResource` answers 410 for any id it does not hold, and 404 is not
+    /// holding it either); `None` when it could not be asked or gave no clear answer within `timeout`.
+    pub async fn knows(
+        &self,
+        snapshot: &Snapshot,
+        cluster: usize,
+        query: &QueryId,
+        timeout: Duration,
+    ) -> Option<bool> {
+        let config = &snapshot.config;
+        let url = &config.clusters[cluster].url;
+        let client = self.client_for(&url.to_string(), &config.coordinator_tls).ok()?;
+        let mut request = client
+            .get(format!("{url}/v1/query/{query}"))
+            .timeout(timeout)
+            .header("X-Trino-User", ROUTER_USER);
+        if let Some(auth) = &config.coordinator_auth {
+            request = request.basic_auth(&auth.user, auth.password.as_deref());
+        }
+        match request.send().await {
+            Ok(r) if r.status().is_success() => Some(true),
+            Ok(r) if matches!(r.status(), reqwest::StatusCode::GONE | reqwest::StatusCode::NOT_FOUND) => {
+                Some(false)
+            }
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!(cluster = %config.clusters[cluster].name, "query check failed: {}", describe(&e));
+                None
+            }
+        }
     }
 
     fn client_for(&self, base: &str, tls: &CoordinatorTls) -> Result<reqwest::Client, String> {

@@ -6,8 +6,11 @@
 //! - A refused or reset connection is definitive: `Unreachable` at once — nothing listens, the queries
 //!   it ran are gone. Timeouts and bad answers count toward `Unhealthy` (`unhealthy_threshold` in a row):
 //!   a coordinator that is hung, slow or cut off from the router may still finish what it runs.
-//! - A passive failure (Envoy could not deliver a new query to the cluster) makes it `Unhealthy` at once;
-//!   only polls bring it back (`healthy_threshold` good polls in a row).
+//! - A passive failure (Envoy could not deliver a new query to the cluster) is a suspicion: the caller
+//!   polls at once. [`DELIVERY_FAILURES`] of them within [`DELIVERY_WINDOW_MS`] make it `Unhealthy`:
+//!   one 5xx that Envoy made itself (its own circuit breaker, one reset connection, a client that
+//!   timed out) cannot take a cluster out; only polls bring it back (`healthy_threshold` good polls in a
+//!   row).
 //! - Only `Unreachable` is down: the router fails its queries' follow-ups with a clear error. Every other
 //!   state sends follow-ups on to the coordinator that owns them (it takes no new queries).
 
@@ -71,6 +74,12 @@ pub enum Observation {
     Failed(String),
 }
 
+/// Failed deliveries of new queries within [`DELIVERY_WINDOW_MS`] that make a coordinator unhealthy.
+pub const DELIVERY_FAILURES: usize = 3;
+
+/// The window (milliseconds) in which [`DELIVERY_FAILURES`] failed deliveries eject a coordinator.
+pub const DELIVERY_WINDOW_MS: u64 = 10_000;
+
 /// How many polls in a row change the state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Thresholds {
@@ -84,11 +93,18 @@ pub struct Tracker {
     health: Health,
     good_streak: u32,
     bad_streak: u32,
+    /// When the last failed deliveries happened (ms on the caller's clock; oldest first; 0 = none).
+    failed_deliveries: [u64; DELIVERY_FAILURES],
 }
 
 impl Default for Tracker {
     fn default() -> Self {
-        Tracker { health: Health::Unknown, good_streak: 0, bad_streak: 0 }
+        Tracker {
+            health: Health::Unknown,
+            good_streak: 0,
+            bad_streak: 0,
+            failed_deliveries: [0; DELIVERY_FAILURES],
+        }
     }
 }
 
@@ -135,10 +151,18 @@ impl Tracker {
         self.set(next)
     }
 
-    /// A new query could not be delivered (refused, reset or timed out: Envoy does not say which):
-    /// stop sending new queries until polls say otherwise. Its running queries are not given up on; a
-    /// poll tells whether it is unreachable.
-    pub fn passive_failure(&mut self) -> Option<Health> {
+    /// A new query could not be delivered at `now_ms` (refused, reset or timed out: Envoy does not say
+    /// which; `now_ms` > 0). The [`DELIVERY_FAILURES`]th within [`DELIVERY_WINDOW_MS`] stops new queries
+    /// until polls say otherwise; its running queries are not given up on. The caller polls at once
+    /// after any: a poll tells whether it is unreachable.
+    pub fn passive_failure(&mut self, now_ms: u64) -> Option<Health> {
+        self.failed_deliveries.rotate_left(1);
+        self.failed_deliveries[DELIVERY_FAILURES - 1] = now_ms.max(1);
+        let oldest = self.failed_deliveries[0];
+        if oldest == 0 || now_ms.saturating_sub(oldest) > DELIVERY_WINDOW_MS {
+            return None;
+        }
+        self.failed_deliveries = [0; DELIVERY_FAILURES];
         self.reset_streaks();
         match self.health {
             Health::Unreachable => None,
@@ -192,14 +216,17 @@ mod tests {
         Observation::Failed("timeout".into())
     }
 
-    /// Runs observations from a fresh tracker (`None` = a passive failure) and returns the health after each.
+    /// Runs observations from a fresh tracker (`None` = a passive failure, 1 s after the one before)
+    /// and returns the health after each.
     fn run(seen: &[Option<Observation>]) -> Vec<Health> {
         let mut tracker = Tracker::default();
+        let mut now_ms = 0;
         seen.iter()
             .map(|s| {
+                now_ms += 1_000;
                 match s {
                     Some(o) => tracker.observe(o, T),
-                    None => tracker.passive_failure(),
+                    None => tracker.passive_failure(now_ms),
                 };
                 tracker.health()
             })
@@ -214,7 +241,8 @@ mod tests {
             (vec![Some(ok())], vec![Healthy]),
             (vec![Some(starting()), Some(ok()), Some(ok())], vec![Starting, Starting, Healthy]),
             (vec![Some(ok()), Some(Observation::Refused)], vec![Healthy, Unreachable]),
-            (vec![Some(ok()), passive.clone(), Some(Observation::Refused)], vec![Healthy, Unhealthy, Unreachable]),
+            (vec![Some(ok()), passive.clone(), Some(Observation::Refused)], vec![Healthy, Healthy, Unreachable]),
+            (vec![Some(ok()), passive.clone(), passive.clone(), passive.clone()], vec![Healthy, Healthy, Healthy, Unhealthy]),
             (vec![Some(Observation::Refused), passive.clone()], vec![Unreachable, Unreachable]),
             (vec![Some(Observation::Refused), Some(timeout()), Some(timeout()), Some(timeout())], vec![Unreachable, Unreachable, Unreachable, Unhealthy]),
             (vec![Some(ok()), Some(timeout()), Some(timeout()), Some(timeout())], vec![Healthy, Healthy, Healthy, Unhealthy]),
@@ -224,9 +252,9 @@ mod tests {
             (vec![Some(ok()), Some(state("SHUTTING_DOWN"))], vec![Healthy, ShuttingDown]),
             (vec![Some(ok()), Some(state("DRAINING")), Some(ok()), Some(ok())], vec![Healthy, ShuttingDown, ShuttingDown, Healthy]),
             (vec![Some(state("active"))], vec![Healthy]),
-            (vec![Some(ok()), passive.clone(), Some(ok()), Some(ok())], vec![Healthy, Unhealthy, Unhealthy, Healthy]),
-            (vec![passive.clone()], vec![Unhealthy]),
-            (vec![Some(starting()), passive, Some(starting())], vec![Starting, Unhealthy, Starting]),
+            (vec![Some(ok()), passive.clone(), passive.clone(), passive.clone(), Some(ok()), Some(ok())], vec![Healthy, Healthy, Healthy, Unhealthy, Unhealthy, Healthy]),
+            (vec![passive.clone()], vec![Unknown]),
+            (vec![Some(starting()), passive.clone(), passive.clone(), passive, Some(starting())], vec![Starting, Starting, Starting, Unhealthy, Starting]),
         ];
         for (seen, expected) in cases {
             assert_eq!(run(&seen), expected, "{seen:?}");
@@ -257,8 +285,20 @@ mod tests {
         let mut tracker = Tracker::default();
         assert_eq!(tracker.observe(&ok(), T), Some(Healthy));
         assert_eq!(tracker.observe(&ok(), T), None);
-        assert_eq!(tracker.passive_failure(), Some(Unhealthy));
-        assert_eq!(tracker.passive_failure(), None);
+        assert_eq!((tracker.passive_failure(1), tracker.passive_failure(2)), (None, None));
+        assert_eq!(tracker.passive_failure(3), Some(Unhealthy));
+        assert_eq!(tracker.passive_failure(4), None);
+    }
+
+    /// Failed deliveries spread over more than the window never eject; three within it do.
+    #[test]
+    fn failed_deliveries_count_within_the_window() {
+        let mut tracker = Tracker::default();
+        tracker.observe(&ok(), T);
+        let spread = [1, 6_000, 12_000, 18_000, 24_000];
+        assert!(spread.iter().all(|&t| tracker.passive_failure(t).is_none()), "one every 6 s");
+        assert_eq!(tracker.health(), Healthy);
+        assert_eq!(tracker.passive_failure(25_000), Some(Unhealthy), "three within 10 s");
     }
 
     #[test]

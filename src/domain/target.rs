@@ -1,8 +1,15 @@
 //! What a Trino request is about, read from its method and path alone: a new statement, a request about
 //! one query (and which), a spooled segment, or anything else.
 //!
-//! Paths are matched as Envoy passes them (`:path`, not decoded). A query id must appear literally: an
-//! encoded or malformed id in a query-id position is [`Target::BadQueryId`], never a guess.
+//! Paths are matched as a coordinator's Jersey matches its resources (docs/trino-conformance.md, M1–M5):
+//! on the path as received (`:path`, not decoded: `/v1/%73tatement` is no statement, M3), with every
+//! segment's matrix parameters dropped (`/v1/statement;x=1` is `/v1/statement`, M1) and one trailing
+//! slash allowed (`/v1/statement/`, M2) — [`resource_path`]. So every spelling a coordinator takes for a
+//! new statement is [`Target::NewStatement`] here, and [`canonical_statement_path`] names the one path the
+//! router sends it on. A query id must appear literally: an encoded or malformed id in a query-id position
+//! is [`Target::BadQueryId`], never a guess.
+
+use std::borrow::Cow;
 
 use crate::domain::query_id::{QueryId, QueryIdError};
 
@@ -21,6 +28,43 @@ pub enum Target {
     Other,
 }
 
+/// The path (without query) as Jersey matches it: matrix parameters (`;...`) dropped from every segment
+/// (`SingleMatchResult.stripMatrixParams`), then one trailing slash dropped (resource patterns end in
+/// `(/)?`). Percent-escapes and dot segments stay as they are (Jersey matches the raw path).
+pub fn resource_path(path: &str) -> Cow<'_, str> {
+    let mut path = if path.contains(';') {
+        let segments: Vec<&str> = path.split('/').map(|s| s.split(';').next().unwrap_or_default()).collect();
+        Cow::Owned(segments.join("/"))
+    } else {
+        Cow::Borrowed(path)
+    };
+    if path.len() > 1 && path.ends_with('/') && !path.ends_with("//") {
+        match &mut path {
+            Cow::Borrowed(p) => *p = &p[..p.len() - 1],
+            Cow::Owned(p) => {
+                p.pop();
+            }
+        }
+    }
+    path
+}
+
+/// The one path a new statement is sent on: its resource (`/v1/statement` or `/ui/api/statement`) and
+/// the query string as the client wrote it — whatever spelling of it the client used (`path` is one that
+/// [`classify`] calls a new statement).
+pub fn canonical_statement_path(path: &str) -> String {
+    let (path_only, query) = match path.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path, None),
+    };
+    let root =
+        if resource_path(path_only).starts_with("/ui/") { "/ui/api/statement" } else { "/v1/statement" };
+    match query {
+        Some(q) => format!("{root}?{q}"),
+        None => root.to_owned(),
+    }
+}
+
 /// Classifies a request by method and `:path`.
 pub fn classify(method: &str, path: &str) -> Target {
     let (path, query) = match path.split_once('?') {
@@ -28,6 +72,8 @@ pub fn classify(method: &str, path: &str) -> Target {
         None => (path, None),
     };
     let path = path.split_once('#').map_or(path, |(p, _)| p);
+    let path = resource_path(path);
+    let path = path.as_ref();
 
     if path == "/ui/query.html" {
         // The web UI names the query as the whole query string: `/ui/query.html?{queryId}`.
@@ -116,7 +162,29 @@ mod tests {
             ("post", "/v1/statement".into(), Target::NewStatement),
             ("POST", "/v1/statement?x=1".into(), Target::NewStatement),
             ("GET", "/v1/statement".into(), Target::Other),
-            ("POST", "/v1/statement/".into(), Target::Other),
+            // Every spelling Jersey maps to the new-statement resource (M1, M2); none it does not (M3–M5).
+            ("POST", "/v1/statement/".into(), Target::NewStatement),
+            ("POST", "/v1/statement;x=1".into(), Target::NewStatement),
+            ("POST", "/v1/statement/;".into(), Target::NewStatement),
+            ("POST", "/v1/statement/;x".into(), Target::NewStatement),
+            ("POST", "/v1;a=b/statement;x=1/?q=1".into(), Target::NewStatement),
+            ("POST", "/v1/statement;a/;b".into(), Target::NewStatement),
+            ("POST", "/ui;x/api/statement/".into(), Target::NewStatement),
+            ("POST", "/v1/statement//".into(), Target::Other),
+            ("POST", "/v1/statement/;/".into(), Target::Other),
+            ("POST", "//v1/statement".into(), Target::Other),
+            ("POST", "/v1/%73tatement".into(), Target::Other),
+            ("POST", "/v1/statement%3Bx".into(), Target::Other),
+            ("POST", "/v1/statement%2F".into(), Target::Other),
+            ("POST", "/v1/./statement".into(), Target::Other),
+            ("POST", "/v1/statement/../statement".into(), Target::Other),
+            ("POST", "/V1/statement".into(), Target::Other),
+            ("POST", "/v1/Statement".into(), Target::Other),
+            ("POST", "/v1/statement.json".into(), Target::Other),
+            ("HEAD", "/v1/statement/".into(), Target::Other),
+            ("PUT", "/v1/statement;x".into(), Target::Other),
+            ("GET", format!("/v1/statement/executing/{ID};x/yabc/2"), q()),
+            ("GET", format!("/v1/statement;x/queued/{ID}/yabc/1/"), q()),
             ("POST", "/ui/api/statement".into(), Target::NewStatement),
             ("GET", format!("/v1/statement/queued/{ID}/yabc/1"), q()),
             ("DELETE", format!("/v1/statement/queued/{ID}/yabc/1"), q()),
@@ -173,6 +241,41 @@ mod tests {
         ];
         for (method, path, expected) in cases {
             assert_eq!(classify(method, &path), expected, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn resource_path_table() {
+        #[rustfmt::skip]
+        let cases = [
+            ("/v1/statement", "/v1/statement"),
+            ("/v1/statement/", "/v1/statement"),
+            ("/v1/statement;x=1", "/v1/statement"),
+            ("/v1;a/statement;b/;c", "/v1/statement"),
+            ("/v1/statement//", "/v1/statement//"),
+            ("/v1/%73tatement", "/v1/%73tatement"),
+            ("/v1/./statement/..", "/v1/./statement/.."),
+            ("/", "/"),
+            ("", ""),
+        ];
+        for (path, expected) in cases {
+            assert_eq!(resource_path(path), expected, "{path}");
+        }
+    }
+
+    #[test]
+    fn canonical_statement_path_table() {
+        #[rustfmt::skip]
+        let cases = [
+            ("/v1/statement", "/v1/statement"),
+            ("/v1/statement/", "/v1/statement"),
+            ("/v1/statement;x=1?a=1&b", "/v1/statement?a=1&b"),
+            ("/v1/statement/;", "/v1/statement"),
+            ("/ui;x/api/statement/", "/ui/api/statement"),
+            ("/ui/api/statement?x", "/ui/api/statement?x"),
+        ];
+        for (path, expected) in cases {
+            assert_eq!(canonical_statement_path(path), expected, "{path}");
         }
     }
 }

@@ -28,11 +28,12 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::domain::config::{Cluster, Config};
+use crate::domain::config::{Cluster, Config, ENVOY_AUTH_METADATA, Secret};
 use crate::envoy::protocol::{
     DECIDE_FILTER, LEARN_CLUSTER_ATTRIBUTE, LEARN_FILTER, NOTE_NAMESPACE, ROLE_METADATA,
 };
 use crate::envoy::router_address::{self, RouterAddress};
+pub use crate::envoy::statement_route::new_statement_regex;
 
 /// Name of the Envoy cluster that reaches the router.
 pub const ROUTER_CLUSTER: &str = "trino-router";
@@ -191,10 +192,16 @@ pub fn http_connection_manager(config: &Config, routes: RouteSource) -> Value {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": LISTENER,
         "codec_type": "AUTO",
+        // Fewer spellings of one path for the routes and the router (RFC 3986: dot segments resolved,
+        // escaped unreserved characters decoded; `//` merged); what the router decides on is what the
+        // coordinator gets. Escaped slashes stay as they are: a coordinator refuses them (J1).
+        "normalize_path": true,
+        "merge_slashes": true,
+        "path_with_escaped_slashes_action": "KEEP_UNCHANGED",
         "local_reply_config": local_reply_config(),
         "http_filters": [
-            decide_filter(),
-            learn_filter(),
+            decide_filter_for(config.envoy_auth.as_ref()),
+            learn_filter_for(config.envoy_auth.as_ref()),
             { "name": "envoy.filters.http.router",
               "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" } },
         ],
@@ -241,6 +248,18 @@ pub fn local_reply_config() -> Value {
             "filter": { "header_filter": { "header": { "name": ":method", "present_match": true, "invert_match": true } } },
             "body_format_override": trino_failure(
                 "Invalid HTTP request (%RESPONSE_CODE_DETAILS%)", "INVALID_HTTP_REQUEST", "USER_ERROR"),
+        }, {
+            // A path Envoy's normalization cannot take (`%00`, a fragment): refused before any filter ran.
+            // A coordinator refuses these too (J7). No response flag marks them: CEL reads the details.
+            "filter": { "extension_filter": {
+                "name": "envoy.access_loggers.extension_filters.cel",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+                    "expression": "response.code_details == 'path_normalization_failed'",
+                },
+            } },
+            "body_format_override": trino_failure(
+                "Invalid request path (%RESPONSE_CODE_DETAILS%)", "INVALID_HTTP_REQUEST", "USER_ERROR"),
         }, {
             "filter": { "response_flag_filter": { "flags": ["UF", "UH", "URX", "UC", "UR", "UO", "UT", "NC"] } },
             "body_format_override": trino_failure(
@@ -296,10 +315,13 @@ pub fn route_config(config: &Config, learned: &[LearnedRoutes]) -> Value {
         // Never repeated once it may have reached the coordinator: that would submit the query twice.
         "retry_policy": retry_policy(false),
     });
-    let new_statement = |name: &str, path: &str| {
+    let new_statement = |name: &str, regex: String| {
         json!({
             "name": name,
-            "match": { "path": path, "headers": [{ "name": ":method", "string_match": { "exact": "POST" } }] },
+            "match": {
+                "safe_regex": { "regex": regex },
+                "headers": [{ "name": ":method", "string_match": { "exact": "POST" } }],
+            },
             "route": new_query_route,
             // The decide filter reads the SQL here (rules and placement may test statement facts): the
             // whole body up to the listener's buffer limit, a first part beyond it. When neither needs
@@ -318,23 +340,14 @@ pub fn route_config(config: &Config, learned: &[LearnedRoutes]) -> Value {
             "typed_per_filter_config": { DECIDE_FILTER: enabled(json!({})) },
         })
     };
-    let mut routes = vec![
-        new_statement("new-statement", "/v1/statement"),
-        new_statement("ui-new-statement", "/ui/api/statement"),
-    ];
+    let mut routes = vec![new_statement("new-statement", new_statement_regex(None))];
     if let Some(prefix) = &config.url_prefix {
         // URL-carried placement: a path under `{prefix}/{cluster}/` names its cluster, so Envoy routes it
         // there itself, prefix stripped, without asking the router — every follow-up, result page and
-        // spooled segment. Only a new statement under a prefix still goes through the router (a client
-        // must not pick a cluster by writing a URL).
-        let statement = format!("^{}/[^/]+/(v1|ui/api)/statement/?$", regex::escape(prefix));
-        routes.push(through_router(
-            "prefixed-new-statement",
-            json!({
-                "safe_regex": { "regex": statement },
-                "headers": [{ "name": ":method", "string_match": { "exact": "POST" } }],
-            }),
-        ));
+        // spooled segment. Only a new statement under a prefix, however spelled, is decided by the router
+        // as any other (a client must not pick a cluster by writing a URL): its SQL goes to the router, and
+        // the router sends it on the canonical path.
+        routes.push(new_statement("prefixed-new-statement", new_statement_regex(Some(prefix))));
         for (index, cluster) in config.clusters.iter().enumerate() {
             let cluster_prefix = config.cluster_prefix(index).unwrap_or_default();
             routes.push(json!({
@@ -397,12 +410,18 @@ fn enabled(overrides: Value) -> Value {
     })
 }
 
-fn router_grpc_service(role: &str) -> Value {
+/// The router's gRPC service as a filter calls it: the role in the stream's metadata and, with
+/// `envoy_auth`, the token that lets the stream in.
+fn router_grpc_service(role: &str, auth: Option<&Secret>) -> Value {
+    let mut metadata = vec![json!({ "key": ROLE_METADATA, "value": role })];
+    if let Some(token) = auth {
+        metadata.push(json!({ "key": ENVOY_AUTH_METADATA, "value": token.expose() }));
+    }
     // The authority is explicit: Envoy would otherwise send the cluster name, and names such as Istio's
     // `outbound|PORT||HOST` are not valid authorities for the router's HTTP/2 stack.
     json!({
         "envoy_grpc": { "cluster_name": ROUTER_CLUSTER, "authority": ROUTER_CLUSTER },
-        "initial_metadata": [{ "key": ROLE_METADATA, "value": role }],
+        "initial_metadata": metadata,
     })
 }
 
@@ -418,14 +437,20 @@ fn processing_mode(request_body_mode: &str) -> Value {
     })
 }
 
+/// The decide filter without `envoy_auth` (see [`decide_filter_for`]).
 pub fn decide_filter() -> Value {
+    decide_filter_for(None)
+}
+
+/// The decide filter; with `auth`, its streams carry the `envoy_auth` token.
+pub fn decide_filter_for(auth: Option<&Secret>) -> Value {
     json!({
         "name": DECIDE_FILTER,
         // Off unless the route turns it on (see `enabled`).
         "disabled": true,
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
-            "grpc_service": router_grpc_service("decide"),
+            "grpc_service": router_grpc_service("decide", auth),
             "stat_prefix": "decide",
             "processing_mode": processing_mode("NONE"),
             "allow_mode_override": true,
@@ -439,14 +464,20 @@ pub fn decide_filter() -> Value {
     })
 }
 
+/// The learn filter without `envoy_auth` (see [`learn_filter_for`]).
 pub fn learn_filter() -> Value {
+    learn_filter_for(None)
+}
+
+/// The learn filter; with `auth`, its streams carry the `envoy_auth` token.
+pub fn learn_filter_for(auth: Option<&Secret>) -> Value {
     json!({
         "name": LEARN_FILTER,
         // On only for the new-statement routes.
         "disabled": true,
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
-            "grpc_service": router_grpc_service("learn"),
+            "grpc_service": router_grpc_service("learn", auth),
             "stat_prefix": "learn",
             "message_timeout": MESSAGE_TIMEOUT,
             // The query exists once the coordinator answered: whatever happens to the router now, the
@@ -710,6 +741,21 @@ clusters:
     }
 
     #[test]
+    fn envoy_auth_travels_in_both_filters_metadata() {
+        let mut config = config();
+        config.envoy_auth = Some(Secret::new("envoy-shared-token-0123456789"));
+        let b = bootstrap(&config, &addresses(), RouteSource::Discovered, &EnvoyTls::default());
+        let hcm = &b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+        for (i, role) in [(0, "decide"), (1, "learn")] {
+            let metadata = &hcm["http_filters"][i]["typed_config"]["grpc_service"]["initial_metadata"];
+            assert_eq!(metadata[0]["value"], role);
+            assert_eq!(metadata[1]["key"], ENVOY_AUTH_METADATA);
+            assert_eq!(metadata[1]["value"], "envoy-shared-token-0123456789");
+        }
+        assert_envoy_schema(&b, "with envoy_auth");
+    }
+
+    #[test]
     fn filters_and_routes() {
         let b = bootstrap(&config(), &addresses(), RouteSource::Static, &EnvoyTls::default());
         let hcm = &b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
@@ -728,12 +774,15 @@ clusters:
         assert_eq!(decide["metadata_options"]["receiving_namespaces"]["untyped"][0], NOTE_NAMESPACE);
         assert_eq!(decide["grpc_service"]["initial_metadata"][0]["value"], "decide");
         assert_eq!(learn["grpc_service"]["initial_metadata"][0]["value"], "learn");
+        assert_eq!(decide["grpc_service"]["initial_metadata"].as_array().unwrap().len(), 1, "no envoy_auth");
         let routes = hcm["route_config"]["virtual_hosts"][0]["routes"].as_array().unwrap();
-        assert_eq!(routes.len(), 3);
+        assert_eq!(routes.len(), 2);
         for route in routes {
             assert_eq!(route["route"]["cluster_header"], "x-trino-cluster");
         }
-        assert_eq!(routes[0]["match"]["path"], "/v1/statement");
+        assert_eq!(routes[0]["match"]["safe_regex"]["regex"], new_statement_regex(None));
+        assert_eq!(hcm["normalize_path"], true);
+        assert_eq!(hcm["merge_slashes"], true);
         let overrides = &routes[0]["typed_per_filter_config"];
         assert!(overrides[LEARN_FILTER].get("disabled").is_none(), "learning is on for new statements");
         assert_eq!(overrides[LEARN_FILTER]["config"]["overrides"], json!({}), "Envoy wants a config");
@@ -743,8 +792,8 @@ clusters:
         );
         assert_eq!(decide["processing_mode"]["request_body_mode"], "NONE");
         assert_eq!(hcm["http_filters"][0]["disabled"], true, "each route turns the filters on");
-        assert!(routes[2]["typed_per_filter_config"].get(LEARN_FILTER).is_none());
-        assert!(routes[2]["typed_per_filter_config"].get(DECIDE_FILTER).is_some());
+        assert!(routes[1]["typed_per_filter_config"].get(LEARN_FILTER).is_none());
+        assert!(routes[1]["typed_per_filter_config"].get(DECIDE_FILTER).is_some());
         let rewrite = &hcm["route_config"]["virtual_hosts"][0]["response_headers_to_add"][0];
         assert_eq!(rewrite["header"]["key"], "x-trino-started-transaction-id");
         assert_eq!(rewrite["header"]["value"], "%UPSTREAM_CLUSTER%~%RESP(x-trino-started-transaction-id)%");
@@ -752,7 +801,7 @@ clusters:
             rewrite["append_action"], "OVERWRITE_IF_EXISTS",
             "added only where the coordinator sent one"
         );
-        let mapper = &hcm["local_reply_config"]["mappers"][1];
+        let mapper = &hcm["local_reply_config"]["mappers"][2];
         assert!(mapper["filter"]["response_flag_filter"]["flags"].as_array().unwrap().contains(&json!("UF")));
         assert_eq!(
             mapper["body_format_override"]["json_format"]["error"]["errorName"],
@@ -775,22 +824,20 @@ clusters:
         let names: Vec<&str> = routes.iter().map(|r| r["name"].as_str().unwrap()).collect();
         assert_eq!(
             names,
-            [
-                "new-statement",
-                "ui-new-statement",
-                "prefixed-new-statement",
-                "url-placed-trino-a",
-                "url-placed-trino-b",
-                "trino"
-            ]
+            ["new-statement", "prefixed-new-statement", "url-placed-trino-a", "url-placed-trino-b", "trino"]
         );
-        let b = &routes[4];
+        assert_eq!(
+            routes[1]["typed_per_filter_config"], routes[0]["typed_per_filter_config"],
+            "SQL and learn"
+        );
+        assert_eq!(routes[1]["route"], routes[0]["route"], "the new-query timeout, no retry once sent");
+        let b = &routes[3];
         assert_eq!(b["match"]["prefix"], "/_trino/trino-b/");
         assert_eq!(b["route"]["cluster"], "outbound|2||b");
         assert_eq!(b["route"]["prefix_rewrite"], "/");
         assert!(b.get("typed_per_filter_config").is_none(), "no router on the data path");
         let statement =
-            regex::Regex::new(routes[2]["match"]["safe_regex"]["regex"].as_str().unwrap()).unwrap();
+            regex::Regex::new(routes[1]["match"]["safe_regex"]["regex"].as_str().unwrap()).unwrap();
         assert!(statement.is_match("/_trino/trino-a/v1/statement"));
         assert!(!statement.is_match("/_trino/trino-a/v1/statement/executing/x/y/1"));
         assert!(
@@ -798,7 +845,7 @@ clusters:
                 .as_array()
                 .unwrap()
                 .len()
-                == 3
+                == 2
         );
     }
 

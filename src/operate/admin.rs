@@ -33,7 +33,7 @@ impl AdminService {
     /// Checks the caller's token against the current config's.
     fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
         let snapshot = self.router.snapshot();
-        let Some(expected) = snapshot.config.admin_token.as_deref() else {
+        let Some(expected) = snapshot.config.admin_token.as_ref() else {
             return Err(Status::unauthenticated(
                 "admin calls are disabled: configure admin.token or TRINO_ROUTER_ADMIN_TOKEN on the router",
             ));
@@ -44,7 +44,7 @@ impl AdminService {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        if constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
+        if expected.matches(presented) {
             Ok(())
         } else {
             Err(Status::unauthenticated("a valid admin token is required (authorization: Bearer <token>)"))
@@ -157,14 +157,12 @@ impl Admin for AdminService {
     }
 }
 
-/// Compares without revealing, through timing, how much of a guess was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The admin token of these tests.
+    const T: &str = "admin-token-for-tests-0001";
 
     fn service(token: Option<&str>) -> AdminService {
         let mut text = "
@@ -191,12 +189,12 @@ clusters:
 
     #[tokio::test]
     async fn refused_without_the_right_token() {
-        let admin = service(Some("s3cret"));
+        let admin = service(Some("s3cret-admin-token-x"));
         #[rustfmt::skip]
         let cases: Vec<(Request<ListClustersRequest>, &str)> = vec![
             (Request::new(ListClustersRequest::default()), "no token"),
             (with_token(ListClustersRequest::default(), "wrong"), "wrong token"),
-            (with_token(ListClustersRequest::default(), "s3cre"), "prefix of the token"),
+            (with_token(ListClustersRequest::default(), "s3cret-admin-token-"), "prefix of the token"),
             (with_token(ListClustersRequest::default(), ""), "empty token"),
         ];
         for (request, what) in cases {
@@ -214,9 +212,9 @@ clusters:
 
     #[tokio::test]
     async fn blue_green_through_the_api() {
-        let admin = service(Some("t"));
+        let admin = service(Some(T));
         let list =
-            admin.list_clusters(with_token(ListClustersRequest::default(), "t")).await.unwrap().into_inner();
+            admin.list_clusters(with_token(ListClustersRequest::default(), T)).await.unwrap().into_inner();
         let states: Vec<(&str, &str, bool)> = list
             .clusters
             .iter()
@@ -225,13 +223,13 @@ clusters:
         assert_eq!(states, [("blue", "active", true), ("green", "disabled", false)]);
 
         let green = admin
-            .enable(with_token(ClusterRequest { name: "green".into(), reason: String::new() }, "t"))
+            .enable(with_token(ClusterRequest { name: "green".into(), reason: String::new() }, T))
             .await
             .unwrap()
             .into_inner();
         assert_eq!((green.operator_state.as_str(), green.accepts_new_queries), ("active", true));
         let blue = admin
-            .drain(with_token(ClusterRequest { name: "blue".into(), reason: "upgrade to 477".into() }, "t"))
+            .drain(with_token(ClusterRequest { name: "blue".into(), reason: "upgrade to 477".into() }, T))
             .await
             .unwrap()
             .into_inner();
@@ -249,7 +247,7 @@ clusters:
         assert!(blue.replicas_reached.is_empty() && blue.replicas_missed.is_empty(), "no peers configured");
 
         let missing = admin
-            .drain(with_token(ClusterRequest { name: "red".into(), reason: String::new() }, "t"))
+            .drain(with_token(ClusterRequest { name: "red".into(), reason: String::new() }, T))
             .await
             .unwrap_err();
         assert_eq!(missing.code(), tonic::Code::NotFound);
@@ -258,7 +256,7 @@ clusters:
     #[tokio::test]
     async fn a_peer_s_newer_say_is_taken_and_the_merged_book_returned() {
         use crate::operate::api::{OperatorEntry, OperatorState};
-        let admin = service(Some("t"));
+        let admin = service(Some(T));
         let entry = |state: &str, wall_ms: u64| OperatorEntry {
             cluster: "blue".into(),
             state: state.into(),
@@ -274,7 +272,7 @@ clusters:
         assert_eq!(refused.code(), tonic::Code::Unauthenticated, "peers need the token too");
 
         let answer = admin
-            .sync_operator_state(with_token(from_peer(vec![entry("draining", 1_000)]), "t"))
+            .sync_operator_state(with_token(from_peer(vec![entry("draining", 1_000)]), T))
             .await
             .unwrap()
             .into_inner();
@@ -285,7 +283,7 @@ clusters:
 
         // Older news changes nothing; a nonsense state is left out, the rest is taken.
         let answer = admin
-            .sync_operator_state(with_token(from_peer(vec![entry("active", 999), entry("gone", 5_000)]), "t"))
+            .sync_operator_state(with_token(from_peer(vec![entry("active", 999), entry("gone", 5_000)]), T))
             .await
             .unwrap()
             .into_inner();
@@ -295,26 +293,26 @@ clusters:
 
     #[tokio::test]
     async fn locate_query() {
-        let admin = service(Some("t"));
+        let admin = service(Some(T));
         let snapshot = admin.router.snapshot();
         let id = QueryId::parse("20260101_120000_00001_abcde").unwrap();
         admin
             .router
             .learn(&snapshot, crate::state::router::Learned::QueryOwner { query: id.clone(), cluster: 1 });
         let found = admin
-            .locate_query(with_token(LocateQueryRequest { query_id: id.to_string() }, "t"))
+            .locate_query(with_token(LocateQueryRequest { query_id: id.to_string() }, T))
             .await
             .unwrap()
             .into_inner();
         assert_eq!(found.cluster, "green");
         let same_coordinator = LocateQueryRequest { query_id: "20260101_120000_00002_abcde".into() };
-        let found = admin.locate_query(with_token(same_coordinator, "t")).await.unwrap().into_inner();
+        let found = admin.locate_query(with_token(same_coordinator, T)).await.unwrap().into_inner();
         assert_eq!(found.cluster, "green", "placed by its coordinator id");
         let unknown = LocateQueryRequest { query_id: "20260101_120000_00002_zzzzz".into() };
-        assert_eq!(admin.locate_query(with_token(unknown, "t")).await.unwrap().into_inner().cluster, "");
+        assert_eq!(admin.locate_query(with_token(unknown, T)).await.unwrap().into_inner().cluster, "");
         let bad = LocateQueryRequest { query_id: "../x".into() };
         assert_eq!(
-            admin.locate_query(with_token(bad, "t")).await.unwrap_err().code(),
+            admin.locate_query(with_token(bad, T)).await.unwrap_err().code(),
             tonic::Code::InvalidArgument
         );
     }

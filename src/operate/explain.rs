@@ -29,7 +29,7 @@ impl Lookups for Idle {
     }
 
     fn view(&self, _: usize) -> ClusterView {
-        ClusterView { accepts_new: true, down: false, load: 0.0 }
+        ClusterView { accepts_new: true, down: false, load: 0.0, doubtful: false }
     }
 
     fn turn(&self) -> usize {

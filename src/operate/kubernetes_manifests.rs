@@ -206,13 +206,11 @@ impl EnvoyConfigRoutes {
     }
 }
 
-/// The paths of a new statement (envoy-config's new-statement routes).
-const NEW_STATEMENT_PATHS: [&str; 2] = ["/v1/statement", "/ui/api/statement"];
-
-/// A new statement under a URL prefix: still decided by the router (a client must not pick its cluster by
-/// writing a URL). The same expression envoy-config's `prefixed-new-statement` route uses.
-fn prefixed_new_statement_regex(prefix: &str) -> String {
-    format!("^{}/[^/]+/(v1|ui/api)/statement/?$", regex::escape(prefix))
+/// A new statement, however spelled (`/v1/statement/`, `;x=1`, ...): envoy-config's `new-statement`
+/// route's expression. Under a URL prefix (`Some`): still decided by the router (a client must not pick
+/// its cluster by writing a URL), envoy-config's `prefixed-new-statement` expression.
+fn new_statement_regex(prefix: Option<&str>) -> String {
+    crate::envoy::statement_route::new_statement_regex(prefix)
 }
 
 /// One of the router's filters as the ingress gateway runs it: envoy-config's own, dialling Istio's
@@ -313,21 +311,27 @@ fn istio_routes(config: &Config, services: &[CoordinatorService], envoy: &EnvoyC
     let retries =
         |policy: &Value| json!({ "attempts": policy["num_retries"], "retryOn": policy["retry_on"] });
     let new_statement_matches = |extra: &Value| -> Value {
-        NEW_STATEMENT_PATHS
-            .iter()
-            .map(|path| {
-                let mut m = json!({ "uri": { "exact": path }, "method": { "exact": "POST" } });
-                if let (Some(m), Some(extra)) = (m.as_object_mut(), extra.as_object()) {
-                    m.extend(extra.clone());
-                }
-                m
-            })
-            .collect()
+        let mut m = json!({ "uri": { "regex": new_statement_regex(None) }, "method": { "exact": "POST" } });
+        if let (Some(m), Some(extra)) = (m.as_object_mut(), extra.as_object()) {
+            m.extend(extra.clone());
+        }
+        json!([m])
     };
 
-    // Routes, in Envoy's match order. After decide: the cluster it chose (its header value).
+    // Routes, in Envoy's match order.
     let mut http = Vec::new();
     let mut new_statement_routes = Vec::new();
+    if let Some(prefix) = &config.url_prefix {
+        // A new statement under the prefix, first whatever headers the client sent: the router gets its
+        // SQL, decides it, and sends it on the canonical path (then the routes below match it).
+        http.push(json!({
+            "name": "prefixed-new-statement",
+            "match": [{ "uri": { "regex": new_statement_regex(Some(prefix)) }, "method": { "exact": "POST" } }],
+            "directResponse": { "status": 503 },
+        }));
+        new_statement_routes.push("prefixed-new-statement".to_owned());
+    }
+    // After decide: the cluster it chose (its header value).
     for (cluster, service) in config.clusters.iter().zip(services) {
         let by_header = json!({ "headers": { header.as_str(): { "exact": &*cluster.envoy_cluster } } });
         let name = format!("{}-new-statement", cluster.name);
@@ -349,12 +353,7 @@ fn istio_routes(config: &Config, services: &[CoordinatorService], envoy: &EnvoyC
     }
     // URL-carried placement: Istio routes every follow-up itself, prefix stripped, the router not asked.
     let mut url_placed_routes = Vec::new();
-    if let Some(prefix) = &config.url_prefix {
-        http.push(json!({
-            "name": "prefixed-new-statement",
-            "match": [{ "uri": { "regex": prefixed_new_statement_regex(prefix) }, "method": { "exact": "POST" } }],
-            "directResponse": { "status": 503 },
-        }));
+    if config.url_prefix.is_some() {
         for (index, (cluster, service)) in config.clusters.iter().zip(services).enumerate() {
             let cluster_prefix = config.cluster_prefix(index).unwrap_or_default();
             let name = format!("url-placed-{}", cluster.name);
@@ -561,16 +560,11 @@ fn eg_rules(config: &Config, services: &[CoordinatorService], namespace: &str) -
         json!([backend])
     };
     let new_statement_matches = |headers: &Value| -> Value {
-        NEW_STATEMENT_PATHS
-            .iter()
-            .map(|path| {
-                let mut m = json!({ "path": { "type": "Exact", "value": path }, "method": "POST" });
-                if !headers.is_null() {
-                    m["headers"] = headers.clone();
-                }
-                m
-            })
-            .collect()
+        let mut m = json!({ "path": { "type": "RegularExpression", "value": new_statement_regex(None) }, "method": "POST" });
+        if !headers.is_null() {
+            m["headers"] = headers.clone();
+        }
+        json!([m])
     };
 
     // Rules, and which policies each gets.
@@ -588,12 +582,15 @@ fn eg_rules(config: &Config, services: &[CoordinatorService], namespace: &str) -
         follow_up_rules.push(cluster.name.to_string());
     }
     if let Some(prefix) = &config.url_prefix {
+        // No backend, like `new-statement`: the router gets its SQL, decides it and sends it on the
+        // canonical path. Envoy Gateway orders regular expressions longest first: this one comes before
+        // the plain ones, whatever headers the client sent.
         rules.push(json!({
             "name": "prefixed-new-statement",
-            "matches": [{ "path": { "type": "RegularExpression", "value": prefixed_new_statement_regex(prefix) },
+            "matches": [{ "path": { "type": "RegularExpression", "value": new_statement_regex(Some(prefix)) },
                           "method": "POST" }],
         }));
-        decide_rules.push("prefixed-new-statement".to_owned());
+        new_statement_rules.push("prefixed-new-statement".to_owned());
         for (index, (cluster, service)) in config.clusters.iter().zip(services).enumerate() {
             let cluster_prefix = config.cluster_prefix(index).unwrap_or_default();
             let name = format!("url-placed-{}", cluster.name);
@@ -757,6 +754,7 @@ fn eg_reference_grants(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::envoy::protocol::LEARN_FILTER;
     use std::path::Path;
 
     fn config(extra: &str, clusters: &[(&str, &str, Option<&str>)]) -> Config {
@@ -882,14 +880,25 @@ mod tests {
         assert_eq!(
             routes,
             [
+                "prefixed-new-statement",
                 "trino-a-new-statement",
                 "trino-a",
-                "prefixed-new-statement",
                 "url-placed-trino-a",
                 "trino-new-statement",
                 "trino-undecided"
-            ]
+            ],
+            "a prefixed new statement gets its SQL read whatever routing header the client sent"
         );
+        let prefixed = patches
+            .iter()
+            .find(|p| p["match"]["routeConfiguration"]["vhost"]["route"]["name"] == "prefixed-new-statement")
+            .unwrap();
+        assert!(
+            prefixed["patch"]["value"]["typed_per_filter_config"][LEARN_FILTER].is_object(),
+            "SQL and learn"
+        );
+        let matches = &objects[1]["spec"]["http"][1]["match"];
+        assert_eq!(matches[0]["uri"]["regex"], crate::envoy::bootstrap::new_statement_regex(None));
         let off = patches
             .iter()
             .find(|p| p["match"]["routeConfiguration"]["vhost"]["route"]["name"] == "url-placed-trino-a")
@@ -936,10 +945,16 @@ mod tests {
                 .map(|t| t["sectionName"].as_str().unwrap().to_owned())
                 .collect()
         };
-        assert_eq!(sections(&objects[2]), ["trino-a", "trino-etl", "prefixed-new-statement", "undecided"]);
+        assert_eq!(sections(&objects[2]), ["trino-a", "trino-etl", "undecided"]);
         assert_eq!(
             sections(&objects[3]),
-            ["trino-a-new-statement", "trino-etl-new-statement", "new-statement"]
+            ["trino-a-new-statement", "trino-etl-new-statement", "prefixed-new-statement", "new-statement"]
+        );
+        let new_statement = rules.iter().find(|r| r["name"] == "new-statement").unwrap();
+        assert_eq!(new_statement["matches"][0]["path"]["type"], "RegularExpression");
+        assert_eq!(
+            new_statement["matches"][0]["path"]["value"],
+            crate::envoy::bootstrap::new_statement_regex(None)
         );
         assert_eq!(objects[2]["spec"]["extProc"][0]["statusOnError"], 503);
         assert_eq!(objects[2]["spec"]["extProc"][0]["messageTimeout"], "500ms");

@@ -1,4 +1,5 @@
-//! Running the router: start-up and shutdown ([`server`]), the admin API and its client, the replicas'
+//! Running the router: start-up and shutdown ([`server`]) and the limits of its ports ([`listener`]),
+//! the admin API and its client, the replicas'
 //! shared operator state ([`fleet`]), the metrics endpoint and status page, live config reload, offline
 //! dry runs ([`explain`]) and the command line.
 
@@ -9,6 +10,7 @@ pub mod explain;
 pub mod fleet;
 pub mod fleet_table;
 pub mod kubernetes_manifests;
+pub mod listener;
 pub mod metrics_endpoint;
 pub mod reload;
 pub mod server;

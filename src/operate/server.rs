@@ -21,8 +21,8 @@ use std::time::Duration;
 use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessorServer;
 use envoy_types::pb::envoy::service::route::v3::route_discovery_service_server::RouteDiscoveryServiceServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
+use crate::coordinators::checks;
 use crate::coordinators::poller::Poller;
 use crate::coordinators::query_lookup::QueryLookup;
 use crate::domain::config::tls::ListenTls;
@@ -32,6 +32,10 @@ use crate::envoy::route_discovery::{RouteDiscovery, RouteTable, initial_table, p
 use crate::operate::admin::AdminService;
 use crate::operate::api::admin_server::AdminServer;
 use crate::operate::fleet::Fleet;
+use crate::operate::listener::{
+    GRPC_KEEPALIVE, GRPC_KEEPALIVE_TIMEOUT, GRPC_LIMITS, GRPC_MAX_MESSAGE_BYTES,
+    GRPC_MAX_STREAMS_PER_CONNECTION, LimitedListener, incoming,
+};
 use crate::state::router::Router;
 
 /// After a shutdown signal, how long the router keeps serving while reporting NOT_SERVING, so that
@@ -53,6 +57,20 @@ fn server_tls_config(tls: &ListenTls) -> tonic::transport::ServerTlsConfig {
     match &tls.client_ca {
         Some(ca) => config.client_ca_root(tonic::transport::Certificate::from_pem(&*ca.pem)),
         None => config,
+    }
+}
+
+/// A gRPC server with the ports' limits (see [`crate::operate::listener`]) and, when configured, TLS.
+fn grpc_builder(
+    tls: Option<tonic::transport::ServerTlsConfig>,
+) -> Result<tonic::transport::Server, tonic::transport::Error> {
+    let builder = tonic::transport::Server::builder()
+        .max_concurrent_streams(GRPC_MAX_STREAMS_PER_CONNECTION)
+        .http2_keepalive_interval(Some(GRPC_KEEPALIVE))
+        .http2_keepalive_timeout(Some(GRPC_KEEPALIVE_TIMEOUT));
+    match tls {
+        Some(tls) => builder.tls_config(tls),
+        None => Ok(builder),
     }
 }
 
@@ -82,6 +100,8 @@ pub struct Server {
     routes: RouteTable,
     /// The metrics endpoint, when configured.
     metrics: Option<TcpListener>,
+    /// The admin service's own port, when configured (`admin.listen`).
+    admin: Option<TcpListener>,
     /// TLS on the gRPC listener, when configured (`listen_tls`).
     tls: Option<tonic::transport::ServerTlsConfig>,
     /// The peers and the state file.
@@ -106,8 +126,12 @@ impl Server {
             Some(addr) => Some(TcpListener::bind(addr).await?),
             None => None,
         };
+        let admin = match router.snapshot().config.admin_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
         let routes = initial_table(&router).map_err(std::io::Error::other)?;
-        Ok(Server { listener, router, source, routes, metrics, tls, fleet })
+        Ok(Server { listener, router, source, routes, metrics, admin, tls, fleet })
     }
 
     /// The address actually bound (the real port when the config asked for port 0).
@@ -118,6 +142,11 @@ impl Server {
     /// Where `GET /metrics` is served (the real port), when configured.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Where the admin service is served on a port of its own (the real port), when configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn router(&self) -> &Arc<Router> {
@@ -164,25 +193,52 @@ impl Server {
             tokio::spawn(crate::operate::reload::watch(self.router.clone(), source.path, source.overrides))
         });
 
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(crate::operate::api::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .expect("the compiled descriptor sets are valid");
-        let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
-        if let Some(tls) = self.tls {
-            builder = builder.tls_config(tls)?;
-        }
-        let serve = builder
-            .add_service(health_service)
-            .add_service(reflection)
-            .add_service(AdminServer::new(AdminService::new(self.router.clone(), self.fleet.clone())))
-            .add_service(ExternalProcessorServer::new(ExtProcService::new(
-                self.router.clone(),
-                Arc::new(QueryLookup::default()),
-            )))
-            .add_service(RouteDiscoveryServiceServer::new(RouteDiscovery::new(tables_rx, stopping_rx)))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown);
+        // Server reflection over the admin API and grpc.health.v1.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(crate::operate::api::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .build_v1()
+                .expect("the compiled descriptor sets are valid")
+        };
+        let lookup = Arc::new(QueryLookup::default());
+        let checks = self
+            .router
+            .take_checks()
+            .map(|inbox| tokio::spawn(checks::answer(self.router.clone(), lookup.clone(), inbox)));
+        let admin = AdminServer::new(AdminService::new(self.router.clone(), self.fleet.clone()));
+        let ext_proc = ExternalProcessorServer::new(ExtProcService::new(self.router.clone(), lookup))
+            .max_decoding_message_size(GRPC_MAX_MESSAGE_BYTES);
+        let mut routes = tonic::service::Routes::new(health_service.clone())
+            .add_service(reflection())
+            .add_service(ext_proc)
+            .add_service(RouteDiscoveryServiceServer::new(RouteDiscovery::new(
+                tables_rx,
+                stopping_rx.clone(),
+            )));
+        let admin_port = match self.admin {
+            None => {
+                routes = routes.add_service(admin);
+                None
+            }
+            Some(listener) => {
+                // The admin service (and health, for probes) on a port of its own, with the same TLS.
+                let mut stopped = stopping_rx.clone();
+                let served =
+                    tonic::service::Routes::new(health_service).add_service(reflection()).add_service(admin);
+                let incoming = incoming(LimitedListener::new(listener, GRPC_LIMITS, "admin"));
+                let serve = grpc_builder(self.tls.clone())?.add_routes(served).serve_with_incoming_shutdown(
+                    incoming,
+                    async move {
+                        let _ = stopped.wait_for(|stop| *stop).await;
+                    },
+                );
+                Some(tokio::spawn(serve))
+            }
+        };
+        let incoming = incoming(LimitedListener::new(self.listener, GRPC_LIMITS, "grpc"));
+        let serve =
+            grpc_builder(self.tls)?.add_routes(routes).serve_with_incoming_shutdown(incoming, shutdown);
         let deadline = async {
             let _ = stopped.wait_for(|stop| *stop).await;
             tokio::time::sleep(SHUTDOWN_GRACE).await;
@@ -194,6 +250,11 @@ impl Server {
                 Ok(())
             }
         };
+        for task in
+            [admin_port.map(|t| t.abort_handle()), checks.map(|t| t.abort_handle())].into_iter().flatten()
+        {
+            task.abort();
+        }
         publisher.abort();
         if let Some(metrics) = metrics {
             metrics.abort();
@@ -218,7 +279,7 @@ mod tests {
         let served = pki.issue("router", &["127.0.0.1"]);
         let text = format!(
             "listen: 127.0.0.1:0\ndefault_group: a\nclusters: [{{name: a, url: 'http://127.0.0.1:9', group: a}}]\n\
-             admin: {{token: t}}\n\
+             admin: {{token: admin-token-for-tests-0001}}\n\
              listen_tls: {{cert_file: '{}', key_file: '{}', client_ca_file: '{}'}}\n",
             served.cert.display(),
             served.key.display(),
@@ -283,7 +344,7 @@ mod tests {
         let connection = |cert: Option<&crate::domain::config::tls::testing::Issued>| {
             crate::operate::cli::AdminConnection {
                 server: vec![format!("https://{addr}")],
-                token: Some("t".into()),
+                token: Some("admin-token-for-tests-0001".into()),
                 ca_file: Some(pki.ca.clone()),
                 cert_file: cert.map(|c| c.cert.clone()),
                 key_file: cert.map(|c| c.key.clone()),

@@ -5,7 +5,9 @@
 //!   coordinator process's life. Once one query of a coordinator is placed, every query id with that
 //!   suffix is placed without an entry of its own, so memory does not grow with the number of queries.
 //!   Two clusters sharing a suffix (1 in 32⁵ per pair) make that suffix ambiguous: from then on its
-//!   queries are placed by exact entries only.
+//!   queries are placed by exact entries only. A claim that a known suffix belongs to a second cluster
+//!   is only a dispute until that cluster's coordinator confirms it knows the query
+//!   ([`Affinity::confirm_shared`]): a forged claim cannot make a suffix ambiguous.
 //! - **exact entries** (query id → cluster) for what suffixes cannot place: ids from an ambiguous
 //!   suffix, ids not of Trino's generated shape. A bounded moka cache: least recently used out first,
 //!   forgotten after an idle period.
@@ -40,6 +42,9 @@ enum SuffixOwner {
 pub enum Placement {
     Suffix,
     Exact,
+    /// The suffix is known to belong to another cluster: the claim must be checked with the claimed
+    /// cluster's coordinator before the suffix is taken as shared ([`Affinity::confirm_shared`]).
+    Disputed,
 }
 
 /// How long a transaction-starting query is watched for its `X-Trino-Started-Transaction-Id`.
@@ -128,16 +133,13 @@ impl Affinity {
                 Placement::Exact
             }
             Some(SuffixOwner::One(owner, _)) => {
-                tracing::warn!(
+                tracing::debug!(
                     coordinator_id = suffix,
                     first = %owner,
                     second = %cluster,
-                    "two clusters' coordinators share an id: their queries are placed one by one from now on"
+                    "a known coordinator id claimed for a second cluster: to be confirmed"
                 );
-                self.write().insert(suffix.into(), SuffixOwner::Shared);
-                self.suffix_changes.fetch_add(1, Ordering::Relaxed);
-                self.exact.insert(query, cluster);
-                Placement::Exact
+                Placement::Disputed
             }
             None => {
                 let mut suffixes = self.write();
@@ -158,6 +160,32 @@ impl Affinity {
                 }
                 Placement::Suffix
             }
+        }
+    }
+
+    /// `cluster`'s coordinator confirmed it knows `query`, whose suffix another cluster owns: the two
+    /// share the suffix, whose queries are placed by exact entries from now on.
+    pub fn confirm_shared(&self, query: QueryId, cluster: Arc<str>) {
+        let Some(suffix) = query.coordinator_id() else { return };
+        let mut suffixes = self.write();
+        match suffixes.get(suffix) {
+            Some(SuffixOwner::One(owner, _)) if *owner != cluster => {
+                tracing::warn!(
+                    coordinator_id = suffix,
+                    first = %owner,
+                    second = %cluster,
+                    "two clusters' coordinators share an id: their queries are placed one by one from now on"
+                );
+                suffixes.insert(suffix.into(), SuffixOwner::Shared);
+                drop(suffixes);
+                self.suffix_changes.fetch_add(1, Ordering::Relaxed);
+                self.exact.insert(query, cluster);
+            }
+            Some(SuffixOwner::Shared) => {
+                drop(suffixes);
+                self.exact.insert(query, cluster);
+            }
+            _ => {}
         }
     }
 
@@ -246,6 +274,8 @@ mod tests {
         );
         assert_eq!(affinity.recent_coordinator_ids("b", 9), ["bbbbb".into()] as [Box<str>; 1]);
         affinity.learn(id(6, "bbbbb"), "a".into());
+        assert_eq!(affinity.recent_coordinator_ids("b", 9).len(), 1, "an unconfirmed claim changes nothing");
+        affinity.confirm_shared(id(6, "bbbbb"), "a".into());
         assert!(affinity.recent_coordinator_ids("b", 9).is_empty(), "an ambiguous id places nothing");
         assert_eq!(affinity.recent_coordinator_ids("a", 9).len(), 3);
     }
@@ -270,7 +300,10 @@ mod tests {
     fn shared_suffix_falls_back_to_exact_entries() {
         let affinity = Affinity::new(&AffinitySettings::default());
         affinity.learn(id(1, "abcde"), "trino-a".into());
-        assert_eq!(affinity.learn(id(7, "abcde"), "trino-b".into()), Placement::Exact);
+        assert_eq!(affinity.learn(id(7, "abcde"), "trino-b".into()), Placement::Disputed);
+        assert!(!affinity.is_shared_suffix("abcde"), "a claim alone changes nothing");
+        assert_eq!(owner(&affinity, &id(7, "abcde")).as_deref(), Some("trino-a"));
+        affinity.confirm_shared(id(7, "abcde"), "trino-b".into());
         assert!(affinity.is_shared_suffix("abcde"));
         assert_eq!(owner(&affinity, &id(7, "abcde")).as_deref(), Some("trino-b"));
         assert_eq!(owner(&affinity, &id(1, "abcde")), None, "ambiguous now: found by discovery, not guessed");

@@ -19,6 +19,13 @@ pub const IN_FLIGHT_WINDOW: Duration = Duration::from_secs(5);
 
 pub use crate::domain::operator_state::Operator;
 
+/// The most entries any table keyed by what clients send may hold (queries heard from, queries
+/// verified); past it, the least recently used go first.
+pub const MAX_CLIENT_KEYED: u64 = 100_000;
+
+/// A query the router placed or verified is remembered this long after it was last heard from.
+pub const KNOWN_IDLE_EXPIRY: Duration = Duration::from_secs(3600);
+
 fn operator_from_u8(value: u8) -> Operator {
     match value {
         1 => Operator::Draining,
@@ -46,14 +53,27 @@ pub struct ClusterRuntime {
     recent_dispatches: AtomicU64,
     /// New queries sent here since the router started.
     queries_routed: AtomicU64,
-    /// Queries whose clients were heard from within [`IN_FLIGHT_WINDOW`].
+    /// Queries whose clients were heard from within [`IN_FLIGHT_WINDOW`] (only queries in `known`).
     heard_from: Cache<QueryId, ()>,
+    /// Queries the router placed here (learned from their first answer, or found by a lookup) or whose
+    /// coordinator confirmed them: the only ones that count as in flight.
+    known: Cache<QueryId, ()>,
     /// Whether the end of the current drain was reported already.
     drain_reported: AtomicBool,
     /// When the current drain began.
     draining_since: Mutex<Option<Instant>>,
     /// When a query's owner here was last learned from an answer (ms since [`EPOCH`]; 0 = never).
     last_learned_ms: AtomicU64,
+}
+
+/// A table keyed by client input: at most [`MAX_CLIENT_KEYED`] entries, least recently used out first
+/// (moka's default admission would turn new entries away from a full table), idle ones forgotten.
+fn bounded(idle: Duration) -> Cache<QueryId, ()> {
+    Cache::builder()
+        .max_capacity(MAX_CLIENT_KEYED)
+        .eviction_policy(moka::policy::EvictionPolicy::lru())
+        .time_to_idle(idle)
+        .build()
 }
 
 /// The origin of the router's millisecond clock for lock-free timestamps.
@@ -73,7 +93,8 @@ impl ClusterRuntime {
             coordinator_queries: AtomicU64::new(u64::MAX),
             recent_dispatches: AtomicU64::new(0),
             queries_routed: AtomicU64::new(0),
-            heard_from: Cache::builder().time_to_idle(IN_FLIGHT_WINDOW).build(),
+            heard_from: bounded(IN_FLIGHT_WINDOW),
+            known: bounded(KNOWN_IDLE_EXPIRY),
             drain_reported: AtomicBool::new(false),
             draining_since: Mutex::new(None),
             last_learned_ms: AtomicU64::new(0),
@@ -135,7 +156,7 @@ impl ClusterRuntime {
 
     /// A new query could not be delivered here; returns the new health when it changed.
     pub fn delivery_failed(&self) -> Option<Health> {
-        self.tracker().passive_failure()
+        self.tracker().passive_failure(now_ms())
     }
 
     /// The coordinator refused a new query; returns the new health when it changed.
@@ -194,6 +215,18 @@ impl ClusterRuntime {
         last != 0 && now_ms().saturating_sub(last) <= window.as_millis() as u64
     }
 
+    /// `query` was placed here by the router, or its coordinator confirmed it.
+    pub fn verified(&self, query: &QueryId) {
+        if self.known.get(query).is_none() {
+            self.known.insert(query.clone(), ());
+        }
+    }
+
+    /// Whether `query` was placed here or verified (see [`ClusterRuntime::verified`]).
+    pub fn is_known(&self, query: &QueryId) -> bool {
+        self.known.contains_key(query)
+    }
+
     /// A client asked about `query` here.
     pub fn heard_from(&self, query: &QueryId) {
         if self.heard_from.get(query).is_none() {
@@ -225,6 +258,9 @@ mod tests {
         assert_eq!(c.set_operator(Operator::Draining), Operator::Active);
         assert!(!c.accepts_new_queries());
         c.set_operator(Operator::Active);
+        c.delivery_failed();
+        assert!(c.accepts_new_queries(), "one failed delivery is a suspicion");
+        c.delivery_failed();
         c.delivery_failed();
         assert!(!c.accepts_new_queries());
         assert!(!ClusterRuntime::new(false).accepts_new_queries(), "starts disabled");
@@ -260,6 +296,19 @@ mod tests {
         assert_eq!(c.in_flight(), 2);
         c.coordinator_reported(7);
         assert_eq!(c.in_flight(), 7);
+    }
+
+    #[test]
+    fn client_keyed_tables_are_bounded() {
+        let c = ClusterRuntime::new(true);
+        for n in 0..(MAX_CLIENT_KEYED + 5_000) {
+            let id = QueryId::parse(&format!("20260101_120000_{n:05}_abcde")).unwrap();
+            c.verified(&id);
+            c.heard_from(&id);
+        }
+        c.known.run_pending_tasks();
+        assert!(c.known.entry_count() <= MAX_CLIENT_KEYED, "{}", c.known.entry_count());
+        assert!(c.in_flight() <= MAX_CLIENT_KEYED, "{}", c.in_flight());
     }
 
     #[test]

@@ -58,6 +58,41 @@ pub struct ClusterLabels {
     pub cluster: String,
 }
 
+/// What the router refused or doubted to protect itself (`trino_router_safeguards_total{outcome}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Safeguard {
+    /// An ext_proc stream without the `envoy_auth` token, refused.
+    UnauthenticatedStream,
+    /// A learned claim (a coordinator id on a second cluster) the claimed coordinator did not confirm.
+    UnverifiedClaim,
+    /// A discovery lookup not made: too many were under way.
+    LookupShed,
+    /// A new query placed on a cluster that looks unhealthy (every cluster did, none known down).
+    DoubtfulPlacement,
+    /// A client-keyed entry not recorded: its table was full.
+    MapFull,
+}
+
+impl Safeguard {
+    pub const ALL: [Safeguard; 5] = [
+        Safeguard::UnauthenticatedStream,
+        Safeguard::UnverifiedClaim,
+        Safeguard::LookupShed,
+        Safeguard::DoubtfulPlacement,
+        Safeguard::MapFull,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Safeguard::UnauthenticatedStream => "unauthenticated_stream",
+            Safeguard::UnverifiedClaim => "unverified_claim",
+            Safeguard::LookupShed => "lookup_shed",
+            Safeguard::DoubtfulPlacement => "doubtful_placement",
+            Safeguard::MapFull => "map_full",
+        }
+    }
+}
+
 /// Everything the router counts.
 pub struct Metrics {
     pub new_queries: Family<DecisionLabels, Counter>,
@@ -70,6 +105,8 @@ pub struct Metrics {
     pub stream_errors: Family<RoleLabels, Counter>,
     pub decision_seconds: Histogram,
     pub reloads: Family<OutcomeLabels, Counter>,
+    /// What the router refused or doubted to protect itself ([`Safeguard`]).
+    safeguards: Family<OutcomeLabels, Counter>,
     cluster_healthy: Family<ClusterLabels, Gauge>,
     cluster_accepts_new: Family<ClusterLabels, Gauge>,
     cluster_load: Family<ClusterLabels, Gauge>,
@@ -108,6 +145,7 @@ impl Metrics {
             // 5 µs .. ~0.3 s
             decision_seconds: Histogram::new(exponential_buckets(0.000005, 2.5, 13)),
             reloads: Family::default(),
+            safeguards: Family::default(),
             cluster_healthy: Family::default(),
             cluster_accepts_new: Family::default(),
             cluster_load: Family::default(),
@@ -169,6 +207,15 @@ impl Metrics {
             drop(m.placements.get_or_create(&PlacementLabels { method: method.to_owned() }));
         }
         m.registry.register(
+            "safeguards",
+            "What the router refused or doubted to protect itself, by what (unauthenticated_stream, \
+             unverified_claim, lookup_shed, doubtful_placement, map_full)",
+            m.safeguards.clone(),
+        );
+        for what in Safeguard::ALL {
+            drop(m.safeguards.get_or_create(&OutcomeLabels { outcome: what.as_str().to_owned() }));
+        }
+        m.registry.register(
             "fleet_exchanges",
             "Exchanges of the operator's say with a peer address, by status (ok, absent, unreachable)",
             m.fleet_exchanges.clone(),
@@ -214,6 +261,11 @@ impl Metrics {
         self.decision_seconds.observe(took.as_secs_f64());
     }
 
+    /// Counts a safeguard at work.
+    pub fn safeguard(&self, what: Safeguard) {
+        self.safeguards.get_or_create(&OutcomeLabels { outcome: what.as_str().to_owned() }).inc();
+    }
+
     pub fn refused(&self, reason: &str) {
         self.refusals.get_or_create(&OutcomeLabels { outcome: reason.to_owned() }).inc();
     }
@@ -252,6 +304,10 @@ impl Metrics {
     /// The Prometheus text for a scrape, the cluster gauges read from `router`'s snapshot now.
     pub fn render(&self, router: &Router) -> String {
         let snapshot = router.snapshot();
+        // Checks the router dropped are counted there (it sits below the metrics); catch up here.
+        let dropped =
+            self.safeguards.get_or_create(&OutcomeLabels { outcome: Safeguard::MapFull.as_str().to_owned() });
+        dropped.inc_by(router.checks_dropped().saturating_sub(dropped.get()));
         for gauges in
             [&self.cluster_healthy, &self.cluster_accepts_new, &self.cluster_load, &self.cluster_in_flight]
         {

@@ -23,7 +23,7 @@ use crate::domain::decision::{ClusterView, Lookups};
 use crate::domain::health::Health;
 use crate::domain::query_id::QueryId;
 use crate::domain::target::Target;
-use crate::state::affinity::Affinity;
+use crate::state::affinity::{Affinity, Placement};
 use crate::state::cluster_state::{ClusterRuntime, Operator};
 use crate::state::operator_store::OperatorStore;
 
@@ -46,10 +46,12 @@ impl Snapshot {
 
     fn view(&self, cluster: usize) -> ClusterView {
         let runtime = &self.clusters[cluster];
+        let health = runtime.health();
         ClusterView {
             accepts_new: runtime.accepts_new_queries(),
-            down: runtime.health().is_down(),
+            down: health.is_down(),
             load: runtime.load() as f64 / self.config.clusters[cluster].weight,
+            doubtful: health == Health::Unhealthy && runtime.operator() == Operator::Active,
         }
     }
 }
@@ -77,6 +79,30 @@ pub enum Learned {
     TransactionEnded(String),
 }
 
+/// Why a coordinator is asked whether it knows a query ([`Check`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CheckReason {
+    /// A learned owner claims a coordinator id another cluster owns: shared only if confirmed.
+    Claim,
+    /// A client asked about a query the router neither placed nor verified: it counts as in flight only
+    /// once its coordinator confirms it.
+    InFlight,
+}
+
+/// A question for `cluster`'s coordinator: does it know `query` (`GET /v1/query/{id}`)?
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub query: QueryId,
+    pub cluster: Arc<str>,
+    pub reason: CheckReason,
+}
+
+/// Checks waiting for the checker at most; more are dropped (and counted).
+pub const MAX_PENDING_CHECKS: usize = 256;
+
+/// How long a query that was checked (or is being checked) is not checked again.
+pub const CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Shared by every ext_proc stream, the poller, the admin service and the reloader.
 pub struct Router {
     current: ArcSwap<Snapshot>,
@@ -90,6 +116,15 @@ pub struct Router {
     /// The operator's say over every cluster, as the replicas share it; the clusters' run-time state
     /// follows it.
     operators: OperatorStore,
+    /// Questions for coordinators ([`Check`]), answered by `coordinators::checks`.
+    checks: tokio::sync::mpsc::Sender<Check>,
+    checks_inbox: Mutex<Option<tokio::sync::mpsc::Receiver<Check>>>,
+    /// Notified when a cluster looks suspect (a failed delivery): the poller polls at once.
+    suspect: Notify,
+    /// Checks not queued: too many were waiting.
+    checks_dropped: std::sync::atomic::AtomicU64,
+    /// Queries checked or being checked recently (bounded): not asked again within [`CHECK_INTERVAL`].
+    checked: moka::sync::Cache<(QueryId, CheckReason), ()>,
 }
 
 /// The live state as a decision asks for it.
@@ -167,6 +202,7 @@ impl Router {
         let operators = OperatorStore::new(config.fleet.replica.clone());
         let runtimes = Mutex::new(HashMap::new());
         let snapshot = Self::snapshot_for(&runtimes, config);
+        let (checks, inbox) = tokio::sync::mpsc::channel(MAX_PENDING_CHECKS);
         Router {
             current: ArcSwap::from_pointee(snapshot),
             runtimes,
@@ -174,6 +210,71 @@ impl Router {
             routes_changed: Notify::new(),
             turn: AtomicUsize::new(0),
             operators,
+            checks,
+            checks_inbox: Mutex::new(Some(inbox)),
+            suspect: Notify::new(),
+            checks_dropped: std::sync::atomic::AtomicU64::new(0),
+            checked: moka::sync::Cache::builder()
+                .max_capacity(crate::state::cluster_state::MAX_CLIENT_KEYED)
+                .time_to_live(CHECK_INTERVAL)
+                .build(),
+        }
+    }
+
+    /// Notified when a cluster looks suspect: poll now rather than at the next interval.
+    pub fn suspect(&self) -> &Notify {
+        &self.suspect
+    }
+
+    /// The questions for coordinators, for the one task that answers them (`None` once taken).
+    pub fn take_checks(&self) -> Option<tokio::sync::mpsc::Receiver<Check>> {
+        self.checks_inbox.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Asks (at most once per [`CHECK_INTERVAL`] per query, and never more than
+    /// [`MAX_PENDING_CHECKS`] waiting) whether `cluster`'s coordinator knows `query`.
+    fn check(&self, query: &QueryId, cluster: Arc<str>, reason: CheckReason) {
+        let key = (query.clone(), reason);
+        if self.checked.contains_key(&key) {
+            return;
+        }
+        self.checked.insert(key, ());
+        if self.checks.try_send(Check { query: query.clone(), cluster, reason }).is_err() {
+            self.checks_dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(query_id = %query, "too many checks waiting: this one is dropped");
+        }
+    }
+
+    /// Checks dropped since the start because too many were waiting.
+    pub fn checks_dropped(&self) -> u64 {
+        self.checks_dropped.load(Ordering::Relaxed)
+    }
+
+    /// A coordinator's answer to a [`Check`]: `Some(true)` when it knows the query, `Some(false)` when
+    /// it does not (the caller counts it), `None` when it gave no clear answer (nothing is confirmed).
+    pub fn checked(&self, check: Check, known: Option<bool>) {
+        let snapshot = self.snapshot();
+        let Some(cluster) = snapshot.cluster_by_name(&check.cluster) else { return };
+        match (check.reason, known) {
+            (CheckReason::Claim, Some(true)) => {
+                self.affinity.confirm_shared(check.query, check.cluster);
+                self.routes_changed.notify_one();
+            }
+            (CheckReason::InFlight, Some(true)) => {
+                snapshot.clusters[cluster].verified(&check.query);
+                snapshot.clusters[cluster].heard_from(&check.query);
+            }
+            (reason, Some(false)) => {
+                tracing::warn!(
+                    query_id = %check.query,
+                    cluster = %check.cluster,
+                    ?reason,
+                    "the coordinator does not know a query said to be its own: ignored"
+                );
+            }
+            (reason, None) => {
+                tracing::debug!(query_id = %check.query, cluster = %check.cluster, ?reason, "a check got no answer")
+            }
         }
     }
 
@@ -230,7 +331,16 @@ impl Router {
         let lookups = LiveLookups { router: self, snapshot, stage: Stage::Final };
         let decision = follow_up::decide(&snapshot.config, request, &lookups);
         if let (Decision::Route { cluster, .. }, Target::Query(id)) = (&decision, &request.target) {
-            snapshot.clusters[*cluster].heard_from(id);
+            // On a cluster that is not active (a drain waits for its queries), only a query the router
+            // placed or its coordinator confirmed counts as in flight: a client cannot hold a drain open by
+            // polling made-up ids. (On an active one the count is only shown; checking every query there
+            // would cost its coordinator a request per query when every follow-up reaches the router.)
+            let runtime = &snapshot.clusters[*cluster];
+            if runtime.operator() == Operator::Active || runtime.is_known(id) {
+                runtime.heard_from(id);
+            } else {
+                self.check(id, snapshot.config.clusters[*cluster].name.clone(), CheckReason::InFlight);
+            }
         }
         decision
     }
@@ -241,10 +351,15 @@ impl Router {
             Learned::QueryOwner { query, cluster } => {
                 let name = snapshot.config.clusters[cluster].name.clone();
                 tracing::debug!(query_id = %query, cluster = %name, "learned query owner");
+                let before = self.affinity.coordinator_id_changes();
+                if self.affinity.learn(query.clone(), name.clone()) == Placement::Disputed {
+                    // Nothing counts until the claimed coordinator confirms it.
+                    self.check(&query, name, CheckReason::Claim);
+                    return;
+                }
+                snapshot.clusters[cluster].verified(&query);
                 snapshot.clusters[cluster].heard_from(&query);
                 snapshot.clusters[cluster].learned_now();
-                let before = self.affinity.coordinator_id_changes();
-                self.affinity.learn(query, name);
                 if self.affinity.coordinator_id_changes() != before {
                     self.routes_changed.notify_one();
                 }
@@ -257,8 +372,10 @@ impl Router {
         }
     }
 
-    /// Envoy could not deliver a new query to this cluster: it takes no new queries until polls say so.
+    /// Envoy could not deliver a new query to this cluster: the poller polls at once, and after a few
+    /// such failures in a short while it takes no new queries until polls say so.
     pub fn delivery_failed(&self, snapshot: &Snapshot, cluster: usize, status: &str) {
+        self.suspect.notify_one();
         if let Some(health) = snapshot.clusters[cluster].delivery_failed() {
             self.routes_changed.notify_one();
             let name = &snapshot.config.clusters[cluster].name;
@@ -468,6 +585,49 @@ clusters:
         assert_eq!(snapshot.clusters[2].in_flight(), 1);
     }
 
+    /// A client polling made-up ids of a draining cluster's coordinator counts as nothing in flight until
+    /// the coordinator confirms the query; a claimed coordinator id is shared only once confirmed.
+    #[test]
+    fn only_placed_or_confirmed_queries_count() {
+        let router = router_from(CLUSTERS);
+        let mut checks = router.take_checks().unwrap();
+        router.set_operator("c", Operator::Draining, "");
+        let snapshot = router.snapshot();
+        let placed = QueryId::parse("20260101_120000_00001_abcde").unwrap();
+        let made_up = QueryId::parse("20260101_120000_00777_abcde").unwrap();
+        router.learn(&snapshot, Learned::QueryOwner { query: placed.clone(), cluster: 2 });
+        let poll = |id: &QueryId| {
+            let path = format!("/v1/statement/executing/{id}/y/1");
+            let request =
+                FollowUp { method: "GET", path: &path, target: classify("GET", &path), url_cluster: None };
+            router.decide_follow_up(&snapshot, &request)
+        };
+        for _ in 0..3 {
+            assert!(
+                matches!(poll(&made_up), Decision::Route { cluster: 2, .. }),
+                "placed by its coordinator id"
+            );
+        }
+        assert_eq!(snapshot.clusters[2].in_flight(), 1, "only the placed query");
+        let check = checks.try_recv().unwrap();
+        assert_eq!((check.query.clone(), check.reason), (made_up.clone(), CheckReason::InFlight));
+        assert!(checks.try_recv().is_err(), "asked once");
+        router.checked(check.clone(), Some(false));
+        assert_eq!(snapshot.clusters[2].in_flight(), 1, "the coordinator does not know it");
+        router.checked(check, Some(true));
+        assert_eq!(snapshot.clusters[2].in_flight(), 2, "confirmed");
+
+        // A claim that the same coordinator id is another cluster's: nothing changes until confirmed.
+        router.learn(&snapshot, Learned::QueryOwner { query: made_up.clone(), cluster: 0 });
+        let claim = checks.try_recv().unwrap();
+        assert_eq!((claim.cluster.as_ref(), claim.reason), ("a", CheckReason::Claim));
+        router.checked(claim.clone(), Some(false));
+        assert!(!router.affinity().is_shared_suffix("abcde"));
+        assert_eq!(router.affinity().owner_of(&placed).as_deref(), Some("c"));
+        router.checked(claim, Some(true));
+        assert!(router.affinity().is_shared_suffix("abcde"));
+    }
+
     #[test]
     fn transactions_are_learned_and_forgotten() {
         let router = router_from(CLUSTERS);
@@ -495,6 +655,9 @@ clusters:
         assert_eq!(router.set_operator("a", Operator::Draining, ""), Some(Operator::Active));
         assert_eq!(router.set_operator("nope", Operator::Draining, ""), None);
         let snapshot = router.snapshot();
+        router.delivery_failed(&snapshot, 1, "503");
+        assert_eq!(snapshot.clusters[1].health(), Health::Unknown, "one failed delivery ejects nothing");
+        router.delivery_failed(&snapshot, 1, "503");
         router.delivery_failed(&snapshot, 1, "503");
         let picks: Vec<usize> = (0..5).map(|_| new_query(&router, None)).collect();
         assert_eq!(picks, [2; 5]);

@@ -115,6 +115,10 @@ pub fn new_statement(
         "new statement"
     );
     let Outcome::Route { cluster, .. } = decision.outcome else { return None };
+    if decision.doubtful && final_decision {
+        METRICS.safeguard(crate::state::metrics::Safeguard::DoubtfulPlacement);
+        tracing::debug!(cluster = %config.clusters[cluster].name, "every cluster looks unhealthy and none is known down: placed anyway");
+    }
     if !final_decision {
         return None;
     }

@@ -27,6 +27,7 @@ from typing import Callable
 
 import harness
 import known_bugs
+import pytest
 from raw_http import NoAnswer, raw_http, request
 
 ADHOC = ("trino-a", "trino-b")
@@ -132,6 +133,27 @@ def answered_by(*clusters: str):
     return check
 
 
+def counted_on(counter: str, *clusters: str):
+    def check(ctx: Context, answer: Answer) -> None:
+        assert answer.status == 200, f"want 200, got {answer.brief()}: {answer.body[:300]!r}"
+        moved = [n for n, e in ctx.stack.emulators.items() if e.counters()[counter] != ctx.before[n][counter]]
+        assert len(moved) == 1 and moved[0] in clusters, f"{counter} moved on {moved}, want one of {clusters}"
+
+    check.__doc__ = f"200 from {' or '.join(clusters)} (its {counter} counter)"
+    return check
+
+
+def no_statement(*statuses: int):
+    def check(ctx: Context, answer: Answer) -> None:
+        assert answer.status in statuses, f"want HTTP {statuses}, got {answer.brief()}: {answer.body[:300]!r}"
+        posted = [n for n, e in ctx.stack.emulators.items()
+                  if e.counters()["statement_post"] != ctx.before[n]["statement_post"]]
+        assert not posted, f"a statement reached {posted}"
+
+    check.__doc__ = f"HTTP {'/'.join(map(str, statuses))}, and no coordinator took it as a statement"
+    return check
+
+
 def refused_by_coordinator(status: int):
     def check(ctx: Context, answer: Answer) -> None:
         assert answer.status == status, f"want HTTP {status}, got {answer.brief()}: {answer.body[:300]!r}"
@@ -202,13 +224,23 @@ CASES = [
          trino_error(400, names=("INVALID_QUERY_ID",)), may_reach=NO_CLUSTER),
     Case("malformed-query-id", get(lambda ctx: "/v1/statement/executing/not-a-query-id/yabc/1"),
          trino_error(400, names=("INVALID_QUERY_ID",)), may_reach=NO_CLUSTER),
-    Case("escapes-in-query-id", get(lambda ctx: "/v1/query/%00%ff%2F..%2F"),
+    # Envoy's path normalization cannot take an escaped NUL or a fragment (a coordinator refuses them: J7).
+    Case("escapes-in-query-id", get(lambda ctx: "/v1/query/%00%ff%2F..%2F"), refused_by_envoy(400),
+         may_reach=NO_CLUSTER),
+    Case("escaped-nul-in-statement-path",
+         lambda ctx: request("POST", "/v1/statement%00", b"INSERT INTO t VALUES (1)"), refused_by_envoy(400),
+         may_reach=NO_CLUSTER),
+    Case("fragment-in-statement-path",
+         lambda ctx: request("POST", "/v1/statement#x", b"INSERT INTO t VALUES (1)"), refused_by_envoy(400),
+         may_reach=NO_CLUSTER),
+    Case("escapes-in-query-id-kept", get(lambda ctx: "/v1/query/%ff%2F..%2F"),
          trino_error(400, names=("INVALID_QUERY_ID",)), may_reach=NO_CLUSTER),
-    Case("traversal-after-a-live-id",
-         get(lambda ctx: f"/v1/statement/executing/{ctx.live['trino-a'][0]}/../../../emulator/queries"),
-         refused_by_coordinator(404), may_reach=("trino-a",)),
-    Case("traversal-in-the-id", get(lambda ctx: "/v1/query/../../v1/emulator/queries"),
-         trino_error(400, names=("INVALID_QUERY_ID",)), may_reach=NO_CLUSTER),
+    # Envoy resolves dot segments (normalize_path): what remains is a path like any other, routed as such.
+    Case("traversal-after-a-live-etl-id",
+         get(lambda ctx: f"/v1/statement/executing/{ctx.live['trino-etl'][0]}/../../../info"),
+         counted_on("node_api", *ADHOC), may_reach=NO_CLUSTER),
+    Case("traversal-in-the-id", get(lambda ctx: "/v1/query/../../v1/info"), counted_on("node_api", *ADHOC),
+         may_reach=NO_CLUSTER),
     Case("encoded-traversal-in-the-id", get(lambda ctx: "/v1/query/%2e%2e%2f%2e%2e%2fv1%2finfo"),
          trino_error(400, names=("INVALID_QUERY_ID",)), may_reach=NO_CLUSTER),
     Case("double-encoded-id", get(lambda ctx: "/v1/query/" + ctx.live["trino-a"][0].replace("_", "%255F")),
@@ -242,6 +274,102 @@ CASES = [
     Case("restricted-group-allowed", post(b"SELECT 1", [(b"X-Trino-Routing-Group", b"etl")], user=b"etl_bot"),
          placed_in("trino-etl")),
 ]
+
+
+# --------------------------------------------------------------------------------------------------
+# spellings of a new statement (issue 16): the rules and a group's permission hold however the client
+# spells POST /v1/statement. A coordinator (Jetty + Jersey) drops matrix parameters and takes one trailing
+# slash (docs/trino-conformance.md M1, M2); Envoy (envoy-config) first resolves dot segments, decodes
+# escaped unreserved characters and merges slashes (P1). Each spelling is sent twice: an INSERT, which the
+# rule sends to etl, and a SELECT by a user the etl group does not admit who asks for it — and under
+# ``url_prefix`` naming trino-a and trino-etl in the URL respectively.
+
+#: Taken as a new statement: decided by the router like ``POST /v1/statement``.
+STATEMENT = "statement"
+#: path → what comes of it: STATEMENT, or the statuses of an answer that starts no query anywhere.
+SPELLINGS: list[tuple[str, str, object]] = [
+    ("POST", "/v1/statement", STATEMENT),
+    ("POST", "/v1/statement/", STATEMENT),  # M2
+    ("POST", "/v1/statement;x=1", STATEMENT),  # M1
+    ("POST", "/v1/statement/;", STATEMENT),  # M1 + M2
+    ("POST", "/v1/statement/;x=1", STATEMENT),
+    ("POST", "/v1;a=b/statement;c/", STATEMENT),
+    ("POST", "/v1/statement;x=1?y=2", STATEMENT),
+    ("POST", "/v1/statement/?y=2", STATEMENT),
+    ("POST", "/v1/%73tatement", STATEMENT),  # a coordinator: 404 (M3); Envoy decodes %73 first (P1)
+    ("POST", "/%76%31/stat%65ment/", STATEMENT),
+    ("POST", "//v1/statement", STATEMENT),  # a coordinator: 400 (J2); Envoy merges the slashes (P1)
+    ("POST", "/v1//statement;x", STATEMENT),
+    ("POST", "/v1/statement//", STATEMENT),
+    ("POST", "/v1/./statement", STATEMENT),  # a coordinator: 404 (M5); Envoy resolves it (P1)
+    ("POST", "/v1/statement/../statement/", STATEMENT),
+    ("POST", "/v1/%2e/statement", STATEMENT),  # a coordinator: 400 (J3)
+    ("POST", "/v1/statement/.", STATEMENT),
+    ("POST", "/../v1/statement", STATEMENT),
+    ("POST", "/v1\\statement", STATEMENT),  # a coordinator: 400 (J7); Envoy reads it as a slash
+    ("POST", "/v1/statement/;/", (400,)),  # J2: an empty segment that is not the last
+    ("POST", "/v1/statement%2F", (400,)),  # J1 (Envoy keeps escaped slashes)
+    ("POST", "/v1%2Fstatement", (400,)),
+    ("POST", "/v1/statement%3Bx", (404,)),  # an escaped ';' is no parameter (M3)
+    ("POST", "/V1/statement", (404,)),  # Jersey matches case-sensitively
+    ("POST", "/v1/Statement;x", (404,)),
+    ("POST", "/v1/statements", (404,)),
+    ("POST", "/v1/statement/x", (404,)),
+    ("HEAD", "/v1/statement/", (405,)),  # S8: POST and OPTIONS only
+    ("GET", "/v1/statement;x=1", (405,)),
+    ("PUT", "/v1/statement/;", (405,)),
+    ("DELETE", "/v1/statement/", (405,)),
+]
+#: Spellings of the URL prefix itself (``url_prefix`` mode): CLUSTER is the cluster the URL names; then
+#: what a new statement under it comes to, and what the other requests under it do (None: as without it).
+PREFIX_SPELLINGS: list[tuple[str, object, object]] = [
+    ("/_trino/CLUSTER", STATEMENT, None),
+    ("/_trino//CLUSTER", STATEMENT, None),
+    ("/_trino/./CLUSTER", STATEMENT, None),
+    ("/_trino/CLUSTER/.", STATEMENT, None),
+    ("/_trino/x/../CLUSTER", STATEMENT, None),
+    ("/_%74rino/CLUSTER", STATEMENT, None),
+    # The URL's cluster does not count for a new statement; anything else naming no cluster: the router's 404.
+    ("/_trino/CLUSTER;x", STATEMENT, (404,)),
+    ("/_trino/CLUSTER%2F", STATEMENT, (404,)),
+    ("/_trino;x/CLUSTER", (404,), (404,)),  # not under the prefix: Trino has no such resource
+    ("/_TRINO/CLUSTER", (404,), (404,)),
+]
+#: The paths tried under every spelling of the prefix but the plain one (which gets all of SPELLINGS).
+UNDER_PREFIX_SPELLINGS = ("/v1/statement", "/v1/statement/", "/v1/statement;x=1", "/v1/statement/;")
+INSERT = b"INSERT INTO t VALUES (1)"
+
+
+def spelled(method: str, path: str, sql: bytes, headers=(), user: bytes = b"bad-input"):
+    return lambda ctx: request(method, path, sql if method in ("POST", "PUT") else b"", headers, user=user)
+
+
+def spelling_cases(prefixed: bool) -> list[Case]:
+    """Per spelling: an INSERT (the rule sends it to etl) and a SELECT asking for etl by a user it does
+    not admit; under ``url_prefix`` also every spelling under ``{prefix}/trino-a`` (the INSERT) and
+    ``{prefix}/trino-etl`` (the SELECT)."""
+    bases = [("", STATEMENT, None)] + (PREFIX_SPELLINGS if prefixed else [])
+    cases = []
+    for base, base_outcome, other_outcome in bases:
+        for method, path, outcome in SPELLINGS:
+            if base not in ("", "/_trino/CLUSTER") and path not in UNDER_PREFIX_SPELLINGS:
+                continue
+            if base and path.startswith("/.."):
+                outcome = (404,)  # out of the cluster's segment: a path naming cluster "v1", which is none
+            elif base_outcome is not STATEMENT:
+                outcome = base_outcome
+            elif outcome is not STATEMENT and other_outcome is not None:
+                outcome = other_outcome
+            insert_path = base.replace("CLUSTER", "trino-a") + path
+            denied_path = base.replace("CLUSTER", "trino-etl") + path
+            insert_expect = placed_in("trino-etl") if outcome is STATEMENT else no_statement(*outcome)
+            denied_expect = placed_in(*ADHOC) if outcome is STATEMENT else no_statement(*outcome)
+            cases.append(Case(f"{method} {insert_path} INSERT", spelled(method, insert_path, INSERT),
+                              insert_expect))
+            cases.append(Case(f"{method} {denied_path} as mallory in etl",
+                              spelled(method, denied_path, b"SELECT 1", [(b"X-Trino-Routing-Group", b"etl")],
+                                      user=b"mallory"), denied_expect))
+    return cases
 
 
 # --------------------------------------------------------------------------------------------------
@@ -326,6 +454,27 @@ def test_bad_requests_through_envoy(make_stack, trino_connect):
     assert not failed, f"{len(failed)} of {len(rows)} cases failed: {failed}"
     assert "routing group refused" in stack.router.log(), "the refused routing group was not logged"
     rows = harness.run_query(stack, "after-bad-input", "/* emulator: pages=2 */ SELECT 1")
+    assert len(rows) == 2 and {row[0] for row in rows} <= set(ADHOC), rows
+
+
+@pytest.mark.parametrize("mode", ["plain", "url_prefix"])
+def test_every_spelling_of_a_new_statement_is_decided_by_the_rules(make_stack, mode):
+    """conformance: M6, M7, P1"""
+    extra = {"rules": RULES, "groups": GROUPS}
+    if mode == "url_prefix":
+        extra["url_prefix"] = "/_trino"
+    stack = make_stack(clusters=CLUSTERS, extra_config=extra)
+    ctx = Context(stack, live={}, coordinator={})
+    rows, failed = [], []
+    for case in spelling_cases(prefixed=mode == "url_prefix"):
+        reason = _run_case(ctx, case)
+        answer = getattr(case, "answer", None)
+        if reason:
+            failed.append((case.name, reason))
+        rows.append((case.name, answer.brief() if answer else "-", case.expect.__doc__ or "", reason))
+    print_table(f"spellings of a new statement ({mode})", rows)
+    assert not failed, f"{len(failed)} of {len(rows)} spellings started a query the rules did not decide: {failed}"
+    rows = harness.run_query(stack, "after-spellings", "/* emulator: pages=2 */ SELECT 1")
     assert len(rows) == 2 and {row[0] for row in rows} <= set(ADHOC), rows
 
 

@@ -990,6 +990,23 @@ def test_new_statements_as_jersey_matches_them(emu):
     assert (status, body) == (404, b"")
 
 
+def test_exactly_these_spellings_are_a_new_statement(emu):
+    """conformance: M1, M2, M6, M7"""
+    for path in ("/v1/statement/;", "/v1/statement/;x=1", "/v1;a=b/statement;c/;d", "/v1/statement;x=1/?y=2"):
+        status, _, body = raw(emu, "POST", path, b"SELECT 1")
+        assert status == 200 and json.loads(body)["nextUri"], (path, status, body)
+    before = emu.counters()["statement_post"]
+    for path in ("/V1/statement", "/v1/Statement", "/v1/STATEMENT;x", "/v1/statements", "/v1/statement%3Bx"):
+        assert raw(emu, "POST", path, b"SELECT 1")[:3:2] == (404, b"Error 404 Not Found: HTTP 404 Not Found"), path
+    for path in ("/v1/statement//", "/v1/statement/;/"):
+        status, _, body = raw(emu, "POST", path, b"SELECT 1")
+        assert status == 400 and b"Ambiguous URI empty segment" in body, (path, status, body)
+    for method in ("GET", "HEAD", "PUT", "DELETE"):
+        status, headers, _ = raw(emu, method, "/v1/statement/;", b"x" if method == "PUT" else b"")
+        assert (status, headers.get("allow")) == (405, "OPTIONS,POST"), (method, status, headers)
+    assert emu.counters()["statement_post"] == before, "none of these reached the statement resource"
+
+
 @pytest.mark.parametrize(
     ("row", "path", "reason"),
     [

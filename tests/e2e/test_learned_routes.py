@@ -14,6 +14,9 @@ import time
 
 import harness
 
+#: The admin token of these tests (the router refuses tokens under 16 characters).
+ADMIN_TOKEN = "e2e-learned-routes-admin-token"
+
 CLUSTERS = [("a", "adhoc"), ("b", "adhoc")]
 FOLLOW_UP = re.compile(r' decided .*path="/v1/statement/(queued|executing)/')
 
@@ -74,7 +77,7 @@ def test_follow_ups_of_known_coordinators_bypass_the_router(make_stack):
 
 def test_a_draining_cluster_loses_its_learned_route_and_drains_exactly(make_stack):
     stack = make_stack(clusters=[("blue", "adhoc"), ("green", "adhoc")],
-                       extra_config={"admin": {"token": "t"}},
+                       extra_config={"admin": {"token": ADMIN_TOKEN}},
                        cluster_options={"green": {"enabled": False}})
     _run(stack, "warm", "SELECT 1")
     assert harness.wait_for(lambda: "learned-blue" in learned_routes(stack.envoy))
@@ -84,14 +87,14 @@ def test_a_draining_cluster_loses_its_learned_route_and_drains_exactly(make_stac
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         running = pool.submit(lambda: (_run(stack, "long", long_sql), time.monotonic()))
         time.sleep(0.5)
-        stack.router.admin("enable", "green", token="t")
+        stack.router.admin("enable", "green", token=ADMIN_TOKEN)
         started = time.monotonic()
-        stack.router.admin("drain", "blue", token="t")
+        stack.router.admin("drain", "blue", token=ADMIN_TOKEN)
         assert harness.wait_for(lambda: "learned-blue" not in learned_routes(stack.envoy), timeout=2.0), (
             "a draining cluster's follow-ups must come back through the router"
         )
         withdrawn = time.monotonic() - started
-        waited = stack.router.admin("drain", "blue", "--wait", "--timeout", "30s", token="t")
+        waited = stack.router.admin("drain", "blue", "--wait", "--timeout", "30s", token=ADMIN_TOKEN)
         drained_at = time.monotonic()
         rows, finished_at = running.result(timeout=30)
     print(f"route withdrawn after {withdrawn:.3f} s; drain reported {drained_at - finished_at:+.2f} s after the query ended")

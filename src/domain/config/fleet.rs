@@ -283,7 +283,7 @@ mod tests {
             (alone.sync_interval, alone.startup_wait),
             (Duration::from_secs(1), Duration::from_secs(10))
         );
-        let text = "admin: {token: t}\nfleet: {peers: ['10.0.0.1:50051', 'peers.svc:50051'], state_file: state/op.json, sync_interval: 500ms}\n";
+        let text = "admin: {token: admin-token-for-tests-0001}\nfleet: {peers: ['10.0.0.1:50051', 'peers.svc:50051'], state_file: state/op.json, sync_interval: 500ms}\n";
         let fleet = load(text, &[("HOSTNAME", "pod-1")]).unwrap().fleet;
         assert_eq!(&*fleet.replica, "pod-1", "HOSTNAME before the machine's name");
         assert_eq!(fleet.peers[1], PeerAddress { host: "peers.svc".into(), port: 50051 });
@@ -303,8 +303,8 @@ mod tests {
         #[rustfmt::skip]
         let cases: &[(&str, &str)] = &[
             ("fleet: {peers: ['10.0.0.1:50051']}\n",                         "field `fleet.peers`: replicas authenticate to each other with the admin token"),
-            ("admin: {token: t}\nfleet: {peers: ['a:1', 'nonsense']}\n",     "field `fleet.peers[1]`: `nonsense` is not HOST:PORT"),
-            ("admin: {token: t}\nfleet: {peers: ['a:1', 'a:1']}\n",          "field `fleet.peers[1]`: `a:1` is listed twice"),
+            ("admin: {token: admin-token-for-tests-0001}\nfleet: {peers: ['a:1', 'nonsense']}\n",     "field `fleet.peers[1]`: `nonsense` is not HOST:PORT"),
+            ("admin: {token: admin-token-for-tests-0001}\nfleet: {peers: ['a:1', 'a:1']}\n",          "field `fleet.peers[1]`: `a:1` is listed twice"),
             ("fleet: {sync_interval: 10ms}\n",                                "field `fleet.sync_interval`: must be between 100ms and 60s"),
             ("fleet: {startup_wait: 1h}\n",                                   "field `fleet.startup_wait`: must be at most 10m"),
             ("fleet: {peer: ['a:1']}\n",                                      "unknown field `peer`"),

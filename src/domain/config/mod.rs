@@ -20,6 +20,7 @@ use serde::{Deserialize, Deserializer};
 
 pub mod fleet;
 mod raw;
+pub mod secret;
 pub mod tls;
 mod validate;
 
@@ -31,6 +32,10 @@ mod tests;
 use crate::domain::config::tls::{CoordinatorTls, ListenTls};
 use crate::domain::rules::RuleSet;
 use raw::RawConfig;
+pub use secret::Secret;
+
+/// How many fallback steps a chain may take (`a → b → c` is two).
+pub const MAX_FALLBACK_DEPTH: usize = 8;
 
 /// The routing header Envoy routes on when the config names none.
 pub const DEFAULT_ROUTING_HEADER: &str = "x-trino-cluster";
@@ -89,8 +94,11 @@ impl std::error::Error for ConfigErrors {}
 /// The environment variable that holds the admin token when the config names no other.
 pub const ADMIN_TOKEN_ENV: &str = "TRINO_ROUTER_ADMIN_TOKEN";
 
+/// The gRPC metadata key that carries [`Config::envoy_auth`] on each ext_proc stream.
+pub const ENVOY_AUTH_METADATA: &str = "x-trino-router-auth";
+
 /// What the environment supplies after the file is read.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Overrides {
     /// Replaces `listen` (e.g. from `TRINO_ROUTER_LISTEN`).
     pub listen: Option<String>,
@@ -99,6 +107,18 @@ pub struct Overrides {
     pub env: Vec<(String, String)>,
     /// The machine's host name, when the environment has no `HOSTNAME`.
     pub hostname: Option<String>,
+}
+
+/// Names the environment's variables, never their values (they hold tokens and passwords).
+impl fmt::Debug for Overrides {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.env.iter().map(|(name, _)| name.as_str()).collect();
+        f.debug_struct("Overrides")
+            .field("listen", &self.listen)
+            .field("env (names only)", &names)
+            .field("hostname", &self.hostname)
+            .finish()
+    }
 }
 
 impl Overrides {
@@ -142,7 +162,14 @@ pub struct Config {
     pub query_log: QueryLog,
     pub health: HealthSettings,
     /// The token admin calls must carry; `None` refuses every admin call.
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Secret>,
+    /// Where the admin service is served on a port of its own (`admin.listen`); none: on `listen`.
+    pub admin_listen: Option<SocketAddr>,
+    /// The token every ext_proc stream must carry in its gRPC metadata ([`ENVOY_AUTH_METADATA`]); with
+    /// it, a stream's role comes from its metadata only. None: any client of the port may open streams.
+    pub envoy_auth: Option<Secret>,
+    /// The bearer token `GET /metrics` and the status page ask for; none: open.
+    pub metrics_auth: Option<Secret>,
     /// Credentials for the router's own calls to coordinators (load statistics).
     pub coordinator_auth: Option<Credentials>,
     /// Routing rules for new queries, compiled.
@@ -325,6 +352,10 @@ pub struct Group {
     /// Indices into [`Config::groups`]: where its new queries go, in order, when none of its own
     /// clusters can take them.
     pub fallback: Vec<usize>,
+    /// Indices into [`Config::groups`]: every group a new query of this one may be placed in, in the
+    /// order they are tried: the group itself, its fallbacks, then their fallbacks (breadth first, each
+    /// group once). Validation guarantees at least one of them has clusters.
+    pub chain: Vec<usize>,
     /// Who may ask for this group by `X-Trino-Routing-Group`; `None`: anyone. Rules are the operator's
     /// and may send queries here regardless.
     pub allow: Option<GroupAccess>,

@@ -53,6 +53,12 @@ pub(super) struct RawConfig {
     pub(super) new_query_timeout: Duration,
     #[serde(default)]
     pub(super) fleet: super::fleet::RawFleet,
+    /// The token Envoy sends on every ext_proc stream (gRPC `initial_metadata`).
+    #[serde(default)]
+    pub(super) envoy_auth: Option<RawToken>,
+    /// The bearer token `GET /metrics` and the status page ask for.
+    #[serde(default)]
+    pub(super) metrics_auth: Option<RawToken>,
 }
 
 pub(super) fn default_new_query_timeout() -> Duration {
@@ -90,6 +96,17 @@ pub(super) struct RawAllow {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAdmin {
+    pub(super) token: Option<String>,
+    pub(super) token_env: Option<String>,
+    /// A port of its own for the admin service (and the replicas' exchange); none: on `listen`.
+    #[serde(default)]
+    pub(super) listen: Option<String>,
+}
+
+/// A token, written in the file or named by an environment variable.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawToken {
     pub(super) token: Option<String>,
     pub(super) token_env: Option<String>,
 }

@@ -64,3 +64,17 @@ rules:
   - {name: vault-bot, match: {user: vault_bot}, group: vault}
   - {name: broken, when: 'request.nonexistent == "x"', group: BI}
 "#;
+
+/// A default group `front` that falls back to `middle`, which falls back to `back`: only `back` (and
+/// `side`, which nothing falls back to) have clusters. Clusters: 0 back-1, 1 back-2 (back), 2 side-1.
+pub const CHAIN: &str = "
+listen: 127.0.0.1:1
+default_group: front
+groups:
+  - {name: front, fallback: [middle]}
+  - {name: middle, fallback: [back]}
+clusters:
+  - {name: back-1, url: 'http://127.0.0.1:1', group: back}
+  - {name: back-2, url: 'http://127.0.0.1:2', group: back}
+  - {name: side-1, url: 'http://127.0.0.1:3', group: side}
+";

@@ -137,7 +137,7 @@ fn groups_fallback_health_admin_and_auth() {
     let text = text.replace("    group: etl\n", "    group: etl\n    weight: 2.5\n    enabled: false\n");
     let overrides = Overrides {
         listen: None,
-        env: vec![("MY_TOKEN".into(), "s3cret".into()), ("MY_PASSWORD".into(), "pw".into())],
+        env: vec![("MY_TOKEN".into(), "s3cret-admin-token-x".into()), ("MY_PASSWORD".into(), "pw".into())],
         hostname: None,
     };
     let config = Config::from_yaml(Path::new("r.yaml"), &text, &overrides).unwrap();
@@ -152,7 +152,7 @@ fn groups_fallback_health_admin_and_auth() {
     assert_eq!(config.health.interval, Duration::from_millis(500));
     assert_eq!(config.health.retry_after, Duration::from_secs(2));
     assert_eq!((config.health.healthy_threshold, config.health.unhealthy_threshold), (3, 4));
-    assert_eq!(config.admin_token.as_deref(), Some("s3cret"));
+    assert_eq!(config.admin_token.as_ref().map(Secret::expose), Some("s3cret-admin-token-x"));
     let auth = config.coordinator_auth.as_ref().unwrap();
     assert_eq!((auth.user.as_str(), auth.password.as_deref()), ("router", Some("pw")));
     assert!(!format!("{auth:?}").contains("pw"), "passwords stay out of logs");
@@ -164,10 +164,13 @@ fn groups_fallback_health_admin_and_auth() {
 fn admin_token_defaults_to_its_environment_variable() {
     let none = load(EXAMPLE).unwrap();
     assert_eq!(none.admin_token, None);
-    let overrides =
-        Overrides { listen: None, env: vec![(ADMIN_TOKEN_ENV.into(), "t".into())], hostname: None };
+    let overrides = Overrides {
+        listen: None,
+        env: vec![(ADMIN_TOKEN_ENV.into(), "env-admin-token-0001".into())],
+        hostname: None,
+    };
     let config = Config::from_yaml(Path::new("r.yaml"), EXAMPLE, &overrides).unwrap();
-    assert_eq!(config.admin_token.as_deref(), Some("t"));
+    assert_eq!(config.admin_token.as_ref().map(Secret::expose), Some("env-admin-token-0001"));
 }
 
 #[test]
@@ -176,7 +179,7 @@ fn default_group_needs_somewhere_to_go() {
         .replace("default_group: adhoc", "default_group: empty")
         .replace("clusters:\n", "groups: [{name: empty}]\nclusters:\n");
     let e = load(&text).unwrap_err();
-    assert_eq!(e.field, "default_group");
+    assert_eq!(e.field, "groups[0]", "reported with the group, once");
     assert!(e.message.contains("no clusters and no fallback"), "{e}");
 }
 
@@ -313,4 +316,105 @@ fn every_problem_is_reported_at_once() {
     let text = EXAMPLE.replace("url: http://127.0.0.1:18083", "url: nope");
     let errors = Config::from_yaml(Path::new("router.yaml"), &text, &Overrides::default()).unwrap_err();
     assert_eq!(errors.0.len(), 1, "{errors}");
+}
+
+/// Groups with `groups_yaml` declared over clusters `a1` (group a) … as `clusters` says (one group name
+/// a cluster), default group `default`: every problem as `field: message`, one a line.
+fn chain_errors(groups_yaml: &str, clusters: &[&str], default: &str) -> Result<Config, String> {
+    let clusters: String = clusters
+        .iter()
+        .enumerate()
+        .map(|(i, g)| format!("  - {{name: c{i}, url: 'http://127.0.0.1:{}', group: {g}}}\n", 1 + i))
+        .collect();
+    let text = format!(
+        "listen: 127.0.0.1:1\ndefault_group: {default}\ngroups: {groups_yaml}\nclusters:\n{clusters}"
+    );
+    Config::from_yaml(Path::new("r.yaml"), &text, &Overrides::default())
+        .map_err(|e| e.0.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("\n"))
+}
+
+#[test]
+fn fallback_chains_are_followed_to_the_end() {
+    #[rustfmt::skip]
+    let cases: &[(&str, &[&str], &str, &str)] = &[
+        // groups, clusters' groups, default group → every problem (empty: valid)
+        ("[{name: a, fallback: [b]}, {name: b, fallback: [c]}]", &["c"], "a", ""),
+        ("[{name: a, fallback: [b]}, {name: b, fallback: [a]}]", &["c"], "a",
+         "groups[0].fallback: the fallback chain `a → b → a` loops back on itself\n\
+          groups[0]: group `a` has no clusters and neither has any group it falls back to (`a → b`): no query of it can be placed\n\
+          groups[1]: group `b` has no clusters and neither has any group it falls back to (`b → a`): no query of it can be placed"),
+        ("[{name: a, fallback: [b]}, {name: b, fallback: [c]}, {name: c, fallback: [a]}]", &["a"], "a",
+         "groups[0].fallback: the fallback chain `a → b → c → a` loops back on itself"),
+        ("[{name: a, fallback: [b]}, {name: b}]", &["c"], "c",
+         "groups[0]: group `a` has no clusters and neither has any group it falls back to (`a → b`): no query of it can be placed\n\
+          groups[1]: group `b` has no clusters and no fallback: no query of it can be placed"),
+        ("[{name: a}]", &["c"], "a", "groups[0]: group `a` has no clusters and no fallback: no query of it can be placed"),
+        ("[{name: g0, fallback: [g1]}, {name: g1, fallback: [g2]}, {name: g2, fallback: [g3]}, {name: g3, fallback: [g4]}, \
+          {name: g4, fallback: [g5]}, {name: g5, fallback: [g6]}, {name: g6, fallback: [g7]}, {name: g7, fallback: [g8]}, \
+          {name: g8, fallback: [g9]}]", &["g9"], "g9",
+         "groups[0].fallback: the fallback chain `g0 → g1 → g2 → g3 → g4 → g5 → g6 → g7 → g8 → g9` takes more than 8 steps"),
+        ("[{name: g1, fallback: [g2]}, {name: g2, fallback: [g3]}, {name: g3, fallback: [g4]}, \
+          {name: g4, fallback: [g5]}, {name: g5, fallback: [g6]}, {name: g6, fallback: [g7]}, {name: g7, fallback: [g8]}, \
+          {name: g8, fallback: [g9]}]", &["g9"], "g1", ""),
+    ];
+    for (groups, clusters, default, want) in cases {
+        let got = chain_errors(groups, clusters, default).err().unwrap_or_default();
+        assert_eq!(got, *want, "{groups}");
+    }
+}
+
+#[test]
+fn a_chain_lists_every_group_once_breadth_first() {
+    let groups =
+        "[{name: a, fallback: [b, c]}, {name: b, fallback: [d]}, {name: c, fallback: [d]}, {name: d}]";
+    let config = chain_errors(groups, &["d", "c"], "a").unwrap();
+    let chain = |g: &str| -> Vec<&str> {
+        let group = &config.groups[config.group_named(g).unwrap()];
+        group.chain.iter().map(|&i| &*config.groups[i].name).collect()
+    };
+    assert_eq!(chain("a"), ["a", "b", "c", "d"]);
+    assert_eq!(chain("b"), ["b", "d"]);
+    assert_eq!(chain("d"), ["d"]);
+}
+
+#[test]
+fn weak_tokens_are_refused_and_secrets_stay_out_of_debug() {
+    #[rustfmt::skip]
+    let cases: &[(&str, &str)] = &[
+        ("admin: {token: change-me}", "admin.token: `change-me` is an example value, not a secret"),
+        ("admin: {token: short}", "admin.token: a token of 5 characters is too short: use at least 16"),
+        ("envoy_auth: {token: change-me}", "envoy_auth.token: `change-me` is an example value"),
+        ("envoy_auth: {}", "envoy_auth: set `token` or `token_env`"),
+        ("metrics_auth: {token: abc}", "metrics_auth.token: a token of 3 characters is too short"),
+        ("admin: {listen: nowhere}", "admin.listen: `nowhere` is not an address"),
+    ];
+    for (section, want) in cases {
+        let got = error_after("clusters:\n", &format!("{section}\nclusters:\n"));
+        assert!(got.starts_with(want), "{section}\n got: {got}\nwant: {want}");
+    }
+    let from_env =
+        Overrides { env: vec![(ADMIN_TOKEN_ENV.into(), "change-me".into())], ..Overrides::default() };
+    let e = Config::from_yaml(Path::new("r.yaml"), EXAMPLE, &from_env).unwrap_err();
+    assert!(e.to_string().contains("TRINO_ROUTER_ADMIN_TOKEN") && e.to_string().contains("change-me"), "{e}");
+
+    let text = EXAMPLE.replace(
+        "clusters:\n",
+        "admin: {token: admin-secret-0123456789, listen: '127.0.0.1:0'}\nenvoy_auth: {token_env: ENVOY_TOKEN}\n\
+         metrics_auth: {token: metrics-secret-0123456789}\nclusters:\n",
+    );
+    let overrides = Overrides {
+        env: vec![
+            ("ENVOY_TOKEN".into(), "envoy-secret-0123456789".into()),
+            ("OTHER".into(), "env-value-xyz".into()),
+        ],
+        ..Overrides::default()
+    };
+    let config = Config::from_yaml(Path::new("r.yaml"), &text, &overrides).unwrap();
+    assert_eq!(config.envoy_auth.as_ref().map(Secret::expose), Some("envoy-secret-0123456789"));
+    assert_eq!(config.admin_listen, Some("127.0.0.1:0".parse().unwrap()));
+    let printed = format!("{config:?} {overrides:?}");
+    for secret in ["admin-secret", "envoy-secret", "metrics-secret", "env-value-xyz"] {
+        assert!(!printed.contains(secret), "{secret} in Debug: {printed}");
+    }
+    assert!(printed.contains("ENVOY_TOKEN"), "names of variables are shown: {printed}");
 }

@@ -8,11 +8,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::raw::{RawConfig, RawCoordinatorTls};
+use super::raw::{RawConfig, RawCoordinatorTls, RawToken};
+use super::secret::{Secret, weakness};
 use super::tls::{CoordinatorTls, ListenTls};
 use super::{
     ADMIN_TOKEN_ENV, Cluster, Config, CoordinatorUrl, Credentials, DEFAULT_ROUTING_HEADER, Group,
-    GroupAccess, HealthSettings, Overrides,
+    GroupAccess, HealthSettings, MAX_FALLBACK_DEPTH, Overrides,
 };
 use crate::domain::rules::RuleSet;
 
@@ -48,9 +49,13 @@ pub(super) fn validate(
     let routing_header = routing_header(&raw, p);
     let (clusters, mut groups) = clusters_and_groups(&raw, p);
     group_links(&raw, &mut groups, p);
+    fallback_chains(&raw, &mut groups, p);
     let default_group = default_group(&raw, &groups, p);
     let health = health(raw.health, p);
     let admin_token = admin_token(&raw, overrides, p);
+    let admin_listen = admin_listen(&raw, p);
+    let envoy_auth = token_of("envoy_auth", raw.envoy_auth.as_ref(), overrides, p);
+    let metrics_auth = token_of("metrics_auth", raw.metrics_auth.as_ref(), overrides, p);
     let coordinator_auth = coordinator_auth(&raw, overrides, p);
     affinity(&raw, p);
     let rules = rules(&raw, &groups, p);
@@ -73,6 +78,9 @@ pub(super) fn validate(
         Some(url_prefix),
         Some(metrics_listen),
         Some(fleet),
+        Some(admin_listen),
+        Some(envoy_auth),
+        Some(metrics_auth),
         true,
     ) = (
         listen,
@@ -87,6 +95,9 @@ pub(super) fn validate(
         url_prefix,
         metrics_listen,
         fleet,
+        admin_listen,
+        envoy_auth,
+        metrics_auth,
         problems.0.is_empty(),
     )
     else {
@@ -104,6 +115,9 @@ pub(super) fn validate(
         query_log: raw.query_log,
         health,
         admin_token,
+        admin_listen,
+        envoy_auth,
+        metrics_auth,
         coordinator_auth,
         rules: Arc::new(rules),
         rule_tests: raw.rule_tests,
@@ -125,7 +139,7 @@ fn fleet(
     raw: &RawConfig,
     file: &Path,
     overrides: &Overrides,
-    admin_token: &Option<Option<String>>,
+    admin_token: &Option<Option<Secret>>,
     listen_tls: &Option<Option<ListenTls>>,
     p: &mut Problems,
 ) -> Option<super::fleet::FleetSettings> {
@@ -220,6 +234,7 @@ fn clusters_and_groups(raw: &RawConfig, p: &mut Problems) -> (Option<Vec<Cluster
             name: declared.name.as_str().into(),
             members: vec![],
             fallback: vec![],
+            chain: vec![],
             allow: None,
         });
     }
@@ -261,6 +276,7 @@ fn clusters_and_groups(raw: &RawConfig, p: &mut Problems) -> (Option<Vec<Cluster
                     name: group.clone(),
                     members: vec![i],
                     fallback: vec![],
+                    chain: vec![],
                     allow: None,
                 }),
             }
@@ -323,11 +339,149 @@ fn default_group(raw: &RawConfig, groups: &[Group], p: &mut Problems) -> Option<
         return None;
     };
     let group = &groups[index];
-    if group.members.is_empty() && group.fallback.is_empty() {
+    let declared = raw.groups.iter().any(|g| *g.name == *group.name);
+    if group.members.is_empty() && group.fallback.is_empty() && !declared {
         p.add("default_group", format!("group `{}` has no clusters and no fallback", group.name));
         return None;
     }
-    Some(index)
+    placeable(groups, index).then_some(index) // a declared group's problem is reported with it
+}
+
+/// Whether some group of `group`'s chain has clusters.
+fn placeable(groups: &[Group], group: usize) -> bool {
+    groups[group].chain.iter().any(|&g| !groups[g].members.is_empty())
+}
+
+/// Every group's whole fallback chain ([`Group::chain`]): a chain that loops, one deeper than
+/// [`MAX_FALLBACK_DEPTH`], and a declared group whose chain holds no cluster (no query of it could be
+/// placed) are reported, each once.
+fn fallback_chains(raw: &RawConfig, groups: &mut [Group], p: &mut Problems) {
+    let names = |groups: &[Group], path: &[usize]| {
+        path.iter().map(|&g| &*groups[g].name).collect::<Vec<_>>().join(" → ")
+    };
+    let links: Vec<Vec<usize>> = groups.iter().map(|g| g.fallback.clone()).collect();
+    let cycles = fallback_cycles(&links);
+    for cycle in &cycles {
+        let mut path = cycle.clone();
+        path.push(cycle[0]);
+        p.add(
+            format!("groups[{}].fallback", cycle[0]),
+            format!("the fallback chain `{}` loops back on itself", names(groups, &path)),
+        );
+    }
+    if cycles.is_empty() {
+        let longest = longest_chains(&links);
+        if let Some(path) =
+            longest.iter().filter(|path| path.len() > MAX_FALLBACK_DEPTH + 1).max_by_key(|p| p.len())
+        {
+            p.add(
+                format!("groups[{}].fallback", path[0]),
+                format!(
+                    "the fallback chain `{}` takes more than {MAX_FALLBACK_DEPTH} steps",
+                    names(groups, path)
+                ),
+            );
+        }
+    }
+    for group in 0..groups.len() {
+        // Breadth first: a group's own fallbacks before theirs.
+        let mut chain = vec![group];
+        let mut at = 0;
+        while at < chain.len() {
+            for &next in &groups[chain[at]].fallback {
+                if !chain.contains(&next) {
+                    chain.push(next);
+                }
+            }
+            at += 1;
+        }
+        groups[group].chain = chain;
+    }
+    for (i, declared) in raw.groups.iter().enumerate() {
+        let Some(group) = groups.iter().position(|g| *g.name == *declared.name) else { continue };
+        if group != i || placeable(groups, group) {
+            continue; // a duplicate name is reported with the names
+        }
+        let names = |path: &[usize]| names(groups, path);
+        let message = if groups[group].chain.len() == 1 {
+            format!("group `{}` has no clusters and no fallback: no query of it can be placed", declared.name)
+        } else {
+            format!(
+                "group `{}` has no clusters and neither has any group it falls back to (`{}`): no query \
+                 of it can be placed",
+                declared.name,
+                names(&groups[group].chain)
+            )
+        };
+        p.add(format!("groups[{i}]"), message);
+    }
+}
+
+/// The loops among fallback links (`links[g]`: the groups `g` falls back to), each once, starting at its
+/// lowest group index. Depth first with colours: a link back to a group on the current path closes a loop.
+fn fallback_cycles(links: &[Vec<usize>]) -> Vec<Vec<usize>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Colour {
+        New,
+        OnPath,
+        Done,
+    }
+    fn visit(
+        g: usize,
+        links: &[Vec<usize>],
+        colour: &mut [Colour],
+        path: &mut Vec<usize>,
+        found: &mut Vec<Vec<usize>>,
+    ) {
+        colour[g] = Colour::OnPath;
+        path.push(g);
+        for &next in &links[g] {
+            match colour[next] {
+                Colour::New => visit(next, links, colour, path, found),
+                Colour::OnPath => {
+                    let at = path.iter().position(|&h| h == next).unwrap_or(0);
+                    let mut cycle = path[at..].to_vec();
+                    let lowest = (0..cycle.len()).min_by_key(|&i| cycle[i]).unwrap_or(0);
+                    cycle.rotate_left(lowest);
+                    if !found.contains(&cycle) {
+                        found.push(cycle);
+                    }
+                }
+                Colour::Done => {}
+            }
+        }
+        path.pop();
+        colour[g] = Colour::Done;
+    }
+    let mut colour = vec![Colour::New; links.len()];
+    let mut found = Vec::new();
+    for g in 0..links.len() {
+        if colour[g] == Colour::New {
+            visit(g, links, &mut colour, &mut Vec::new(), &mut found);
+        }
+    }
+    found
+}
+
+/// For each group, its longest chain of fallback links (the group first), in links without loops.
+fn longest_chains(links: &[Vec<usize>]) -> Vec<Vec<usize>> {
+    fn longest(g: usize, links: &[Vec<usize>], memo: &mut Vec<Option<Vec<usize>>>) -> Vec<usize> {
+        if let Some(known) = &memo[g] {
+            return known.clone();
+        }
+        let mut best = Vec::new();
+        for &next in &links[g] {
+            let path = longest(next, links, memo);
+            if path.len() > best.len() {
+                best = path;
+            }
+        }
+        best.insert(0, g);
+        memo[g] = Some(best.clone());
+        best
+    }
+    let mut memo = vec![None; links.len()];
+    (0..links.len()).map(|g| longest(g, links, &mut memo)).collect()
 }
 
 /// `health`.
@@ -347,25 +501,69 @@ fn health(health: HealthSettings, p: &mut Problems) -> HealthSettings {
     health
 }
 
-/// `admin`: the token, from the file or the environment.
-fn admin_token(raw: &RawConfig, overrides: &Overrides, p: &mut Problems) -> Option<Option<String>> {
-    match (&raw.admin.token, &raw.admin.token_env) {
+/// `admin`: the token, from the file or the environment (`TRINO_ROUTER_ADMIN_TOKEN` when it names none).
+fn admin_token(raw: &RawConfig, overrides: &Overrides, p: &mut Problems) -> Option<Option<Secret>> {
+    let token = RawToken { token: raw.admin.token.clone(), token_env: raw.admin.token_env.clone() };
+    if token.token.is_none() && token.token_env.is_none() {
+        let Some(value) = overrides.var(ADMIN_TOKEN_ENV) else { return Some(None) };
+        let weak =
+            weakness(value).map(|why| format!("(from the environment variable `{ADMIN_TOKEN_ENV}`) {why}"));
+        return match weak {
+            Some(why) => {
+                p.add("admin.token", why);
+                None
+            }
+            None => Some(Some(Secret::new(value))),
+        };
+    }
+    token_of("admin", Some(&token), overrides, p)
+}
+
+/// A token section (`admin`, `envoy_auth`, `metrics_auth`): `token` or `token_env`, strong enough.
+fn token_of(
+    section: &str,
+    raw: Option<&RawToken>,
+    overrides: &Overrides,
+    p: &mut Problems,
+) -> Option<Option<Secret>> {
+    let Some(raw) = raw else { return Some(None) };
+    let (field, value) = match (&raw.token, &raw.token_env) {
         (Some(_), Some(_)) => {
-            p.add("admin", "set `token` or `token_env`, not both");
-            None
+            p.add(section, "set `token` or `token_env`, not both");
+            return None;
+        }
+        (None, None) => {
+            p.add(section, "set `token` or `token_env`");
+            return None;
         }
         (Some(token), None) if token.is_empty() => {
-            p.add("admin.token", "must not be empty");
-            None
+            p.add(format!("{section}.token"), "must not be empty");
+            return None;
         }
-        (Some(token), None) => Some(Some(token.clone())),
+        (Some(token), None) => (format!("{section}.token"), token.clone()),
         (None, Some(name)) => {
             let token = overrides.var(name).map(str::to_owned);
-            p.ok("admin.token_env", token.ok_or(format!("the environment variable `{name}` is not set")))
-                .map(Some)
+            let field = format!("{section}.token_env");
+            let value =
+                p.ok(field.clone(), token.ok_or(format!("the environment variable `{name}` is not set")))?;
+            (field, value)
         }
-        (None, None) => Some(overrides.var(ADMIN_TOKEN_ENV).map(str::to_owned)),
+    };
+    match weakness(&value) {
+        Some(why) => {
+            p.add(field, why);
+            None
+        }
+        None => Some(Some(Secret::new(value))),
     }
+}
+
+/// `admin.listen`.
+fn admin_listen(raw: &RawConfig, p: &mut Problems) -> Option<Option<SocketAddr>> {
+    let Some(text) = &raw.admin.listen else { return Some(None) };
+    let parsed =
+        text.parse().map_err(|_| format!("`{text}` is not an address of the form HOST:PORT with an IP host"));
+    p.ok("admin.listen", parsed).map(Some)
 }
 
 /// `coordinator_auth`: the user, and the password from the file or the environment.

@@ -87,7 +87,12 @@ pub fn decide(config: &Config, request: &FollowUp<'_>, lookups: &impl Lookups) -
                 .or_else(|| place(config, group, &view, &mut turn, |_| true));
             match placed {
                 Some((_, cluster)) => Decision::Route { cluster, basis: Basis::DefaultGroup },
-                None => unreachable!("a validated default group has clusters or fallbacks with clusters"),
+                // Validation rules this out (the default group's chain has clusters); a refusal, not a
+                // panic, should a config ever get here without it.
+                None => Decision::Refuse(Refusal::NoCapacity {
+                    group: config.groups[group].name.clone(),
+                    retry_after_seconds: config.health.retry_after.as_secs().max(1),
+                }),
             }
         }
     }
@@ -122,7 +127,7 @@ fn is_statement_poll(request: &FollowUp<'_>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::config::testing::{DECISIONS, config};
+    use crate::domain::config::testing::{CHAIN, DECISIONS, config};
     use crate::domain::decision::testing::{A, B, Fixed, GONE, UNKNOWN};
     use crate::domain::query_id::QueryIdError;
     use crate::domain::target::classify;
@@ -193,6 +198,20 @@ mod tests {
         for (method, path, views, expected) in cases {
             assert_eq!(outcome(method, &path, views), expected, "{method} {path} views={views}");
         }
+    }
+
+    #[test]
+    fn the_default_groups_whole_chain_is_followed() {
+        let config = config(CHAIN);
+        let info = FollowUp { method: "GET", path: "/v1/info", target: Target::Other, url_cluster: None };
+        let decide_with = |views| name(&config, decide(&config, &info, &Fixed::new(views, 0)));
+        assert_eq!(decide_with(""), "back-1 (default)", "front → middle → back");
+        assert_eq!(decide_with("n0 u0"), "back-2 (default)");
+        assert_eq!(
+            decide_with("d0 d0 u0"),
+            "back-1 (default)",
+            "down everywhere: still a cluster of the chain"
+        );
     }
 
     #[test]

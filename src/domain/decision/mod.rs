@@ -27,6 +27,9 @@ pub struct ClusterView {
     pub down: bool,
     /// Load per unit of weight; the least loaded cluster takes the next new query.
     pub load: f64,
+    /// Active, but judged unhealthy by the router (timed-out or nonsense polls, failed deliveries):
+    /// not known to be down, and not saying itself that it takes nothing (starting, shutting down).
+    pub doubtful: bool,
 }
 
 /// What the router has learned and sees, as a decision asks for it.
@@ -42,7 +45,8 @@ pub trait Lookups {
     fn turn(&self) -> usize;
 }
 
-/// The least loaded eligible cluster of `group`, else of its fallbacks in order: `(group, cluster)`.
+/// The least loaded eligible cluster of `group`, else of the groups of its whole fallback chain in
+/// order ([`Group::chain`]): `(group, cluster)`.
 fn place(
     config: &Config,
     group: usize,
@@ -50,9 +54,10 @@ fn place(
     turn: &mut impl FnMut() -> usize,
     eligible: impl Fn(&ClusterView) -> bool,
 ) -> Option<(usize, usize)> {
-    std::iter::once(group)
-        .chain(config.groups[group].fallback.iter().copied())
-        .find_map(|g| least_loaded(&config.groups[g], view, turn, &eligible).map(|c| (g, c)))
+    config.groups[group]
+        .chain
+        .iter()
+        .find_map(|&g| least_loaded(&config.groups[g], view, turn, &eligible).map(|c| (g, c)))
 }
 
 fn least_loaded(
@@ -103,7 +108,8 @@ pub(crate) mod testing {
     /// Lookups over fixed owners, a compact spec of cluster views and a fixed turn.
     pub struct Fixed {
         /// One token per cluster index: `u` up, `d` down, `n` up but taking no new queries (draining,
-        /// disabled, starting, shutting down); a digit after it is its load. Missing ones are `u0`.
+        /// disabled, starting, shutting down), `h` active but judged unhealthy by the router (doubtful);
+        /// a digit after it is its load. Missing ones are `u0`.
         pub views: &'static str,
         pub turn: usize,
         /// How often the turn was asked for.
@@ -140,7 +146,12 @@ pub(crate) mod testing {
         fn view(&self, cluster: usize) -> ClusterView {
             let token = self.views.split_whitespace().nth(cluster).unwrap_or("u0");
             let (state, load) = token.split_at(1);
-            ClusterView { accepts_new: state == "u", down: state == "d", load: load.parse().unwrap_or(0.0) }
+            ClusterView {
+                accepts_new: state == "u",
+                down: state == "d",
+                load: load.parse().unwrap_or(0.0),
+                doubtful: state == "h",
+            }
         }
 
         fn turn(&self) -> usize {

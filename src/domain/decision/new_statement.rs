@@ -62,6 +62,9 @@ pub struct NewStatementDecision {
     pub transaction_rewrite: Option<String>,
     /// The statement starts a transaction: its answers are watched for the transaction's id.
     pub starts_transaction: bool,
+    /// Placed on a cluster that looks unhealthy: every cluster of the group's chain did, and none that
+    /// takes new queries was left (see [`in_group`]).
+    pub doubtful: bool,
     pub outcome: Outcome,
 }
 
@@ -131,9 +134,9 @@ pub fn decide(config: &Config, statement: &NewStatement<'_>, lookups: &impl Look
         }
     }
 
-    let outcome = match (&look_up, &pin) {
-        (Some(id), _) => Outcome::LookUp(id.clone()),
-        (None, Some((cluster, pin))) => pinned(config, request, cluster, *pin, lookups),
+    let (outcome, doubtful) = match (&look_up, &pin) {
+        (Some(id), _) => (Outcome::LookUp(id.clone()), false),
+        (None, Some((cluster, pin))) => (pinned(config, request, cluster, *pin, lookups), false),
         (None, None) => in_group(config, group, lookups),
     };
     NewStatementDecision {
@@ -144,6 +147,7 @@ pub fn decide(config: &Config, statement: &NewStatement<'_>, lookups: &impl Look
         pin,
         transaction_rewrite,
         starts_transaction,
+        doubtful,
         outcome,
     }
 }
@@ -168,15 +172,25 @@ fn pinned(
     }
 }
 
-/// The least loaded cluster that takes new queries in `group`, else in its fallbacks.
-fn in_group(config: &Config, group: usize, lookups: &impl Lookups) -> Outcome {
+/// The least loaded cluster that takes new queries in `group`, else in its fallbacks. When none does
+/// and some look unhealthy only by the router's judgement (active, not known down: the router may be
+/// the one cut off, or a reloaded CA may trust none), the least loaded of those (`true`: a doubtful
+/// placement) — refusing every query would turn the router's doubt into an outage.
+fn in_group(config: &Config, group: usize, lookups: &impl Lookups) -> (Outcome, bool) {
     let view = |c| lookups.view(c);
-    match place(config, group, &view, &mut once(lookups), |v| v.accepts_new) {
-        Some((placed, cluster)) => Outcome::Route { cluster, placed: Placed::InGroup(placed) },
-        None => Outcome::Refuse(Refusal::NoCapacity {
-            group: config.groups[group].name.clone(),
-            retry_after_seconds: config.health.retry_after.as_secs().max(1),
-        }),
+    let mut turn = once(lookups);
+    if let Some((placed, cluster)) = place(config, group, &view, &mut turn, |v| v.accepts_new) {
+        return (Outcome::Route { cluster, placed: Placed::InGroup(placed) }, false);
+    }
+    match place(config, group, &view, &mut turn, |v| v.doubtful && !v.down) {
+        Some((placed, cluster)) => (Outcome::Route { cluster, placed: Placed::InGroup(placed) }, true),
+        None => (
+            Outcome::Refuse(Refusal::NoCapacity {
+                group: config.groups[group].name.clone(),
+                retry_after_seconds: config.health.retry_after.as_secs().max(1),
+            }),
+            false,
+        ),
     }
 }
 

@@ -20,9 +20,10 @@ use tonic::{Request, Response, Status, Streaming};
 use super::messages::{decode, encode};
 use super::stream::{Role, Step, StreamMachine};
 use crate::coordinators::query_lookup::QueryLookup;
+use crate::domain::config::ENVOY_AUTH_METADATA;
 use crate::domain::query_id::QueryId;
 use crate::envoy::protocol::ROLE_METADATA;
-use crate::state::metrics::METRICS;
+use crate::state::metrics::{METRICS, Safeguard};
 use crate::state::router::Router;
 
 /// One stream at the protobuf level: each message decoded, fed to the machine, its reply encoded.
@@ -31,8 +32,16 @@ pub struct ProcessingStream {
 }
 
 impl ProcessingStream {
+    /// A stream of `role`; when its metadata named no role, a stream whose first message is an answer
+    /// learns (see [`ProcessingStream::role_known`]).
     pub fn new(router: Arc<Router>, role: Role) -> ProcessingStream {
-        ProcessingStream { machine: StreamMachine::new(router, role) }
+        ProcessingStream { machine: StreamMachine::new(router, role, false) }
+    }
+
+    /// A stream whose role came from its metadata (or must, with `envoy_auth`): its first message does
+    /// not change it.
+    pub fn role_known(router: Arc<Router>, role: Role) -> ProcessingStream {
+        ProcessingStream { machine: StreamMachine::new(router, role, true) }
     }
 
     /// Feeds one message from Envoy.
@@ -66,10 +75,30 @@ impl ExternalProcessor for ExtProcService {
         &self,
         request: Request<Streaming<ProcessingRequest>>,
     ) -> Result<Response<Replies>, Status> {
-        let role = request.metadata().get(ROLE_METADATA).and_then(|v| v.to_str().ok());
-        let role = Role::from_metadata(role);
+        let metadata = request.metadata();
+        let authenticated = self.router.snapshot().config.envoy_auth.clone();
+        if let Some(expected) = &authenticated {
+            let presented = metadata.get(ENVOY_AUTH_METADATA).and_then(|v| v.to_str().ok()).unwrap_or("");
+            if !expected.matches(presented) {
+                METRICS.safeguard(Safeguard::UnauthenticatedStream);
+                tracing::debug!("an ext_proc stream without the envoy_auth token: refused");
+                return Err(Status::unauthenticated(format!(
+                    "this router takes ext_proc streams only with its envoy_auth token in the gRPC metadata \
+                     `{ENVOY_AUTH_METADATA}` (envoy-config writes it)"
+                )));
+            }
+        }
+        let named = metadata.get(ROLE_METADATA).and_then(|v| v.to_str().ok());
+        let role = Role::from_metadata(named);
         METRICS.stream_opened(role.as_str());
-        let machine = ProcessingStream::new(self.router.clone(), role);
+        // With envoy_auth, the role is what Envoy's config says, never what the stream's first message
+        // suggests.
+        let role_known = named.is_some() || authenticated.is_some();
+        let machine = if role_known {
+            ProcessingStream::role_known(self.router.clone(), role)
+        } else {
+            ProcessingStream::new(self.router.clone(), role)
+        };
         Ok(Response::new(Replies {
             role,
             inbound: request.into_inner(),

@@ -35,7 +35,7 @@ use crate::domain::decision::follow_up::{Basis, Decision, FollowUp, split_prefix
 use crate::domain::decision::new_statement::{NewStatement, Outcome, cluster_prefixed_transaction};
 use crate::domain::query_id::{QueryId, QueryIdError};
 use crate::domain::refusal::Refusal;
-use crate::domain::target::{Target, classify};
+use crate::domain::target::{Target, canonical_statement_path, classify};
 use crate::state::router::{Learned, Router, Snapshot, Stage};
 use crate::state::telemetry::{self, QueryLine};
 
@@ -130,7 +130,7 @@ enum Pending {
 #[derive(Clone)]
 struct PendingStatement {
     request: ClientRequest,
-    /// Sent under the URL-placement prefix: the path to send it on.
+    /// The canonical path to send it on, when the client spelled it otherwise (or under the URL prefix).
     path_rewrite: Option<String>,
 }
 
@@ -183,15 +183,17 @@ pub fn first_page_query_id(body: &[u8]) -> serde_json::Result<Result<QueryId, Qu
 /// The state machine of one stream.
 pub struct StreamMachine {
     router: Arc<Router>,
-    /// Set by the stream's metadata, or by its first message (a stream that begins with an answer
-    /// learns); fixed from then on.
+    /// Set by the stream's metadata, or (when that named none and `envoy_auth` is off) by its first
+    /// message (a stream that begins with an answer learns); fixed from then on.
     role: Role,
+    /// The role came from the metadata (or must, with `envoy_auth`): the first message cannot change it.
+    role_known: bool,
     state: State,
 }
 
 impl StreamMachine {
-    pub fn new(router: Arc<Router>, role: Role) -> StreamMachine {
-        StreamMachine { router, role, state: State::Start }
+    pub fn new(router: Arc<Router>, role: Role, role_known: bool) -> StreamMachine {
+        StreamMachine { router, role, role_known, state: State::Start }
     }
 
     /// Feeds one message from Envoy.
@@ -199,7 +201,7 @@ impl StreamMachine {
         let Inbound { event, observing, note } = message;
         if matches!(self.state, State::Start) {
             self.state = State::Idle;
-            if matches!(event, Event::ResponseHeaders(_)) {
+            if matches!(event, Event::ResponseHeaders(_)) && !self.role_known {
                 // Envoy Gateway's extProc cannot set the role metadata.
                 self.role = Role::Learn;
             }
@@ -296,10 +298,13 @@ impl StreamMachine {
         let path = prefixed.as_ref().map_or(raw_path, |p| p.rest);
         let target = classify(method, path);
         if target == Target::NewStatement {
+            // One path for every spelling of a new statement (`/v1/statement/`, `;x=1`, under the URL
+            // prefix): what the rules see, and what the coordinator gets.
+            let canonical = canonical_statement_path(path);
             let mut request = ClientRequest::from_headers(headers.pairs(), &config.jwt_user_claim);
-            request.path = path.to_owned();
+            request.path = canonical.clone();
             let statement =
-                PendingStatement { request, path_rewrite: prefixed.is_some().then(|| path.to_owned()) };
+                PendingStatement { request, path_rewrite: (canonical != raw_path).then_some(canonical) };
             if (config.rules.needs_statement() || config.placement_from_sql) && !headers.end_of_stream() {
                 // The SQL follows in a body message (envoy-config's new-statement routes send it, and
                 // Envoy holds the request until the body reply decides for good). Route tentatively now,

@@ -248,7 +248,7 @@ impl Fleet {
         let (targets, unresolved) = peers::resolve(&settings.peers).await;
         self.channels.keep_only(&targets);
         let mut round = Round { absent: unresolved, ..Round::default() };
-        let token = snapshot.config.admin_token.clone().unwrap_or_default();
+        let token = snapshot.config.admin_token.as_ref().map(|t| t.expose().to_owned()).unwrap_or_default();
         let mine = self.state();
         let answers = self
             .call_peers(&targets, |mut client| {
@@ -419,7 +419,7 @@ impl Fleet {
         let snapshot = self.router.snapshot();
         let settings = &snapshot.config.fleet;
         let (targets, unresolved) = peers::resolve(&settings.peers).await;
-        let token = snapshot.config.admin_token.clone().unwrap_or_default();
+        let token = snapshot.config.admin_token.as_ref().map(|t| t.expose().to_owned()).unwrap_or_default();
         let answers = self
             .call_peers(&targets, |mut client| {
                 let request = with_token(ListClustersRequest { fleet: false }, &token);

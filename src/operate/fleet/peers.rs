@@ -203,7 +203,10 @@ mod tests {
                 crate::operate::api::admin_client::AdminClient::new(channels.get(&target, None).unwrap());
             let started = std::time::Instant::now();
             let status = client
-                .list_clusters(with_token(crate::operate::api::ListClustersRequest::default(), "t"))
+                .list_clusters(with_token(
+                    crate::operate::api::ListClustersRequest::default(),
+                    "admin-token-for-tests-0001",
+                ))
                 .await
                 .unwrap_err();
             let failure = classify(&status);

@@ -54,7 +54,7 @@ async fn tls_channel(addr: SocketAddr, pki: &TestPki, client: &Issued) -> Channe
 
 fn with_token<T>(message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert("authorization", "Bearer t".parse().unwrap());
+    request.metadata_mut().insert("authorization", "Bearer admin-token-for-tests-0001".parse().unwrap());
     request
 }
 
@@ -68,7 +68,7 @@ async fn two_replicas_share_a_drain_over_mtls() {
         format!(
             "listen: 127.0.0.1:{port}\ndefault_group: a\n\
              clusters: [{{name: blue, url: 'http://127.0.0.1:9', group: a}}, {{name: green, url: 'http://127.0.0.1:9', group: a}}]\n\
-             admin: {{token: t}}\n\
+             admin: {{token: admin-token-for-tests-0001}}\n\
              listen_tls: {{cert_file: '{}', key_file: '{}', client_ca_file: '{}'}}\n\
              fleet: {{peers: ['127.0.0.1:{}', '127.0.0.1:{}'], tls_server_name: '127.0.0.1'}}\n",
             served.cert.display(),
@@ -117,7 +117,7 @@ async fn a_replica_waits_for_a_silent_peer_then_serves_and_says_so() {
     let (silent_addr, _keep) = super::peers::silent_peer().await;
     let yaml = format!(
         "listen: 127.0.0.1:0\ndefault_group: a\nclusters: [{{name: blue, url: 'http://127.0.0.1:9', group: a}}]\n\
-         admin: {{token: t}}\nfleet: {{peers: ['{silent_addr}'], startup_wait: 2s}}\n"
+         admin: {{token: admin-token-for-tests-0001}}\nfleet: {{peers: ['{silent_addr}'], startup_wait: 2s}}\n"
     );
     let (server, addr) = serve(&yaml, "r0").await;
     let router = server.router().clone();

@@ -67,6 +67,9 @@ fn outcome(spec: &str, sql: Option<&str>, views: &'static str) -> String {
     if d.starts_transaction {
         out += " +starts tx";
     }
+    if d.doubtful {
+        out += " +doubtful";
+    }
     out
 }
 
@@ -74,7 +77,8 @@ fn outcome(spec: &str, sql: Option<&str>, views: &'static str) -> String {
 fn new_statements() {
     // Clusters: 0 trino-a, 1 trino-b (adhoc, the default); 2 trino-etl, 3 trino-etl2 (etl → adhoc);
     // 4 trino-bi (BI → etl → adhoc); 5 trino-vault (vault: user vault_bot or sources ^airflow only).
-    // Views: `u` up, `d` down, `n` up but no new queries; a digit is the load; missing ones are `u0`.
+    // Views: `u` up, `d` down, `n` up but no new queries, `h` judged unhealthy by the router; a digit is
+    // the load; missing ones are `u0`.
     #[rustfmt::skip]
     let cases: &[(&str, Option<&str>, &'static str, &str)] = &[
         // The group: a rule's, else the routing-group header's when it exists, else the default.
@@ -110,6 +114,16 @@ fn new_statements() {
         ("source=superset", None, "u0 u0 d0 d0 d0", "trino-b in adhoc (fallback of BI); rule dashboards"),
         ("source=superset", None, "u0 u0 u4 u2 d0", "trino-etl2 in etl (fallback of BI); rule dashboards"),
         ("source=superset", None, "d0 d0 d0 d0 d0", "refuse 503; rule dashboards"),
+        // Every cluster looks unhealthy, none is known down: placed anyway (doubtful), never on a
+        // cluster known down or one that says it takes nothing.
+        ("", None, "h0 h0", "trino-b in adhoc; default +doubtful"),
+        ("", None, "h3 h1", "trino-b in adhoc; default +doubtful"),
+        ("", None, "h0 d0", "trino-a in adhoc; default +doubtful"),
+        ("", None, "h0 u5", "trino-b in adhoc; default"),
+        ("", None, "n0 h0", "trino-b in adhoc; default +doubtful"),
+        ("", None, "d0 n0", "refuse 503; default"),
+        ("group=etl", None, "h0 h0 h0 n0", "trino-etl in etl; header +doubtful"),
+        ("group=etl", None, "u0 h0 h0 h0", "trino-a in adhoc (fallback of etl); header"),
         // A restricted group: the header counts only for its users and sources; rules are not restricted.
         ("group=vault source=airflow-7", None, "", "trino-vault in vault; header"),
         ("group=vault user=mallory", None, "", "trino-b in adhoc; default +refused vault"),
@@ -207,7 +221,7 @@ fn loads_changing_during_a_decision() {
         }
         fn view(&self, _: usize) -> super::super::ClusterView {
             self.0.set(self.0.get() + 1.0);
-            super::super::ClusterView { accepts_new: true, down: false, load: self.0.get() }
+            super::super::ClusterView { accepts_new: true, down: false, load: self.0.get(), doubtful: false }
         }
         fn turn(&self) -> usize {
             3
@@ -285,4 +299,26 @@ fn restricted_groups_admit_only_their_users_and_sources() {
     for (asked, user, source, want) in rows {
         assert_eq!(permitted_routing_group(&config, asked, user, source), want, "{asked:?} {user} {source}");
     }
+}
+
+/// A default group whose clusters are two fallbacks away: every new query is placed at the chain's end
+/// (it was refused when placement followed one fallback level only).
+#[test]
+fn new_queries_follow_the_whole_fallback_chain() {
+    let config = config(crate::domain::config::testing::CHAIN);
+    let place = |spec: &str, views: &'static str| {
+        let (request, _) = request(spec);
+        let statement = NewStatement { request: &request, sql: None, may_look_up: false, trace_rules: false };
+        match decide(&config, &statement, &Fixed::new(views, 0)).outcome {
+            Outcome::Route { cluster, placed: Placed::InGroup(g) } => {
+                format!("{} in {}", config.clusters[cluster].name, config.groups[g].name)
+            }
+            Outcome::Refuse(refusal) => format!("refuse {}", refusal.reply().status),
+            other => format!("{other:?}"),
+        }
+    };
+    assert_eq!(place("", ""), "back-1 in back");
+    assert_eq!(place("group=middle", "n0"), "back-2 in back");
+    assert_eq!(place("", "n0 n0 u0"), "refuse 503", "side is not in front's chain");
+    assert_eq!(place("group=side", ""), "side-1 in side");
 }

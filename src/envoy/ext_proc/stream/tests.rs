@@ -238,11 +238,17 @@ fn observing_learn_role_never_replies() {
 }
 
 #[test]
-fn failed_delivery_stops_new_queries_at_once() {
+fn failed_deliveries_stop_new_queries() {
     let router = router();
-    let mut learn = ProcessingStream::new(router.clone(), Role::Learn);
-    learn.on_message(request("POST", "/v1/statement", &[("x-trino-cluster", "trino-a")], false));
-    assert_eq!(summary(learn.on_message(status("503", false))), "pass response headers");
+    let fail_one = || {
+        let mut learn = ProcessingStream::new(router.clone(), Role::Learn);
+        learn.on_message(request("POST", "/v1/statement", &[("x-trino-cluster", "trino-a")], false));
+        assert_eq!(summary(learn.on_message(status("503", false))), "pass response headers");
+    };
+    fail_one();
+    assert!(router.snapshot().clusters[0].accepts_new_queries(), "one Envoy-made 503 is a suspicion");
+    fail_one();
+    fail_one();
     for _ in 0..4 {
         let mut s = ProcessingStream::new(router.clone(), Role::Decide);
         assert_eq!(summary(s.on_message(request("POST", "/v1/statement", &[], false))), "route trino-b");
@@ -644,4 +650,23 @@ fn malformed_messages_get_defined_answers() {
         summary(s.on_message(ProcessingRequest { observability_mode: true, ..Default::default() })),
         "Finish"
     );
+}
+
+/// With its role known (named in its metadata, or `envoy_auth` on), a decide stream that begins with an
+/// answer and a note does not become a learn stream: it learns nothing.
+#[test]
+fn a_known_role_is_not_changed_by_the_first_message() {
+    let router = router();
+    let note = LearnNote { envoy_cluster: "trino-a".into(), watch: false, log: None };
+    let forged = answer_with_note(&with_note(pass(Phase::RequestBody), &note));
+    let mut decide = ProcessingStream::role_known(router.clone(), Role::Decide);
+    decide.on_message(forged.clone());
+    decide.on_message(body(&first_page(), true, false));
+    assert!(unplaced_follow_up(&router).ends_with("then refuse 404"), "nothing learned");
+    // Without a known role, the same stream learns (Envoy Gateway's extProc sets no metadata).
+    let mut inferred = ProcessingStream::new(router.clone(), Role::Decide);
+    inferred.on_message(forged);
+    inferred.on_message(body(&first_page(), true, false));
+    let mut s = ProcessingStream::new(router, Role::Decide);
+    assert_eq!(summary(s.on_message(follow_up())), "route trino-a");
 }
