@@ -194,7 +194,7 @@ def test_header_rules_and_routing_groups_are_routes(make_stack):
     rules = [{"name": "team-etl", "match": {"headers.x-team": ["etl", "batch"]}, "group": "etl",
               "set_headers": {"x-trino-client-tags": "native-etl"}}]
     stack = native_stack(
-        make_stack, clusters=(("a", "adhoc"), ("b", "adhoc"), ("etl", "etl")),
+        make_stack, clusters=(("a", "adhoc"), ("b", "adhoc"), ("etl", "etl"), ("v", "vault")),
         extra={"rules": rules, "groups": [{"name": "vault", "allow": {"users": ["alice"]}}]},
     )
     assert harness.wait_for(lambda: weights(stack.envoy, "native-rule-0") == {"etl": 100})
