@@ -74,7 +74,8 @@ RUNS = [
 
 DECIDE_FILTER = "trino-router.decide"
 LEARN_FILTER = "trino-router.learn"
-NEW_STATEMENT_ROUTES = ("new-statement", "ui-new-statement")
+#: The router's new-statement route (one since every spelling of a new statement shares it).
+NEW_STATEMENT_ROUTES = ("new-statement",)
 
 
 @dataclass(frozen=True)
