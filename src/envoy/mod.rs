@@ -5,6 +5,7 @@
 
 pub mod bootstrap;
 pub mod ext_proc;
+pub mod local_reply;
 pub mod protocol;
 pub mod route_discovery;
 pub mod router_address;
