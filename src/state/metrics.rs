@@ -158,7 +158,7 @@ impl Metrics {
         for outcome in ["ok", "failed"] {
             drop(m.reloads.get_or_create(&OutcomeLabels { outcome: outcome.to_owned() }));
         }
-        for outcome in ["found", "not_found"] {
+        for outcome in ["found", "not_found", "unknown"] {
             drop(m.discovery_lookups.get_or_create(&OutcomeLabels { outcome: outcome.to_owned() }));
         }
         for role in ["decide", "learn"] {
@@ -218,8 +218,8 @@ impl Metrics {
         self.refusals.get_or_create(&OutcomeLabels { outcome: reason.to_owned() }).inc();
     }
 
-    pub fn looked_up(&self, found: bool, took: Duration) {
-        let outcome = if found { "found" } else { "not_found" };
+    /// Counts a discovery lookup by its outcome (found, not_found, unknown).
+    pub fn looked_up(&self, outcome: &str, took: Duration) {
         self.discovery_lookups.get_or_create(&OutcomeLabels { outcome: outcome.to_owned() }).inc();
         self.discovery_seconds.observe(took.as_secs_f64());
     }
