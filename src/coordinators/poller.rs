@@ -5,6 +5,12 @@
 //! All clusters are polled concurrently; each poll is bounded by `health.timeout`. The poller reads the
 //! current snapshot every round, so reloads take effect at the next round.
 //!
+//! Every `/v1/info` poll carries `X-Forwarded-Proto`, as Envoy adds it to every request: a coordinator
+//! with Trino's default `http-server.process-forwarded` answers it 406, and is taken out of rotation
+//! with a reason that names the setting ([`FORWARDED_REFUSED`]). Where `/v1/info` publishes the
+//! coordinator's id (`coordinatorId`, Trino 477+), the router learns it here, before any query is seen;
+//! a new id for a cluster retires its older ones (a restart).
+//!
 //! `https://` coordinators are verified against `coordinator_tls` (or the system roots); a handshake that
 //! fails (an untrusted or expired certificate, a name that does not match, plaintext on the other end)
 //! is a failed poll whose reason names the TLS problem, never a crash.
@@ -17,7 +23,8 @@ use tokio::task::JoinSet;
 
 use crate::coordinators::http::{CoordinatorClients, describe};
 use crate::domain::config::Credentials;
-use crate::domain::health::{Observation, Thresholds};
+use crate::domain::health::{FORWARDED_REFUSED, Observation, Thresholds};
+use crate::domain::query_id::QueryId;
 use crate::state::router::{Router, Snapshot, log_health_change};
 
 /// Polls every cluster of the current config, forever (or until the task is dropped).
@@ -33,12 +40,24 @@ struct PollResult {
     health: Observation,
     /// Running + queued queries, when load statistics were read.
     queries: Option<u64>,
+    /// The coordinator id `/v1/info` published (Trino 477+).
+    coordinator_id: Option<String>,
 }
 
+/// The fields of Trino's `ServerInfo` the router reads (rows N1, N2 of docs/trino-conformance.md).
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct ServerInfo {
     #[serde(default)]
     starting: bool,
+    /// From Trino 477; empty on workers.
+    #[serde(default)]
+    coordinator_id: Option<String>,
+}
+
+/// The `X-Forwarded-Proto` Envoy adds to a request to `base`.
+fn forwarded_proto(base: &str) -> &'static str {
+    if base.starts_with("https:") { "https" } else { "http" }
 }
 
 #[derive(Deserialize)]
@@ -68,14 +87,16 @@ impl Poller {
                 }
                 Err(e) => {
                     let health = Observation::Failed(format!("cannot make an HTTP client for {base}: {e}"));
-                    polls.spawn(async move { (index, PollResult { health, queries: None }) });
+                    polls.spawn(
+                        async move { (index, PollResult { health, queries: None, coordinator_id: None }) },
+                    );
                 }
             }
         }
         while let Some(joined) = polls.join_next().await {
             match joined {
                 Ok((index, result)) => {
-                    if apply(&snapshot, index, result) {
+                    if apply(&self.router, &snapshot, index, result) {
                         // Envoy's learned routes leave out clusters that are down.
                         self.router.routes_changed().notify_one();
                     }
@@ -97,7 +118,7 @@ impl Poller {
 }
 
 /// Feeds one poll result to its cluster; returns whether the cluster's health changed.
-fn apply(snapshot: &Snapshot, index: usize, result: PollResult) -> bool {
+fn apply(router: &Router, snapshot: &Snapshot, index: usize, result: PollResult) -> bool {
     let settings = &snapshot.config.health;
     let thresholds =
         Thresholds { healthy: settings.healthy_threshold, unhealthy: settings.unhealthy_threshold };
@@ -107,10 +128,17 @@ fn apply(snapshot: &Snapshot, index: usize, result: PollResult) -> bool {
     if let Some(health) = changed {
         let why = match &result.health {
             Observation::Answered { starting, state } => format!("starting={starting} state={state}"),
-            Observation::Refused => "connection refused".to_owned(),
-            Observation::Failed(e) => e.clone(),
+            other => other.reason(),
         };
         log_health_change(name, health, &why);
+    }
+    match result.coordinator_id.as_deref() {
+        Some(id) if QueryId::is_coordinator_id(id) => {
+            router.coordinator_published(snapshot, index, id);
+        }
+        // Workers and older releases publish none (or an empty one).
+        Some("") | None => {}
+        Some(id) => tracing::debug!(cluster = %name, coordinator_id = id, "/v1/info names no coordinator id of Trino's shape"),
     }
     match result.queries {
         Some(queries) => runtime.coordinator_reported(queries),
@@ -128,7 +156,7 @@ async fn poll(
     timeout: Duration,
     auth: Option<&Credentials>,
 ) -> PollResult {
-    let health = poll_health(client, base, timeout).await;
+    let (health, coordinator_id) = poll_health(client, base, timeout).await;
     let queries = match (&health, auth) {
         (Observation::Answered { .. }, Some(auth)) => match poll_stats(client, base, timeout, auth).await {
             Ok(queries) => Some(queries),
@@ -139,23 +167,40 @@ async fn poll(
         },
         _ => None,
     };
-    PollResult { health, queries }
+    PollResult { health, queries, coordinator_id }
 }
 
-async fn poll_health(client: &reqwest::Client, base: &str, timeout: Duration) -> Observation {
-    let info = match client.get(format!("{base}/v1/info")).timeout(timeout).send().await {
+/// Polls `/v1/info` (with what Envoy adds to every request) and `/v1/info/state`: the health they show,
+/// and the coordinator id `/v1/info` published.
+async fn poll_health(client: &reqwest::Client, base: &str, timeout: Duration) -> (Observation, Option<String>) {
+    let info = client
+        .get(format!("{base}/v1/info"))
+        .header("X-Forwarded-Proto", forwarded_proto(base))
+        .timeout(timeout)
+        .send()
+        .await;
+    let info = match info {
         Ok(response) if response.status().is_success() => response,
-        Ok(response) => return Observation::Failed(format!("/v1/info answered {}", response.status())),
-        Err(e) if e.is_connect() && crate::coordinators::http::tls_failure(&e).is_none() => {
-            return Observation::Refused;
+        Ok(response) if response.status() == reqwest::StatusCode::NOT_ACCEPTABLE => {
+            return (Observation::Misconfigured(FORWARDED_REFUSED.to_owned()), None);
         }
-        Err(e) => return Observation::Failed(format!("/v1/info: {}", describe(&e))),
+        Ok(response) => return (Observation::Failed(format!("/v1/info answered {}", response.status())), None),
+        Err(e) if e.is_connect() && crate::coordinators::http::tls_failure(&e).is_none() => {
+            return (Observation::Refused, None);
+        }
+        Err(e) => return (Observation::Failed(format!("/v1/info: {}", describe(&e))), None),
     };
-    let starting = match info.bytes().await.map(|b| serde_json::from_slice::<ServerInfo>(&b)) {
-        Ok(Ok(info)) => info.starting,
-        Ok(Err(e)) => return Observation::Failed(format!("/v1/info is not Trino's: {e}")),
-        Err(e) => return Observation::Failed(format!("/v1/info: {}", describe(&e))),
+    let info = match info.bytes().await.map(|b| serde_json::from_slice::<ServerInfo>(&b)) {
+        Ok(Ok(info)) => info,
+        Ok(Err(e)) => return (Observation::Failed(format!("/v1/info is not Trino's: {e}")), None),
+        Err(e) => return (Observation::Failed(format!("/v1/info: {}", describe(&e))), None),
     };
+    let coordinator_id = info.coordinator_id;
+    (poll_state(client, base, timeout, info.starting).await, coordinator_id)
+}
+
+/// Polls `/v1/info/state`, after `/v1/info` said `starting`.
+async fn poll_state(client: &reqwest::Client, base: &str, timeout: Duration, starting: bool) -> Observation {
     let state = match client.get(format!("{base}/v1/info/state")).timeout(timeout).send().await {
         // Versions without the state resource only know "active" and "shutting down" via /v1/info.
         Ok(response) if response.status() == reqwest::StatusCode::NOT_FOUND => "ACTIVE".to_owned(),
@@ -303,7 +348,7 @@ mod tests {
         let cluster = distrusting.snapshot().config.clusters[0].clone();
         let tls = &distrusting.snapshot().config.coordinator_tls;
         let client = poller.clients.client(&cluster.url.to_string(), tls).unwrap();
-        let seen = poll_health(&client, &cluster.url.to_string(), Duration::from_secs(2)).await;
+        let (seen, _) = poll_health(&client, &cluster.url.to_string(), Duration::from_secs(2)).await;
         let Observation::Failed(why) = seen else { panic!("{seen:?}") };
         assert!(why.contains("TLS handshake failed: invalid peer certificate: UnknownIssuer"), "{why}");
 

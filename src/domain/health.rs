@@ -8,6 +8,9 @@
 //!   a coordinator that is hung, slow or cut off from the router may still finish what it runs.
 //! - A passive failure (Envoy could not deliver a new query to the cluster) makes it `Unhealthy` at once;
 //!   only polls bring it back (`healthy_threshold` good polls in a row).
+//! - A coordinator that refuses what Envoy adds to every request (406 to a poll carrying
+//!   `X-Forwarded-Proto`: Trino's default `http-server.process-forwarded`) is `Misconfigured` at once:
+//!   every query sent through Envoy would fail, so it takes none until polls say it is fixed.
 //! - Only `Unreachable` is down: the router fails its queries' follow-ups with a clear error. Every other
 //!   state sends follow-ups on to the coordinator that owns them (it takes no new queries).
 
@@ -28,6 +31,9 @@ pub enum Health {
     Unreachable,
     /// In graceful shutdown (`/v1/info/state` is `SHUTTING_DOWN` or another non-active state).
     ShuttingDown,
+    /// Up, but configured so that requests through Envoy fail (the reason says what to change): takes
+    /// no new queries.
+    Misconfigured,
 }
 
 impl Health {
@@ -50,6 +56,7 @@ impl Health {
             Health::Unhealthy => "unhealthy",
             Health::Unreachable => "unreachable",
             Health::ShuttingDown => "shutting_down",
+            Health::Misconfigured => "misconfigured",
         }
     }
 }
@@ -69,7 +76,31 @@ pub enum Observation {
     Refused,
     /// No answer in time, or an answer that is not Trino's.
     Failed(String),
+    /// It answers, but refuses what every request through Envoy carries; what to change.
+    Misconfigured(String),
 }
+
+impl Observation {
+    /// Why the poll leads where it does, in a few words (for logs, `admin list`, the status page).
+    pub fn reason(&self) -> String {
+        match self {
+            Observation::Answered { starting: true, .. } => "starting".to_owned(),
+            Observation::Answered { state, .. } if !state.eq_ignore_ascii_case("ACTIVE") => {
+                format!("node state {state}")
+            }
+            Observation::Answered { .. } => String::new(),
+            Observation::Refused => "connection refused".to_owned(),
+            Observation::Failed(why) | Observation::Misconfigured(why) => why.clone(),
+        }
+    }
+}
+
+/// Why a coordinator that answered 406 to a poll carrying `X-Forwarded-Proto` takes no queries, and what
+/// to change (airlift's `RejectForwardedRequestCustomizer`, Trino's default; row F1 of
+/// docs/trino-conformance.md).
+pub const FORWARDED_REFUSED: &str = "the coordinator refuses X-Forwarded-* headers (406 to /v1/info \
+     with X-Forwarded-Proto, which Envoy adds to every request): set http-server.process-forwarded=true \
+     in its config.properties (Trino's default rejects them)";
 
 /// How many polls in a row change the state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +153,10 @@ impl Tracker {
                 self.reset_streaks();
                 Health::Unreachable
             }
+            Observation::Misconfigured(_) => {
+                self.reset_streaks();
+                Health::Misconfigured
+            }
             Observation::Failed(_) => {
                 self.good_streak = 0;
                 self.bad_streak = self.bad_streak.saturating_add(1);
@@ -141,7 +176,7 @@ impl Tracker {
     pub fn passive_failure(&mut self) -> Option<Health> {
         self.reset_streaks();
         match self.health {
-            Health::Unreachable => None,
+            Health::Unreachable | Health::Misconfigured => None,
             _ => self.set(Health::Unhealthy),
         }
     }
@@ -151,7 +186,11 @@ impl Tracker {
     /// coordinator already known to be down or starting.
     pub fn refused_new_query(&mut self) -> Option<Health> {
         match self.health {
-            Health::Unhealthy | Health::Unreachable | Health::Starting | Health::ShuttingDown => None,
+            Health::Unhealthy
+            | Health::Unreachable
+            | Health::Starting
+            | Health::ShuttingDown
+            | Health::Misconfigured => None,
             Health::Healthy | Health::Unknown => {
                 self.reset_streaks();
                 self.set(Health::ShuttingDown)
@@ -191,6 +230,9 @@ mod tests {
     fn timeout() -> Observation {
         Observation::Failed("timeout".into())
     }
+    fn misconfigured() -> Observation {
+        Observation::Misconfigured("406".into())
+    }
 
     /// Runs observations from a fresh tracker (`None` = a passive failure) and returns the health after each.
     fn run(seen: &[Option<Observation>]) -> Vec<Health> {
@@ -226,7 +268,10 @@ mod tests {
             (vec![Some(state("active"))], vec![Healthy]),
             (vec![Some(ok()), passive.clone(), Some(ok()), Some(ok())], vec![Healthy, Unhealthy, Unhealthy, Healthy]),
             (vec![passive.clone()], vec![Unhealthy]),
-            (vec![Some(starting()), passive, Some(starting())], vec![Starting, Unhealthy, Starting]),
+            (vec![Some(starting()), passive.clone(), Some(starting())], vec![Starting, Unhealthy, Starting]),
+            // 406 to a poll with X-Forwarded-Proto: out at once; back after healthy_threshold good polls.
+            (vec![Some(ok()), Some(misconfigured()), Some(ok()), Some(ok())], vec![Healthy, Misconfigured, Misconfigured, Healthy]),
+            (vec![Some(misconfigured()), passive], vec![Misconfigured, Misconfigured]),
         ];
         for (seen, expected) in cases {
             assert_eq!(run(&seen), expected, "{seen:?}");
@@ -263,8 +308,8 @@ mod tests {
 
     #[test]
     fn who_takes_new_queries() {
-        let all = [Unknown, Healthy, Starting, Unhealthy, Unreachable, ShuttingDown];
-        assert_eq!(all.map(Health::takes_new_queries), [true, true, false, false, false, false]);
-        assert_eq!(all.map(Health::is_down), [false, false, false, false, true, false]);
+        let all = [Unknown, Healthy, Starting, Unhealthy, Unreachable, ShuttingDown, Misconfigured];
+        assert_eq!(all.map(Health::takes_new_queries), [true, true, false, false, false, false, false]);
+        assert_eq!(all.map(Health::is_down), [false, false, false, false, true, false, false]);
     }
 }

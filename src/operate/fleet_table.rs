@@ -228,6 +228,20 @@ pub fn notes(view: &FleetView) -> Vec<String> {
                 c.operator_set_by
             ));
         }
+        // Why a cluster is not healthy, once per distinct reason (each replica polls for itself).
+        let mut reasons: Vec<(&str, Vec<&str>)> = Vec::new();
+        for (replica, c) in &per_replica {
+            if c.health != "healthy" && !c.health_reason.is_empty() {
+                match reasons.iter_mut().find(|(r, _)| *r == c.health_reason) {
+                    Some((_, names)) => names.push(replica),
+                    None => reasons.push((&c.health_reason, vec![replica])),
+                }
+            }
+        }
+        for (reason, names) in reasons {
+            let health = per_replica.iter().find(|(_, c)| c.health_reason == reason).map_or("", |(_, c)| &c.health);
+            lines.push(format!("{cluster}: {health} on {}: {reason}", names.join(", ")));
+        }
         for (what, tag, value) in [
             ("operator", "DISAGREE", (|c: &Cluster| c.operator_state.clone()) as fn(&Cluster) -> String),
             ("health", "DIFFER", |c: &Cluster| c.health.clone()),

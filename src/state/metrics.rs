@@ -71,6 +71,7 @@ pub struct Metrics {
     pub decision_seconds: Histogram,
     pub reloads: Family<OutcomeLabels, Counter>,
     cluster_healthy: Family<ClusterLabels, Gauge>,
+    cluster_misconfigured: Family<ClusterLabels, Gauge>,
     cluster_accepts_new: Family<ClusterLabels, Gauge>,
     cluster_load: Family<ClusterLabels, Gauge>,
     cluster_in_flight: Family<ClusterLabels, Gauge>,
@@ -109,6 +110,7 @@ impl Metrics {
             decision_seconds: Histogram::new(exponential_buckets(0.000005, 2.5, 13)),
             reloads: Family::default(),
             cluster_healthy: Family::default(),
+            cluster_misconfigured: Family::default(),
             cluster_accepts_new: Family::default(),
             cluster_load: Family::default(),
             cluster_in_flight: Family::default(),
@@ -184,6 +186,12 @@ impl Metrics {
         }
         m.registry.register("cluster_healthy", "1 when the cluster is healthy", m.cluster_healthy.clone());
         m.registry.register(
+            "cluster_misconfigured",
+            "1 when the cluster's coordinator is configured so that requests through Envoy fail \
+             (e.g. it refuses X-Forwarded-* headers: set http-server.process-forwarded=true); it takes no new queries",
+            m.cluster_misconfigured.clone(),
+        );
+        m.registry.register(
             "cluster_accepts_new_queries",
             "1 when the cluster takes new queries (healthy and active)",
             m.cluster_accepts_new.clone(),
@@ -252,15 +260,21 @@ impl Metrics {
     /// The Prometheus text for a scrape, the cluster gauges read from `router`'s snapshot now.
     pub fn render(&self, router: &Router) -> String {
         let snapshot = router.snapshot();
-        for gauges in
-            [&self.cluster_healthy, &self.cluster_accepts_new, &self.cluster_load, &self.cluster_in_flight]
-        {
+        for gauges in [
+            &self.cluster_healthy,
+            &self.cluster_misconfigured,
+            &self.cluster_accepts_new,
+            &self.cluster_load,
+            &self.cluster_in_flight,
+        ] {
             gauges.clear();
         }
         for (cluster, runtime) in snapshot.config.clusters.iter().zip(&snapshot.clusters) {
             let labels = ClusterLabels { cluster: cluster.name.to_string() };
             let healthy = runtime.health() == crate::domain::health::Health::Healthy;
             self.cluster_healthy.get_or_create(&labels).set(i64::from(healthy));
+            let misconfigured = runtime.health() == crate::domain::health::Health::Misconfigured;
+            self.cluster_misconfigured.get_or_create(&labels).set(i64::from(misconfigured));
             self.cluster_accepts_new.get_or_create(&labels).set(i64::from(runtime.accepts_new_queries()));
             self.cluster_load.get_or_create(&labels).set(runtime.load() as i64);
             self.cluster_in_flight.get_or_create(&labels).set(runtime.in_flight() as i64);
@@ -287,6 +301,7 @@ mod tests {
             "# TYPE trino_router_decision_duration_seconds histogram",
             "trino_router_cluster_accepts_new_queries{replica=\"trino-router\",cluster=\"a\"} 1",
             "trino_router_cluster_healthy{replica=\"trino-router\",cluster=\"a\"} 0",
+            "trino_router_cluster_misconfigured{replica=\"trino-router\",cluster=\"a\"} 0",
             "trino_router_fleet_peers{replica=\"trino-router\",status=\"unreachable\"} 0",
         ] {
             assert!(rendered.contains(line), "{line} missing from:\n{rendered}");

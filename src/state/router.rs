@@ -22,7 +22,7 @@ use crate::domain::decision::{ClusterView, Lookups};
 use crate::domain::health::Health;
 use crate::domain::query_id::QueryId;
 use crate::domain::target::Target;
-use crate::state::affinity::Affinity;
+use crate::state::affinity::{Affinity, Published};
 use crate::state::cluster_state::{ClusterRuntime, Operator};
 use crate::state::operator_store::OperatorStore;
 
@@ -103,6 +103,10 @@ impl Lookups for LiveLookups<'_> {
         self.router.affinity.owner_of(query)
     }
 
+    fn restarted_owner(&self, query: &QueryId) -> Option<Arc<str>> {
+        self.router.affinity.restarted_owner(query)
+    }
+
     fn transaction_owner(&self, id: &str) -> Option<Arc<str>> {
         self.router.affinity.transaction_owner(id)
     }
@@ -137,6 +141,11 @@ impl AffinityView<'_> {
     /// Whether a coordinator id is known to be ambiguous (so lookups must go by exact id).
     pub fn is_shared_suffix(&self, suffix: &str) -> bool {
         self.0.is_shared_suffix(suffix)
+    }
+
+    /// See [`Affinity::restarted_owner`].
+    pub fn restarted_owner(&self, query: &QueryId) -> Option<Arc<str>> {
+        self.0.restarted_owner(query)
     }
 
     /// Coordinator ids known.
@@ -240,6 +249,20 @@ impl Router {
                 self.affinity.learn_transaction(&id, snapshot.config.clusters[cluster].name.clone())
             }
             Learned::TransactionEnded(id) => self.affinity.forget_transaction(&id),
+        }
+    }
+
+    /// `Config::clusters[cluster]`'s coordinator publishes `coordinator_id` (its `/v1/info`, Trino 477+):
+    /// its queries are placed by it from now on, before any is seen, and the cluster's older ids are
+    /// retired (a restart). Returns whether anything changed.
+    pub fn coordinator_published(&self, snapshot: &Snapshot, cluster: usize, coordinator_id: &str) -> bool {
+        let name = snapshot.config.clusters[cluster].name.clone();
+        match self.affinity.publish(coordinator_id, name) {
+            Published::Unchanged | Published::Full => false,
+            Published::Learned { .. } | Published::Shared => {
+                self.routes_changed.notify_one();
+                true
+            }
         }
     }
 
