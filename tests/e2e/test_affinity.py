@@ -24,7 +24,6 @@ from dataclasses import dataclass
 import pytest
 
 import harness
-import known_bugs
 from test_ha import Load, Outcome, check_pages, coordinator_ids, phase_table, sleep_until, tags_on, wait_until
 
 #: 4 pages, each ready 150 ms after the previous one: ~0.7 s per query, several follow-ups each.
@@ -161,7 +160,6 @@ def assert_no_panic(*routers: harness.Router) -> None:
 # 1. the router restarts (kill -9) on the same port under load
 
 
-@known_bugs.discovery_takes_410_for_ownership(racy=True)
 @pytest.mark.parametrize("down", [0.0, 0.2], ids=["at-once", "after-200ms"])
 def test_router_restart_under_load(down):
     """kill -9 the only router under 8 client threads of 4-page queries and restart it on its port, at once
@@ -270,7 +268,6 @@ def _learned_by(replica: harness.Router) -> set[str]:
     return {m.group(1) for line in log_lines(replica, "learned query owner") for m in [QUERY_ID.search(line)] if m}
 
 
-@known_bugs.discovery_takes_410_for_ownership()
 def test_two_replicas_share_every_query_and_survive_one_dying():
     """Two routers, one config, ``envoy-config --router A --router B``: Envoy spreads the ext_proc streams
     over both, so one query's POST is learned by one replica and its follow-ups are decided by both (their
@@ -359,7 +356,6 @@ def test_two_replicas_share_every_query_and_survive_one_dying():
     stack.envoy.proc.assert_alive()
 
 
-@known_bugs.discovery_takes_410_for_ownership(racy=True)
 @pytest.mark.parametrize("routes", ["static", "rds"])
 def test_sigterm_of_one_replica_under_load_fails_nothing(routes):
     """A rolling restart's first step: SIGTERM one of two replicas while 8 client threads run 4-page queries.
@@ -405,7 +401,6 @@ def test_sigterm_of_one_replica_under_load_fails_nothing(routes):
 # 3. a coordinator restarts with a new coordinator id
 
 
-@known_bugs.discovery_takes_410_for_ownership(racy=True)
 def test_coordinator_restart_places_new_queries_by_its_new_id(make_stack):
     """kill -9 coordinator a under 8 client threads and restart it on its port: it draws a new coordinator
     id. The router learns it from a's first new query (log: ``cluster has a new coordinator id``); from then
@@ -526,7 +521,6 @@ def test_transaction_statements_stay_on_the_cluster_that_started_it(make_stack, 
 # Regression: transaction pins lived only in the memory of the replica that watched START TRANSACTION's
 # answers; another replica routed the transaction's statements by load (UNKNOWN_TRANSACTION). Now the
 # transaction id clients see names its cluster (Envoy prefixes it), so any replica places it.
-@known_bugs.discovery_takes_410_for_ownership(racy=True)
 def test_transactions_through_two_replicas(trino_connect):
     """Six sessions (``READ_COMMITTED``) each run 3 statements and commit, through two router replicas:
     every statement of a transaction should run where it started."""
@@ -595,7 +589,6 @@ def test_kill_query_goes_to_the_cluster_of_the_named_query(make_stack, trino_con
 
 # Regression: a query id named in a statement was placed only from what this router already knew, never
 # discovered as a follow-up's id is; right after a restart the CALL went by load and turn.
-@known_bugs.discovery_takes_410_for_ownership(racy=True, raises=Exception)
 def test_kill_query_right_after_a_router_restart(trino_connect):
     """A query is submitted on each cluster (not polled: no follow-up teaches the new router anything);
     the router restarts; the first statement is ``CALL system.runtime.kill_query`` naming b's query: it

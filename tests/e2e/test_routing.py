@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 import pytest
 
 import harness
-import known_bugs
 
 ADHOC = {"trino-a", "trino-b"}
 UNKNOWN_QUERY_ID = "20260101_000000_00001_zzzzz"
@@ -317,7 +316,6 @@ def test_other_paths_go_to_the_default_group(stack):
         ("DELETE", f"/v1/query/{UNKNOWN_QUERY_ID}"),
     ],
 )
-@known_bugs.discovery_takes_410_for_ownership()
 def test_unplaceable_query_id_gets_404_from_the_router(stack, method, path):
     queries_before = _query_ids(stack)
     counters_before = _protocol_counters(stack)
