@@ -135,7 +135,9 @@ def test_router_restart_with_queries_in_flight(routes, version):
     then every query is polled to its end through Envoy. Every follow-up reaches the coordinator that
     holds its query (0 failed or misplaced: each query's rows come from its own cluster). With Trino 477+
     the router knows the coordinator ids from ``/v1/info`` before any follow-up comes: 0 lookups; with 476
-    it looks them up, and Trino's 410 from the others is not taken for ownership."""
+    it looks them up, and Trino's 410 from the others is not taken for ownership.
+
+    conformance: Q2"""
     stack = start(routes, emulator_args={n: ["--trino-version", version] for n, _ in CLUSTERS})
     pages = {}
     for name, emu in stack.emulators.items():
@@ -161,7 +163,9 @@ def test_ids_no_cluster_holds(routes):
     """An id whose coordinator id no cluster has: the router's own 404 (``QUERY_NOT_FOUND``) without
     reaching a coordinator's statement resources; ``DELETE /v1/query/{id}`` gets Trino's 204. A cluster
     that cannot answer the lookup (hung) makes the answer unknown: a retryable 503 (``QUERY_OWNER_UNKNOWN``,
-    ``Retry-After``), never a 404 — the query may be there."""
+    ``Retry-After``), never a 404 — the query may be there.
+
+    conformance: Q2, Q5"""
     stack = start(routes)
     unknown = "20260101_120000_00001_zzzzz"
     before = {n: e.counters() for n, e in stack.emulators.items()}
@@ -198,7 +202,9 @@ def test_coordinator_with_default_forwarded_handling(routes):
     X-Forwarded-* header, which Envoy adds to every request). 12 queries through Envoy with the real client:
     0 client-visible 406s (Envoy sent trino-a nothing), every query ran elsewhere, and the operator is told
     why, naming the setting: the router's log, ``admin clusters``, the status page and
-    ``trino_router_cluster_misconfigured``."""
+    ``trino_router_cluster_misconfigured``.
+
+    conformance: F1"""
     stack = start(routes, forwarded={"trino-a": None})
     setting = "http-server.process-forwarded"
 
@@ -226,7 +232,9 @@ def test_coordinator_with_default_forwarded_handling(routes):
 def test_queries_the_router_never_saw_are_placed_without_lookups(routes):
     """Queries submitted straight to each coordinator (the router never sees them) and polled through
     Envoy: every one finishes on its coordinator, with 0 discovery lookups — the coordinators publish their
-    ids in ``/v1/info`` (Trino 477+), learned by the router's polls."""
+    ids in ``/v1/info`` (Trino 477+), learned by the router's polls.
+
+    conformance: N2"""
     stack = start(routes)
     pages = {}
     for name, emu in stack.emulators.items():
@@ -243,7 +251,9 @@ def test_queries_the_router_never_saw_are_placed_without_lookups(routes):
 def test_a_restarted_coordinators_old_queries_are_said_gone(routes):
     """A coordinator restarts (a new coordinator id in ``/v1/info``): its old id is retired at once, so a
     follow-up of a query it ran before answers ``COORDINATOR_RESTARTED`` from the router (a failed page to
-    a poll) rather than going anywhere."""
+    a poll) rather than going anywhere.
+
+    conformance: N2"""
     stack = start(routes)
     page = submit(stack.url, SLOW)
     owner = owner_of(stack, page["id"])
