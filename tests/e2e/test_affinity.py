@@ -53,16 +53,18 @@ class Replicated:
 
 
 def start_replicated(
-    clusters: list[tuple[str, str]], replicas: int = 1, router_env=None, static_routes: bool = False
+    clusters: list[tuple[str, str]], replicas: int = 1, router_env=None, static_routes: bool = False,
+    emulator_args: tuple[str, ...] = (),
 ) -> Replicated:
     """Emulators, ``replicas`` routers on fixed ports with one config (its ``listen`` is the first replica's
     port; the others get theirs from ``TRINO_ROUTER_LISTEN``), and Envoy from
     ``envoy-config --router A [--router B ...]``. Processes are stopped by the per-test reaper.
 
     ``static_routes``: every request asks the router (``--static-routes``), as without learned routes —
-    for the tests of what the router does with follow-ups."""
+    for the tests of what the router does with follow-ups. ``emulator_args``: every emulator's extra options
+    (``--trino-version 476``: coordinators that do not publish their id)."""
     harness.require_trino_client()
-    emulators = {name: harness.start_emulator(name) for name, _ in clusters}
+    emulators = {name: harness.start_emulator(name, extra_args=emulator_args) for name, _ in clusters}
     groups = dict(clusters)
     addrs = [f"127.0.0.1:{harness.free_port()}" for _ in range(replicas)]
     doc = harness.router_config_doc([(n, emulators[n].url, groups[n]) for n in emulators], listen=addrs[0],
@@ -160,23 +162,28 @@ def assert_no_panic(*routers: harness.Router) -> None:
 # 1. the router restarts (kill -9) on the same port under load
 
 
-@pytest.mark.parametrize("down", [0.0, 0.2], ids=["at-once", "after-200ms"])
-def test_router_restart_under_load(down):
+@pytest.mark.parametrize("down,version", [(0.0, "483"), (0.2, "476")],
+                         ids=["at-once-trino483", "after-200ms-trino476"])
+def test_router_restart_under_load(down, version):
     """kill -9 the only router under 8 client threads of 4-page queries and restart it on its port, at once
-    (a supervisor's restart) or after 200 ms down.
+    (a supervisor's restart) or after 200 ms down; coordinators that publish their id in ``/v1/info``
+    (Trino 483) or not (476).
 
     - While no router runs, Envoy answers the decide filter's 503 (``status_on_error``); the client retries
       503s (3 attempts, 0-0.2 s and 0-0.4 s apart), so a request fails only when all its attempts fall in
       the gap: every failed query failed that way, with every 503 inside the gap (kill .. the new router
       listening, plus Envoy's reconnect); none submitted 1 s after the restart fails.
-    - The new router never saw the queries in flight: it places their follow-ups by discovery (its log:
-      ``discovered query owner``, at most one lookup per coordinator at a time), then by coordinator id.
+    - The new router never saw the queries in flight. With 483 it knows every coordinator's id from its
+      first poll round, before it serves (log: ``from its /v1/info``): 0 lookups. With 476 it places their
+      follow-ups by discovery (its log: ``discovered query owner``, at most one lookup per coordinator at a
+      time; Trino's 410 from the other coordinators is not ownership), then by coordinator id.
       Zero misrouted follow-ups: no coordinator 404, no router 404, every query's rows from one cluster,
       the cluster that issued its id; nothing submitted twice.
     """
     # Every request asks the router, so follow-ups meet the gap (with learned routes they go on without it:
     # test_learned_routes.py).
-    rep = start_replicated([("a", "adhoc"), ("b", "adhoc"), ("c", "adhoc")], static_routes=True)
+    rep = start_replicated([("a", "adhoc"), ("b", "adhoc"), ("c", "adhoc")], static_routes=True,
+                           emulator_args=("--trino-version", version))
     stack, router = rep.stack, rep.replicas[0]
     owners = rep.owners()
     load = Load(stack, "rr", threads=8, sql=SLOW4).start()
@@ -241,9 +248,14 @@ def test_router_restart_under_load(down):
     check_owners(outcomes, owners)
     check_submitted_once(stack, outcomes)
     assert [o for o in in_flight if o.ok], "no query in flight across the restart succeeded"
-    assert discovered, "the new router discovered no owner: did any follow-up cross the restart?"
-    assert max(probes.values()) <= len(stack.emulators) and sum(probes.values()) >= 1, (
-        f"more than one lookup per coordinator id (or none): {probes}")
+    if version == "483":
+        published = log_lines(new_router, "from its /v1/info")
+        assert len(published) == len(stack.emulators), published
+        assert not discovered and sum(probes.values()) == 0, f"lookups with published ids: {probes}"
+    else:
+        assert discovered, "the new router discovered no owner: did any follow-up cross the restart?"
+        assert max(probes.values()) <= len(stack.emulators) and sum(probes.values()) >= 1, (
+            f"more than one lookup per coordinator id (or none): {probes}")
     assert learned_ids, "the new router learned no new query"
     assert_no_panic(new_router)
     new_router.proc.assert_alive()
