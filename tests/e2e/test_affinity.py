@@ -283,8 +283,8 @@ def _learned_by(replica: harness.Router) -> set[str]:
 def test_two_replicas_share_every_query_and_survive_one_dying():
     """Two routers, one config, ``envoy-config --router A --router B``: Envoy spreads the ext_proc streams
     over both, so one query's POST is learned by one replica and its follow-ups are decided by both (their
-    debug logs: ``learned query owner``, ``decided``); a replica that never saw a coordinator's query finds
-    it by discovery once, then places it by coordinator id. Then kill -9 one replica under load:
+    debug logs: ``learned query owner``, ``decided``); a replica that never saw a coordinator's query places
+    it by the coordinator id it polled from ``/v1/info``. Then kill -9 one replica under load:
 
     - zero failed queries (decide has ``status_on_error: 503``: a request whose stream died with the
       replica, or that Envoy sent to the dead replica before its health check and outlier detection took
