@@ -31,7 +31,7 @@ pub fn judge(status: Option<u16>) -> Answer {
 }
 
 /// What the answers of every cluster together say.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict<C> {
     /// This cluster holds the query (the first that said so).
     Owner(C),
@@ -42,19 +42,19 @@ pub enum Verdict<C> {
 }
 
 /// Collects answers as they arrive; a holder settles the verdict at once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tally<C> {
     owner: Option<C>,
     silent: usize,
 }
 
-impl<C: Copy> Default for Tally<C> {
+impl<C> Default for Tally<C> {
     fn default() -> Self {
         Tally { owner: None, silent: 0 }
     }
 }
 
-impl<C: Copy> Tally<C> {
+impl<C: Clone> Tally<C> {
     /// Records `answer` from `cluster`; returns the owner once one is known (no need to wait for more).
     pub fn add(&mut self, cluster: C, answer: Answer) -> Option<C> {
         match answer {
@@ -62,14 +62,14 @@ impl<C: Copy> Tally<C> {
             Answer::Holds | Answer::NotHere => {}
             Answer::Silent => self.silent += 1,
         }
-        self.owner
+        self.owner.clone()
     }
 
     /// The verdict over the answers recorded; clusters that were never asked (or whose answers never
     /// came) must have been recorded as [`Answer::Silent`].
     pub fn verdict(&self) -> Verdict<C> {
-        match (self.owner, self.silent) {
-            (Some(owner), _) => Verdict::Owner(owner),
+        match (&self.owner, self.silent) {
+            (Some(owner), _) => Verdict::Owner(owner.clone()),
             (None, 0) => Verdict::NowhereHeld,
             (None, _) => Verdict::Unknown,
         }
@@ -77,7 +77,7 @@ impl<C: Copy> Tally<C> {
 }
 
 /// The verdict over a whole set of answers, in arrival order.
-pub fn verdict<C: Copy>(answers: impl IntoIterator<Item = (C, Answer)>) -> Verdict<C> {
+pub fn verdict<C: Clone>(answers: impl IntoIterator<Item = (C, Answer)>) -> Verdict<C> {
     let mut tally = Tally::default();
     for (cluster, answer) in answers {
         if tally.add(cluster, answer).is_some() {

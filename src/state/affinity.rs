@@ -178,7 +178,8 @@ impl Affinity {
     /// queries are gone).
     pub fn publish(&self, suffix: &str, cluster: Arc<str>) -> Published {
         let mut suffixes = self.write();
-        let outcome = match suffixes.get(suffix).cloned() {
+        let current = suffixes.get(suffix).cloned();
+        let outcome = match current {
             Some(SuffixOwner::One(owner, _)) if owner == cluster => Published::Unchanged,
             Some(SuffixOwner::Shared) => return Published::Shared,
             Some(SuffixOwner::One(owner, _)) => {
