@@ -413,6 +413,24 @@ mod tests {
     }
 
     #[test]
+    fn why_a_cluster_is_not_healthy_is_said_once_per_reason() {
+        let mut view = FleetView::default();
+        let misconfigured = |why: &str| {
+            let mut c = cluster("red", "active", false, 0, "misconfigured");
+            c.health_reason = why.into();
+            c
+        };
+        let why = "set http-server.process-forwarded=true";
+        view.add_answer(
+            "127.0.0.1:1",
+            answer("r0", vec![misconfigured(why)], vec![peer("r1", "ok", vec![misconfigured(why)])]),
+        );
+        let text = render(&view);
+        assert!(text.contains(&format!("red: misconfigured on r0, r1: {why}")), "{text}");
+        assert_eq!(text.matches(why).count(), 1, "{text}");
+    }
+
+    #[test]
     fn replicas_that_do_not_answer_are_named() {
         let mut view = FleetView::default();
         view.add_answer(
