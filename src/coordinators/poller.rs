@@ -330,6 +330,44 @@ mod tests {
         Arc::new(Router::new(crate::domain::config::testing::config(&text)))
     }
 
+    /// A coordinator stand-in: `/v1/info` publishes `coordinator_id` (Trino 477+), and with `rejects` it
+    /// refuses any `X-Forwarded-*` header with 406, as Trino's default does (row F1).
+    async fn coordinator(coordinator_id: &'static str, rejects: bool) -> std::net::SocketAddr {
+        use axum::http::{HeaderMap, StatusCode};
+        use axum::response::IntoResponse;
+        let info = move |headers: HeaderMap| async move {
+            if rejects && headers.keys().any(|k| k.as_str().starts_with("x-forwarded-")) {
+                return StatusCode::NOT_ACCEPTABLE.into_response();
+            }
+            format!(r#"{{"starting":false,"coordinator":true,"coordinatorId":"{coordinator_id}"}}"#).into_response()
+        };
+        let app = axum::Router::new()
+            .route("/v1/info", axum::routing::get(info))
+            .route("/v1/info/state", axum::routing::get(|| async { r#""ACTIVE""# }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        addr
+    }
+
+    #[tokio::test]
+    async fn published_ids_are_learned_and_a_coordinator_refusing_forwarded_headers_is_misconfigured() {
+        let (a, b) = (coordinator("aaaaa", false).await, coordinator("bbbbb", true).await);
+        let router = crate::state::router::testing::router_from(&format!(
+            "listen: 127.0.0.1:0\ndefault_group: g\nclusters:\n  - {{name: a, url: 'http://{a}', group: g}}\n  - {{name: b, url: 'http://{b}', group: g}}\n"
+        ));
+        Poller::new(router.clone()).round().await;
+        let snapshot = router.snapshot();
+        assert_eq!(snapshot.clusters[0].health(), Health::Healthy);
+        let query = QueryId::parse("20260101_120000_00001_aaaaa").unwrap();
+        assert_eq!(router.affinity().owner_of(&query).as_deref(), Some("a"), "placed before any query is seen");
+        assert_eq!(snapshot.clusters[1].health(), Health::Misconfigured);
+        assert!(!snapshot.clusters[1].accepts_new_queries());
+        assert!(snapshot.clusters[1].health_reason().contains("http-server.process-forwarded"));
+        let unseen = QueryId::parse("20260101_120000_00001_bbbbb").unwrap();
+        assert_eq!(router.affinity().owner_of(&unseen), None, "a refused poll publishes nothing");
+    }
+
     #[tokio::test]
     async fn https_coordinators_are_verified_against_the_configured_ca() {
         let pki = TestPki::new("coordinators");
