@@ -175,7 +175,7 @@ def test_ids_no_cluster_holds(routes):
     assert router_answer(resp)["errorName"] == "QUERY_NOT_FOUND"
     after = {n: e.counters() for n, e in stack.emulators.items()}
     for name in stack.emulators:
-        for kind in ("executing_gets", "queued_gets", "not_found"):
+        for kind in ("executing_get", "queued_get", "statement_delete", "not_found"):
             assert after[name].get(kind) == before[name].get(kind), f"{name} {kind}: {before[name]} → {after[name]}"
     resp = harness.http_request("DELETE", f"{stack.url}/v1/query/{unknown}", headers={"X-Trino-User": USER})
     assert (resp.status, resp.body) == (204, b""), "Trino's cancelQuery answers 204 held or not (row Q5)"
