@@ -87,9 +87,9 @@ impl Poller {
                 }
                 Err(e) => {
                     let health = Observation::Failed(format!("cannot make an HTTP client for {base}: {e}"));
-                    polls.spawn(
-                        async move { (index, PollResult { health, queries: None, coordinator_id: None }) },
-                    );
+                    polls.spawn(async move {
+                        (index, PollResult { health, queries: None, coordinator_id: None })
+                    });
                 }
             }
         }
@@ -138,7 +138,9 @@ fn apply(router: &Router, snapshot: &Snapshot, index: usize, result: PollResult)
         }
         // Workers and older releases publish none (or an empty one).
         Some("") | None => {}
-        Some(id) => tracing::debug!(cluster = %name, coordinator_id = id, "/v1/info names no coordinator id of Trino's shape"),
+        Some(id) => {
+            tracing::debug!(cluster = %name, coordinator_id = id, "/v1/info names no coordinator id of Trino's shape")
+        }
     }
     match result.queries {
         Some(queries) => runtime.coordinator_reported(queries),
@@ -172,7 +174,11 @@ async fn poll(
 
 /// Polls `/v1/info` (with what Envoy adds to every request) and `/v1/info/state`: the health they show,
 /// and the coordinator id `/v1/info` published.
-async fn poll_health(client: &reqwest::Client, base: &str, timeout: Duration) -> (Observation, Option<String>) {
+async fn poll_health(
+    client: &reqwest::Client,
+    base: &str,
+    timeout: Duration,
+) -> (Observation, Option<String>) {
     let info = client
         .get(format!("{base}/v1/info"))
         .header("X-Forwarded-Proto", forwarded_proto(base))
@@ -184,7 +190,9 @@ async fn poll_health(client: &reqwest::Client, base: &str, timeout: Duration) ->
         Ok(response) if response.status() == reqwest::StatusCode::NOT_ACCEPTABLE => {
             return (Observation::Misconfigured(FORWARDED_REFUSED.to_owned()), None);
         }
-        Ok(response) => return (Observation::Failed(format!("/v1/info answered {}", response.status())), None),
+        Ok(response) => {
+            return (Observation::Failed(format!("/v1/info answered {}", response.status())), None);
+        }
         Err(e) if e.is_connect() && crate::coordinators::http::tls_failure(&e).is_none() => {
             return (Observation::Refused, None);
         }
@@ -339,7 +347,8 @@ mod tests {
             if rejects && headers.keys().any(|k| k.as_str().starts_with("x-forwarded-")) {
                 return StatusCode::NOT_ACCEPTABLE.into_response();
             }
-            format!(r#"{{"starting":false,"coordinator":true,"coordinatorId":"{coordinator_id}"}}"#).into_response()
+            format!(r#"{{"starting":false,"coordinator":true,"coordinatorId":"{coordinator_id}"}}"#)
+                .into_response()
         };
         let app = axum::Router::new()
             .route("/v1/info", axum::routing::get(info))
@@ -360,7 +369,11 @@ mod tests {
         let snapshot = router.snapshot();
         assert_eq!(snapshot.clusters[0].health(), Health::Healthy);
         let query = QueryId::parse("20260101_120000_00001_aaaaa").unwrap();
-        assert_eq!(router.affinity().owner_of(&query).as_deref(), Some("a"), "placed before any query is seen");
+        assert_eq!(
+            router.affinity().owner_of(&query).as_deref(),
+            Some("a"),
+            "placed before any query is seen"
+        );
         assert_eq!(snapshot.clusters[1].health(), Health::Misconfigured);
         assert!(!snapshot.clusters[1].accepts_new_queries());
         assert!(snapshot.clusters[1].health_reason().contains("http-server.process-forwarded"));

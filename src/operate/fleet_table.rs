@@ -239,7 +239,8 @@ pub fn notes(view: &FleetView) -> Vec<String> {
             }
         }
         for (reason, names) in reasons {
-            let health = per_replica.iter().find(|(_, c)| c.health_reason == reason).map_or("", |(_, c)| &c.health);
+            let health =
+                per_replica.iter().find(|(_, c)| c.health_reason == reason).map_or("", |(_, c)| &c.health);
             lines.push(format!("{cluster}: {health} on {}: {reason}", names.join(", ")));
         }
         for (what, tag, value) in [

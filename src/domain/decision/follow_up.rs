@@ -121,7 +121,10 @@ fn owner(
 /// `DELETE /v1/query/{id}` is 204 whether held or not (row Q5), anything else the router's 404.
 fn not_held(request: &FollowUp<'_>, id: &QueryId) -> Refusal {
     let cancel = request.method.eq_ignore_ascii_case("DELETE")
-        && request.path.strip_prefix("/v1/query/").is_some_and(|rest| rest.trim_end_matches('/') == id.as_str());
+        && request
+            .path
+            .strip_prefix("/v1/query/")
+            .is_some_and(|rest| rest.trim_end_matches('/') == id.as_str());
     if cancel { Refusal::NothingToCancel(id.clone()) } else { Refusal::QueryNotFound(id.clone()) }
 }
 

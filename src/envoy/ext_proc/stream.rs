@@ -27,11 +27,11 @@ use std::time::Instant;
 use serde::Deserialize;
 
 use super::messages::{Body, Event, Headers, Inbound, LearnNote, ModeOverride, Phase, Reply};
+use crate::coordinators::query_lookup::Found;
 use crate::domain::client_request::{
     CLEAR_TRANSACTION_HEADER, ClientRequest, FORWARDED_PREFIX_HEADER, STARTED_TRANSACTION_HEADER,
     TRANSACTION_HEADER, USER_HEADER,
 };
-use crate::coordinators::query_lookup::Found;
 use crate::domain::decision::follow_up::{Basis, Decision, FollowUp, split_prefixed};
 use crate::domain::decision::new_statement::{NewStatement, Outcome, cluster_prefixed_transaction};
 use crate::domain::query_id::{QueryId, QueryIdError};

@@ -11,8 +11,8 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
 };
 
 use super::{MAX_LEARN_BODY, Role, UPSTREAM_SERVICE_TIME};
-use crate::domain::config::testing::{ADHOC_AND_ETL, TWO_GROUPS};
 use crate::coordinators::query_lookup::Found;
+use crate::domain::config::testing::{ADHOC_AND_ETL, TWO_GROUPS};
 use crate::domain::query_id::QueryId;
 use crate::envoy::ext_proc::messages::{LearnNote, Phase, pass, read_note, with_note};
 use crate::envoy::ext_proc::service::ProcessingStream;
@@ -135,7 +135,10 @@ fn decide_role_replies_once_per_phase() {
     // The POSTs above were routed tentatively (their SQL never came): no turn was taken.
     let mut s = ProcessingStream::new(router.clone(), Role::Decide);
     assert_eq!(summary(s.on_message(request("GET", "/v1/info", &[], false))), "route trino-a");
-    assert_eq!(unplaced_follow_up(&router), "Locate(QueryId(20260101_120000_00001_abcde), None), then refuse 404");
+    assert_eq!(
+        unplaced_follow_up(&router),
+        "Locate(QueryId(20260101_120000_00001_abcde), None), then refuse 404"
+    );
 }
 
 #[test]
@@ -151,12 +154,16 @@ fn a_lookup_that_finds_the_owner_routes_the_waiting_request() {
 fn a_lookup_that_could_not_tell_is_a_retryable_refusal_and_the_asker_is_named() {
     let router = router();
     let mut s = ProcessingStream::new(router.clone(), Role::Decide);
-    let asked = request("GET", &format!("/v1/statement/queued/{ID}/y/1"), &[("x-trino-user", "alice")], false);
+    let asked =
+        request("GET", &format!("/v1/statement/queued/{ID}/y/1"), &[("x-trino-user", "alice")], false);
     assert_eq!(summary(s.on_message(asked)), "Locate(QueryId(20260101_120000_00001_abcde), Some(\"alice\"))");
     assert_eq!(summary(s.resume(Found::Unknown)), "refuse 503");
     // DELETE /v1/query/{id} held nowhere: Trino's 204, after a lookup.
     let mut s = ProcessingStream::new(router.clone(), Role::Decide);
-    assert!(matches!(s.on_message(request("DELETE", &format!("/v1/query/{ID}"), &[], false)), Step::Locate(..)));
+    assert!(matches!(
+        s.on_message(request("DELETE", &format!("/v1/query/{ID}"), &[], false)),
+        Step::Locate(..)
+    ));
     assert_eq!(summary(s.resume(Found::Nowhere)), "refuse 204");
 }
 
