@@ -117,7 +117,9 @@ mod tests {
     #[test]
     fn every_answer() {
         #[rustfmt::skip]
-        let cases: &[(&[(char, Answer)], Verdict<char>)] = &[
+        type Answers = &'static [(char, Answer)];
+        #[rustfmt::skip]
+        let cases: &[(Answers, Verdict<char>)] = &[
             (&[('a', NotHere), ('b', Holds), ('c', NotHere)], Verdict::Owner('b')),
             (&[('a', Holds), ('b', Holds)], Verdict::Owner('a')),                 // the first holder
             (&[('a', Silent), ('b', Holds)], Verdict::Owner('b')),                // a silent cluster does not matter then

@@ -71,7 +71,42 @@ impl Refusal {
     }
 
     pub fn reply(&self) -> LocalReply {
-        let (status, error_name, details, message) = match self {
+        let (status, error_name, details, message) = self.parts();
+        if status == 204 {
+            // No content: nothing to say, as Trino says it.
+            return LocalReply {
+                status,
+                content_type: "text/plain",
+                body: Vec::new(),
+                details,
+                retry_after: None,
+            };
+        }
+        let query_id = match self {
+            Refusal::QueryNotFound(id)
+            | Refusal::QueryOwnerUnknown(id)
+            | Refusal::CoordinatorRestarted { query_id: id, .. }
+            | Refusal::OwnerRemoved { query_id: id, .. }
+            | Refusal::OwnerDown { query_id: id, .. } => id.as_str(),
+            _ => "",
+        };
+        let retry_after = match self {
+            Refusal::NoCapacity { retry_after_seconds, .. } => Some(*retry_after_seconds),
+            Refusal::QueryOwnerUnknown(_) => Some(1),
+            _ => None,
+        };
+        LocalReply {
+            status,
+            content_type: "application/json",
+            body: query_results_failure(query_id, error_name, &message),
+            details,
+            retry_after,
+        }
+    }
+
+    /// The status, Trino error name, Envoy details and message of the answer.
+    fn parts(&self) -> (u16, &'static str, &'static str, String) {
+        match self {
             Refusal::QueryNotFound(id) => (
                 404,
                 "QUERY_NOT_FOUND",
@@ -87,15 +122,7 @@ impl Refusal {
                      retry"
                 ),
             ),
-            Refusal::NothingToCancel(_) => {
-                return LocalReply {
-                    status: 204,
-                    content_type: "text/plain",
-                    body: Vec::new(),
-                    details: "trino_router_nothing_to_cancel",
-                    retry_after: None,
-                };
-            }
+            Refusal::NothingToCancel(_) => (204, "", "trino_router_nothing_to_cancel", String::new()),
             Refusal::CoordinatorRestarted { query_id, cluster, as_query_failure } => (
                 if *as_query_failure { 200 } else { 404 },
                 "COORDINATOR_RESTARTED",
@@ -182,26 +209,6 @@ impl Refusal {
                 "trino_router_protocol_error",
                 format!("The router could not process this request: {what}"),
             ),
-        };
-        let query_id = match self {
-            Refusal::QueryNotFound(id)
-            | Refusal::QueryOwnerUnknown(id)
-            | Refusal::CoordinatorRestarted { query_id: id, .. }
-            | Refusal::OwnerRemoved { query_id: id, .. }
-            | Refusal::OwnerDown { query_id: id, .. } => id.as_str(),
-            _ => "",
-        };
-        let retry_after = match self {
-            Refusal::NoCapacity { retry_after_seconds, .. } => Some(*retry_after_seconds),
-            Refusal::QueryOwnerUnknown(_) => Some(1),
-            _ => None,
-        };
-        LocalReply {
-            status,
-            content_type: "application/json",
-            body: query_results_failure(query_id, error_name, &message),
-            details,
-            retry_after,
         }
     }
 }
