@@ -104,6 +104,7 @@ impl Poller {
                 Err(e) => tracing::error!("a poll task failed: {e}"),
             }
         }
+        self.router.polled();
     }
 
     /// Polls forever at the configured interval.

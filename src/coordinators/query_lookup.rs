@@ -58,6 +58,12 @@ impl QueryLookup {
     /// Asks the clusters who owns `query` (as `user`, the request's `X-Trino-User`, when it names one)
     /// and has the router learn the answer.
     pub async fn find_owner(&self, router: &Router, query: &QueryId, user: Option<&str>) -> Found {
+        // A router that just started may not have polled yet: the coordinator ids its first round learns
+        // from `/v1/info` place the query without a lookup.
+        router.first_round(router.snapshot().config.affinity.discovery_timeout).await;
+        if router.affinity().owner_of(query).is_some() {
+            return Found::Owner;
+        }
         let snapshot = router.snapshot();
         let by_suffix = query.coordinator_id().is_some_and(|s| !router.affinity().is_shared_suffix(s));
         let timeout = snapshot.config.affinity.discovery_timeout;

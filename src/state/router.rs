@@ -89,6 +89,8 @@ pub struct Router {
     /// The operator's say over every cluster, as the replicas share it; the clusters' run-time state
     /// follows it.
     operators: OperatorStore,
+    /// Whether the poller finished its first round (coordinator ids published in `/v1/info` are known).
+    polled: tokio::sync::watch::Sender<bool>,
 }
 
 /// The live state as a decision asks for it.
@@ -182,7 +184,21 @@ impl Router {
             routes_changed: Notify::new(),
             turn: AtomicUsize::new(0),
             operators,
+            polled: tokio::sync::watch::channel(false).0,
         }
+    }
+
+    /// The poller finished a round: what coordinators publish in `/v1/info` is known.
+    pub fn polled(&self) {
+        self.polled.send_replace(true);
+    }
+
+    /// Waits (at most `limit`) for the poller's first round, so a request that comes before it — Envoy
+    /// sends to a router that is not SERVING yet when no other is — is placed by the coordinator ids the
+    /// round learns rather than by a lookup.
+    pub async fn first_round(&self, limit: std::time::Duration) {
+        let mut polled = self.polled.subscribe();
+        let _ = tokio::time::timeout(limit, polled.wait_for(|done| *done)).await;
     }
 
     /// Notified when something Envoy's learned routes depend on changed (a coordinator id learned, an
