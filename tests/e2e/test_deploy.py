@@ -9,7 +9,11 @@
 - every Envoy config: ``envoy --mode validate``.
 
 And: the generated files are byte for byte what ``trino-router`` generates; names, ports and headers agree
-across the router config, Services, routes and filters; no overlay ships a token; the Istio objects, in a
+across the router config, Services, routes and filters; no overlay ships a token; the router's own
+``check`` accepts each rendered router config with the environment the Deployment gives it; the replicas
+share drains as deployed (the peers' Service, the state file's volume, the required Secret, probes, update
+strategy, disruption budget, NetworkPolicy), and two replicas running the rendered config behind Envoy
+keep a drain through a replaced pod and a restart of both; the Istio objects, in a
 bootstrap assembled as Istio assembles it beside another host, keep that host away from the router; Envoy
 sees every router replica behind a name (STRICT_DNS); the Dockerfile builds what the README builds."""
 
@@ -18,7 +22,9 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import pathlib
 import re
+import secrets
 import shutil
 import socket
 import struct
@@ -30,6 +36,9 @@ import pytest
 import yaml
 
 import harness
+import known_bugs
+from test_affinity import router_hosts
+from test_ha import Load, parse_fleet_table, tags_on, wait_until
 
 DEPLOY = harness.REPO_ROOT / "deploy"
 OVERLAYS = ("envoy", "istio", "envoy-gateway")
@@ -127,6 +136,38 @@ def _find(objects, kind: str, name: str | None = None) -> dict:
 
 def _router_config(objects) -> dict:
     return yaml.safe_load(_find(objects, "ConfigMap", "trino-router")["data"]["router.yaml"])
+
+
+def _pod_env(container: dict, secret_values: dict[tuple[str, str], str]) -> dict[str, str]:
+    """The environment Kubernetes gives ``container``: literal values, and each Secret key it names from
+    ``secret_values`` (``{(secret, key): value}``); a required key missing there fails, as the pod would not
+    start."""
+    env = {}
+    for var in container.get("env", []):
+        if "value" in var:
+            env[var["name"]] = var["value"]
+            continue
+        ref = var["valueFrom"]["secretKeyRef"]
+        if (ref["name"], ref["key"]) in secret_values:
+            env[var["name"]] = secret_values[(ref["name"], ref["key"])]
+        else:
+            assert ref.get("optional"), f"{var['name']}: the pod would not start without Secret {ref['name']}"
+    return env
+
+
+def _check_as_deployed(objects, tmp_path, secret_values: dict[tuple[str, str], str]) -> subprocess.CompletedProcess:
+    """``trino-router check`` on the rendered ConfigMap's router.yaml with the environment the Deployment
+    gives the router (and nothing from this process's: no token of the caller's)."""
+    path = _write_config(objects, tmp_path)
+    container = _find(objects, "Deployment", "trino-router")["spec"]["template"]["spec"]["containers"][0]
+    env = {"HOSTNAME": "trino-router-5d8f7c9b4-x2x7q", **_pod_env(container, secret_values)}
+    return harness.run_router_cli("check", "--config", str(path), env=env,
+                                  unset_env=("TRINO_ROUTER_ADMIN_TOKEN", "TRINO_ROUTER_STATE_FILE",
+                                             "TRINO_ROUTER_REPLICA", "TRINO_ROUTER_LISTEN"))
+
+
+#: The Secret the router's pods need (README "Deploy on Kubernetes", step 3), with a value made up here.
+ADMIN_SECRET = ("trino-router-admin", "token")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -261,9 +302,8 @@ def test_the_envoy_overlay_runs_the_bootstrap_envoy_config_prints():
 def test_names_ports_and_headers_agree(overlay, tmp_path):
     objects = _render(overlay)
     config = _router_config(objects)
-    path = tmp_path / "router.yaml"
-    path.write_text(_find(objects, "ConfigMap", "trino-router")["data"]["router.yaml"])
-    checked = harness.run_router_cli("check", "--config", str(path))
+    # The router's own validation, on the config as the pods get it (the token from the Secret).
+    checked = _check_as_deployed(objects, tmp_path, {ADMIN_SECRET: secrets_token()})
     assert checked.returncode == 0, checked.stdout + checked.stderr
     header = config.get("routing_header", "x-trino-cluster")
     clusters = {c["name"]: c for c in config["clusters"]}
@@ -285,11 +325,12 @@ def test_names_ports_and_headers_agree(overlay, tmp_path):
     grpc = next(p for p in service["spec"]["ports"] if p["name"] == "grpc")
     assert grpc["appProtocol"] == "kubernetes.io/h2c", "Envoy speaks HTTP/2 to the router"
     assert container["readinessProbe"]["grpc"]["port"] == ports["grpc"]
-    assert _find(objects, "PodDisruptionBudget", "trino-router")["spec"]["minAvailable"] == 1
+    assert _find(objects, "PodDisruptionBudget", "trino-router")["spec"]["maxUnavailable"] == 1
     assert deployment["spec"]["replicas"] >= 2
     namespace = service["metadata"]["namespace"]
 
-    # Network policies: the metrics port only from the monitoring namespace, the gRPC port only from Envoy.
+    # Network policies: the metrics port only from the monitoring namespace, the gRPC port only from Envoy
+    # and from the other replicas (test_the_fleet_as_deployed).
     policies = [o for o in objects if o["kind"] == "NetworkPolicy"
                 and o["spec"]["podSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]]
     allowed = {}
@@ -301,19 +342,27 @@ def test_names_ports_and_headers_agree(overlay, tmp_path):
                 assert port["port"] in ports
                 allowed.setdefault(port["port"], []).extend(rule["from"])
     assert allowed["metrics"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
-    assert len(allowed["grpc"]) == 1
+    replicas = {"podSelector": {"matchLabels": deployment["spec"]["template"]["metadata"]["labels"]}}
+    assert replicas in allowed["grpc"], "the replicas reach each other's gRPC port (fleet.peers)"
+    envoy_from = [f for f in allowed["grpc"] if f != replicas]
+    assert len(envoy_from) == 1, allowed["grpc"]
     # The ServiceMonitor scrapes the metrics port of the router Service.
     monitor = _find(objects, "ServiceMonitor", "trino-router")
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
 
     if overlay == "envoy":
-        assert allowed["grpc"][0]["podSelector"]["matchLabels"] == \
+        assert envoy_from[0]["podSelector"]["matchLabels"] == \
             _find(objects, "Deployment", "trino-envoy")["spec"]["template"]["metadata"]["labels"]
     elif overlay == "istio":
-        _istio_agrees(objects, config, header, header_values, service, ports, allowed["grpc"][0])
+        _istio_agrees(objects, config, header, header_values, service, ports, envoy_from[0])
     else:
-        _envoy_gateway_agrees(objects, config, header, clusters, header_values, service, namespace, allowed["grpc"][0])
+        _envoy_gateway_agrees(objects, config, header, clusters, header_values, service, namespace, envoy_from[0])
+
+
+def secrets_token() -> str:
+    """A token as README step 3 makes one (``openssl rand -hex 32``)."""
+    return secrets.token_hex(32)
 
 
 def _istio_agrees(objects, config, header, header_values, service, ports, grpc_from):
@@ -395,6 +444,206 @@ def _envoy_gateway_agrees(objects, config, header, clusters, header_values, serv
     assert _find(objects, "ClientTrafficPolicy")["spec"]["connection"]["bufferLimit"] == 8 * 1024 * 1024
 
 
+# --------------------------------------------------------------------------------------------------
+# the fleet: the replicas share the operator's say as deployed
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_fleet_as_deployed(overlay, tmp_path):
+    """Every overlay's replicas name each other (a Service that resolves to every replica, ready or still
+    starting), keep their state file on a writable volume, need the admin token (the router's own check
+    refuses the config without it), report ready only once settled, and roll and get disrupted one at a
+    time."""
+    objects = _render(overlay)
+    config = _router_config(objects)
+    fleet = config["fleet"]
+    deployment = _find(objects, "Deployment", "trino-router")
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    grpc_port = int(config["listen"].rsplit(":", 1)[1])
+    namespace = deployment["metadata"]["namespace"]
+
+    # Peers: one name, a headless Service of every replica that publishes starting ones too, on the port
+    # the router listens on; a short name (the pod's DNS search path finds it in its own namespace) or
+    # the full one.
+    assert len(fleet["peers"]) == 1, fleet["peers"]
+    host, port = fleet["peers"][0].rsplit(":", 1)
+    name = host.split(".")[0]
+    assert host in (name, f"{name}.{namespace}", f"{name}.{namespace}.svc", f"{name}.{namespace}.svc.cluster.local"), host
+    peers = _find(objects, "Service", name)
+    assert peers["spec"]["clusterIP"] == "None" and peers["spec"]["publishNotReadyAddresses"] is True
+    assert peers["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert peers["spec"]["selector"].items() <= labels.items()
+    service_port = next(p for p in peers["spec"]["ports"] if p["port"] == int(port))
+    assert service_port["targetPort"] in ("grpc", grpc_port)
+    assert {p["name"]: p["containerPort"] for p in container["ports"]}["grpc"] == grpc_port
+    # Envoy's Service lists only ready replicas: a starting one gets no traffic.
+    assert not _find(objects, "Service", "trino-router-headless")["spec"].get("publishNotReadyAddresses")
+
+    # The state file: on a volume of the pod's own, mounted writable (the root filesystem is read-only).
+    state_dir = str(pathlib.PurePosixPath(fleet["state_file"]).parent)
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == state_dir)
+    assert not mount.get("readOnly")
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert "emptyDir" in volume, volume
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+    # The token: required from the Secret; the router's own check refuses the config without it.
+    with pytest.raises(AssertionError, match="would not start without Secret trino-router-admin"):
+        _pod_env(container, {})
+    refused = harness.run_router_cli("check", "--config", str(_write_config(objects, tmp_path)),
+                                     unset_env=("TRINO_ROUTER_ADMIN_TOKEN",))
+    assert refused.returncode != 0 and "fleet.peers" in refused.stdout + refused.stderr, refused.stdout + refused.stderr
+    checked = _check_as_deployed(objects, tmp_path, {ADMIN_SECRET: secrets_token()})
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+    # Ready only when grpc.health.v1 says SERVING (settled); starting may take longer than startup_wait
+    # without a restart; liveness asks the same service once started.
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["grpc"] == {"port": grpc_port}, probe
+    startup = container["startupProbe"]
+    budget = startup["periodSeconds"] * startup["failureThreshold"]
+    assert budget >= 2 * _seconds(fleet["startup_wait"]) + _seconds(config["health"]["timeout"]), budget
+
+    # Rolling update: a new replica first, an old one stops only once the new one has been ready long
+    # enough for Envoy to have it (STRICT_DNS re-resolves every 5 s; cluster DNS answers live 5 s).
+    strategy = deployment["spec"]["strategy"]
+    assert strategy["type"] == "RollingUpdate"
+    assert strategy["rollingUpdate"]["maxUnavailable"] == 0 and strategy["rollingUpdate"]["maxSurge"] >= 1
+    assert deployment["spec"]["minReadySeconds"] >= 10
+    if overlay == "envoy":
+        bootstrap = yaml.safe_load((DEPLOY / "overlays" / "envoy" / "generated-envoy.yaml").read_text())
+        router = next(c for c in bootstrap["static_resources"]["clusters"] if c["name"] == "trino-router")
+        assert "dns_refresh_rate" not in router, "Envoy's default, 5 s, is what minReadySeconds allows for"
+    # Disruptions: one replica at a time; replicas spread over nodes and zones, softly (a hard rule would
+    # leave the update's extra replica Pending on a two-node cluster).
+    budget = _find(objects, "PodDisruptionBudget", "trino-router")["spec"]
+    assert budget["maxUnavailable"] == 1 and budget["selector"] == deployment["spec"]["selector"]
+    assert deployment["spec"]["replicas"] >= 2
+    spread = {c["topologyKey"]: c for c in pod["topologySpreadConstraints"]}
+    assert set(spread) == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
+    for constraint in spread.values():
+        assert constraint["whenUnsatisfiable"] == "ScheduleAnyway" and constraint["maxSkew"] == 1
+        assert constraint["labelSelector"]["matchLabels"].items() <= labels.items()
+
+    # The network: the replicas reach each other's gRPC port.
+    policies = [o for o in objects if o["kind"] == "NetworkPolicy"
+                and o["spec"]["podSelector"]["matchLabels"].items() <= labels.items()]
+    assert any({"podSelector": {"matchLabels": labels}} in rule["from"] and {"port": "grpc", "protocol": "TCP"} in rule["ports"]
+               for policy in policies for rule in policy["spec"]["ingress"]), policies
+
+    # The same fleet section in every overlay (only the routing parts differ).
+    assert fleet == _router_config(_render("envoy"))["fleet"]
+
+
+def test_two_replicas_share_a_drain_with_the_rendered_config(tmp_path):
+    """The envoy overlay's router config as rendered, run by two replicas as the Deployment runs them: the
+    token from the "Secret" (the container's env), each its own state file (as each pod its own emptyDir),
+    HOSTNAME its pod's name. The only changes: the coordinators' URLs are emulators, the peers' name
+    becomes the two loopback addresses it would resolve to (127.0.0.1 and 127.0.0.2, one port, as pods
+    share one), metrics on ephemeral ports. Envoy in front dials both.
+
+    - a drain through one replica: ``admin clusters`` through it shows both replicas draining, and no new
+      query reaches the cluster afterwards (counted on its emulator);
+    - a pod replaced (a new, empty state file): the new replica waits for its peer (NOT_SERVING) and
+      serves with the drain;
+    - both containers restarted at once (the emptyDirs kept): still drained."""
+    harness.require_trino_client()
+    objects = _render("envoy")
+    doc = _router_config(objects)
+    container = _find(objects, "Deployment", "trino-router")["spec"]["template"]["spec"]["containers"][0]
+    token = secrets_token()
+    pod_env = _pod_env(container, {ADMIN_SECRET: token})
+    emulators = {c["name"]: harness.start_emulator(c["name"]) for c in doc["clusters"]}
+    port = harness.free_port()
+    addrs = [f"127.0.0.{i + 1}:{port}" for i in range(2)]
+    running = copy.deepcopy(doc)
+    for cluster in running["clusters"]:
+        cluster["url"] = emulators[cluster["name"]].url
+    running["metrics_listen"] = "127.0.0.1:0"
+    running["fleet"]["peers"] = addrs
+    config_path = harness.write_yaml(tmp_path / "router.yaml", running)
+    names = [f"trino-router-7c9f8d6b5-{s}" for s in ("q2w8x", "m4k7z")]
+
+    def start(i: int, pod: str) -> harness.Router:
+        state_dir = tmp_path / pod / "var-lib-trino-router"  # the pod's emptyDir
+        state_dir.mkdir(parents=True, exist_ok=True)
+        env = {**pod_env, "HOSTNAME": names[i], "TRINO_ROUTER_STATE_FILE": str(state_dir / "operator-state.json")}
+        return harness.start_router(config_path, env=env, listen=addrs[i], name=f"router-{i}")
+
+    routers = [start(0, "pod-0"), start(1, "pod-1")]
+    bootstrap = harness.run_router_cli("envoy-config", "--config", str(config_path), "--listen", "127.0.0.1:0",
+                                       "--admin", "127.0.0.1:0", "--router", addrs[0], "--router", addrs[1],
+                                       env=pod_env)
+    assert bootstrap.returncode == 0, bootstrap.stderr
+    envoy = harness.start_envoy(bootstrap.stdout)
+    stack = harness.Stack(emulators=emulators, groups={c["name"]: c["group"] for c in doc["clusters"]},
+                          router=routers[0], envoy=envoy, config_path=config_path, config_doc=running)
+
+    def both_healthy():
+        hosts = router_hosts(stack)
+        return all(hosts.get(addr, {}).get("health_flags") == "healthy" for addr in addrs)
+
+    def operator_views(via: harness.Router) -> dict[str, str]:
+        out = via.admin("clusters", token=token)
+        assert out.returncode == 0, out.stdout + out.stderr
+        rows, _ = parse_fleet_table(out.stdout)
+        return {replica: row["OPERATOR"] for (replica, cluster), row in rows.items() if cluster == "trino-a"}
+
+    def new_queries_on_a(name: str) -> tuple[int, list]:
+        outcomes = Load(stack, name, threads=4, sql="/* emulator: pages=2 delay_ms=20 */ SELECT 1",
+                        per_thread=4).start().join(60)
+        known = known_bugs.discovery_410_failures(outcomes)
+        other = [o for o in outcomes if not o.ok and o not in known]
+        assert not other, [(o.tag, o.error) for o in other]
+        on_a = sum(n for tag, n in tags_on(emulators["trino-a"]).items() if tag.startswith(f"ha-{name}"))
+        return on_a, known
+
+    wait_until(both_healthy, 20, "Envoy to see both replicas healthy")
+    before, known_before = new_queries_on_a("dep-before")
+    assert before > 0, "trino-a takes new queries before the drain (else the counts below prove nothing)"
+    drained = routers[0].admin("drain", "trino-a", "--reason", "upgrade", token=token)
+    assert drained.returncode == 0, drained.stdout + drained.stderr
+    views = wait_until(lambda: (v := operator_views(routers[0])) and set(v) == set(names)
+                       and set(v.values()) <= {"draining", "drained"} and v, 5, "both replicas to drain trino-a")
+    on_a, known = new_queries_on_a("dep-drained")
+    assert on_a == 0, f"{on_a} new queries reached trino-a after it was drained"
+
+    # A pod replaced: a new replica with an empty emptyDir learns the drain from its peer before serving.
+    routers[1].stop()
+    names[1] = "trino-router-7c9f8d6b5-r9t2v"
+    routers[1] = start(1, "pod-2")
+    wait_until(lambda: re.search(r"operator state settled: from a settled peer", routers[1].log()), 15,
+               "the new replica to settle from its peer")
+    wait_until(both_healthy, 20, "Envoy to see the new replica healthy")
+    assert set(operator_views(routers[1]).values()) <= {"draining", "drained"}
+
+    # Both containers restarted at once, the emptyDirs kept: the state files keep the drain.
+    for router in routers:
+        router.stop()
+    routers = [start(0, "pod-0"), start(1, "pod-2")]
+    wait_until(both_healthy, 20, "Envoy to see both restarted replicas healthy")
+    after = operator_views(routers[1])
+    assert set(after) == set(names) and set(after.values()) <= {"draining", "drained"}, after
+    on_a_after, known_after = new_queries_on_a("dep-restarted")
+    assert on_a_after == 0, f"{on_a_after} new queries reached trino-a after both replicas restarted"
+    print(f"before the drain: {before} of 16 new queries on trino-a; drained through one replica: {views}; "
+          f"after both restarted: {after}; 16 + 16 new queries since the drain, 0 on trino-a")
+    known_bugs.xfail_if_discovery_410(known_before + known + known_after)
+
+
+def _write_config(objects, tmp_path) -> pathlib.Path:
+    path = tmp_path / "router.yaml"
+    path.write_text(_find(objects, "ConfigMap", "trino-router")["data"]["router.yaml"])
+    return path
+
+
+def _seconds(text: str) -> float:
+    value, unit = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m)", text).groups()
+    return float(value) * {"ms": 0.001, "s": 1, "m": 60}[unit]
+
+
 def test_no_overlay_ships_a_token_and_the_image_is_named_once():
     cargo = tomllib.loads((harness.REPO_ROOT / "Cargo.toml").read_text())["package"]["version"]
     base = yaml.safe_load((DEPLOY / "base" / "kustomization.yaml").read_text())
@@ -413,7 +662,8 @@ def test_no_overlay_ships_a_token_and_the_image_is_named_once():
         container = _find(objects, "Deployment", "trino-router")["spec"]["template"]["spec"]["containers"][0]
         assert container["image"] == f"{image['newName']}:{image['newTag']}"
         token = next(e for e in container["env"] if e["name"] == "TRINO_ROUTER_ADMIN_TOKEN")
-        assert token["valueFrom"]["secretKeyRef"] == {"name": "trino-router-admin", "key": "token", "optional": True}
+        # Referenced, and required: the replicas authenticate to each other with it.
+        assert token["valueFrom"]["secretKeyRef"] == {"name": ADMIN_SECRET[0], "key": ADMIN_SECRET[1]}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -545,6 +795,7 @@ def test_istio_other_hosts_never_reach_the_router(tmp_path):
     running = copy.deepcopy(config)
     running.update(listen="127.0.0.1:0", metrics_listen="127.0.0.1:0",
                    rules=[{"name": "hive-to-etl", "when": '"hive" in statement.catalogs', "group": "etl"}])
+    running.pop("fleet")  # one replica here (the replicas as deployed: test_two_replicas_share_a_drain_...)
     for cluster in running["clusters"]:
         cluster["url"] = emulators[cluster["name"]].url
     config_path = harness.write_yaml(tmp_path / "router.yaml", running)
