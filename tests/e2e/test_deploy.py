@@ -890,7 +890,7 @@ def test_envoy_sees_every_router_replica_behind_a_name(tmp_path):
     emulators = [harness.start_emulator(name) for name in ("trino-a", "trino-b")]
     port = harness.free_port()
     # URL-carried placement: a follow-up names its cluster, so whichever replica a query's streams reach,
-    # none has to look the query up (cross-replica lookups are issue 14's known discovery bug).
+    # none has to look the query up.
     config_path = harness.write_router_config(
         tmp_path / "router.yaml", [(e.name, e.url, "adhoc") for e in emulators], listen=f"127.0.0.1:{port}",
         extra={"url_prefix": "/_trino"})
