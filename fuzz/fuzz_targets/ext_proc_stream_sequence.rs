@@ -39,6 +39,7 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
 };
 use envoy_types::pb::google::protobuf::value::Kind;
 use libfuzzer_sys::fuzz_target;
+use trino_router::coordinators::query_lookup::Found;
 use trino_router::envoy::ext_proc::messages::{LearnNote, Phase, pass, with_note};
 use trino_router::envoy::ext_proc::service::ProcessingStream;
 use trino_router::envoy::ext_proc::stream::Role;
@@ -129,7 +130,7 @@ impl Script {
             }
             b"resume" => {
                 // Nothing waits for a lookup here (the driver resumes after every one): a protocol error.
-                match self.stream().stream.resume() {
+                match self.stream().stream.resume(Found::Nowhere) {
                     Step::Reply(reply) if matches!(answer_of(&reply), Answer::Immediate(500)) => {}
                     other => panic!("resumed without a lookup: {other:?}"),
                 }
@@ -161,18 +162,22 @@ impl Script {
         let step = stream.stream.on_message(message);
         trace(|| format!("@{} -> {}", String::from_utf8_lossy(directive.name), summary(&step)));
         let step = match step {
-            Step::Locate(id) => {
+            Step::Locate(id, _) => {
                 assert!(!observing, "an observed message asked for a lookup");
                 assert!(
                     matches!(phase, Some(Phase::RequestHeaders | Phase::RequestBody)),
                     "a lookup for {phase:?}"
                 );
-                if let Some(cluster) = found {
-                    router.learn(&router.snapshot(), Learned::QueryOwner { query: id, cluster });
-                }
-                let resumed = stream.stream.resume();
+                let outcome = match found {
+                    Some(cluster) => {
+                        router.learn(&router.snapshot(), Learned::QueryOwner { query: id, cluster });
+                        Found::Owner
+                    }
+                    None => Found::Nowhere,
+                };
+                let resumed = stream.stream.resume(outcome);
                 trace(|| format!("resumed (found: {found:?}) -> {}", summary(&resumed)));
-                assert!(!matches!(resumed, Step::Locate(_)), "a resumed stream asked for a second lookup");
+                assert!(!matches!(resumed, Step::Locate(..)), "a resumed stream asked for a second lookup");
                 resumed
             }
             step => step,

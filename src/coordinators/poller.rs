@@ -5,6 +5,12 @@
 //! All clusters are polled concurrently; each poll is bounded by `health.timeout`. The poller reads the
 //! current snapshot every round, so reloads take effect at the next round.
 //!
+//! Every `/v1/info` poll carries `X-Forwarded-Proto`, as Envoy adds it to every request: a coordinator
+//! with Trino's default `http-server.process-forwarded` answers it 406, and is taken out of rotation
+//! with a reason that names the setting ([`FORWARDED_REFUSED`]). Where `/v1/info` publishes the
+//! coordinator's id (`coordinatorId`, Trino 477+), the router learns it here, before any query is seen;
+//! a new id for a cluster retires its older ones (a restart).
+//!
 //! `https://` coordinators are verified against `coordinator_tls` (or the system roots); a handshake that
 //! fails (an untrusted or expired certificate, a name that does not match, plaintext on the other end)
 //! is a failed poll whose reason names the TLS problem, never a crash.
@@ -17,7 +23,8 @@ use tokio::task::JoinSet;
 
 use crate::coordinators::http::{CoordinatorClients, describe};
 use crate::domain::config::Credentials;
-use crate::domain::health::{Observation, Thresholds};
+use crate::domain::health::{FORWARDED_REFUSED, Observation, Thresholds};
+use crate::domain::query_id::QueryId;
 use crate::state::router::{Router, Snapshot, log_health_change};
 
 /// The least time between two poll rounds when suspect clusters ask for one early.
@@ -36,12 +43,24 @@ struct PollResult {
     health: Observation,
     /// Running + queued queries, when load statistics were read.
     queries: Option<u64>,
+    /// The coordinator id `/v1/info` published (Trino 477+).
+    coordinator_id: Option<String>,
 }
 
+/// The fields of Trino's `ServerInfo` the router reads (rows N1, N2 of docs/trino-conformance.md).
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct ServerInfo {
     #[serde(default)]
     starting: bool,
+    /// From Trino 477; empty on workers.
+    #[serde(default)]
+    coordinator_id: Option<String>,
+}
+
+/// The `X-Forwarded-Proto` Envoy adds to a request to `base`.
+fn forwarded_proto(base: &str) -> &'static str {
+    if base.starts_with("https:") { "https" } else { "http" }
 }
 
 #[derive(Deserialize)]
@@ -71,14 +90,16 @@ impl Poller {
                 }
                 Err(e) => {
                     let health = Observation::Failed(format!("cannot make an HTTP client for {base}: {e}"));
-                    polls.spawn(async move { (index, PollResult { health, queries: None }) });
+                    polls.spawn(async move {
+                        (index, PollResult { health, queries: None, coordinator_id: None })
+                    });
                 }
             }
         }
         while let Some(joined) = polls.join_next().await {
             match joined {
                 Ok((index, result)) => {
-                    if apply(&snapshot, index, result) {
+                    if apply(&self.router, &snapshot, index, result) {
                         // Envoy's learned routes leave out clusters that are down.
                         self.router.routes_changed().notify_one();
                     }
@@ -86,6 +107,7 @@ impl Poller {
                 Err(e) => tracing::error!("a poll task failed: {e}"),
             }
         }
+        self.router.polled();
     }
 
     /// Polls forever at the configured interval, and sooner when a cluster looks suspect.
@@ -106,7 +128,7 @@ impl Poller {
 }
 
 /// Feeds one poll result to its cluster; returns whether the cluster's health changed.
-fn apply(snapshot: &Snapshot, index: usize, result: PollResult) -> bool {
+fn apply(router: &Router, snapshot: &Snapshot, index: usize, result: PollResult) -> bool {
     let settings = &snapshot.config.health;
     let thresholds =
         Thresholds { healthy: settings.healthy_threshold, unhealthy: settings.unhealthy_threshold };
@@ -116,10 +138,19 @@ fn apply(snapshot: &Snapshot, index: usize, result: PollResult) -> bool {
     if let Some(health) = changed {
         let why = match &result.health {
             Observation::Answered { starting, state } => format!("starting={starting} state={state}"),
-            Observation::Refused => "connection refused".to_owned(),
-            Observation::Failed(e) => e.clone(),
+            other => other.reason(),
         };
         log_health_change(name, health, &why);
+    }
+    match result.coordinator_id.as_deref() {
+        Some(id) if QueryId::is_coordinator_id(id) => {
+            router.coordinator_published(snapshot, index, id);
+        }
+        // Workers and older releases publish none (or an empty one).
+        Some("") | None => {}
+        Some(id) => {
+            tracing::debug!(cluster = %name, coordinator_id = id, "/v1/info names no coordinator id of Trino's shape")
+        }
     }
     match result.queries {
         Some(queries) => runtime.coordinator_reported(queries),
@@ -137,7 +168,7 @@ async fn poll(
     timeout: Duration,
     auth: Option<&Credentials>,
 ) -> PollResult {
-    let health = poll_health(client, base, timeout).await;
+    let (health, coordinator_id) = poll_health(client, base, timeout).await;
     let queries = match (&health, auth) {
         (Observation::Answered { .. }, Some(auth)) => match poll_stats(client, base, timeout, auth).await {
             Ok(queries) => Some(queries),
@@ -148,23 +179,46 @@ async fn poll(
         },
         _ => None,
     };
-    PollResult { health, queries }
+    PollResult { health, queries, coordinator_id }
 }
 
-async fn poll_health(client: &reqwest::Client, base: &str, timeout: Duration) -> Observation {
-    let info = match client.get(format!("{base}/v1/info")).timeout(timeout).send().await {
+/// Polls `/v1/info` (with what Envoy adds to every request) and `/v1/info/state`: the health they show,
+/// and the coordinator id `/v1/info` published.
+async fn poll_health(
+    client: &reqwest::Client,
+    base: &str,
+    timeout: Duration,
+) -> (Observation, Option<String>) {
+    let info = client
+        .get(format!("{base}/v1/info"))
+        .header("X-Forwarded-Proto", forwarded_proto(base))
+        .timeout(timeout)
+        .send()
+        .await;
+    let info = match info {
         Ok(response) if response.status().is_success() => response,
-        Ok(response) => return Observation::Failed(format!("/v1/info answered {}", response.status())),
-        Err(e) if e.is_connect() && crate::coordinators::http::tls_failure(&e).is_none() => {
-            return Observation::Refused;
+        Ok(response) if response.status() == reqwest::StatusCode::NOT_ACCEPTABLE => {
+            return (Observation::Misconfigured(FORWARDED_REFUSED.to_owned()), None);
         }
-        Err(e) => return Observation::Failed(format!("/v1/info: {}", describe(&e))),
+        Ok(response) => {
+            return (Observation::Failed(format!("/v1/info answered {}", response.status())), None);
+        }
+        Err(e) if e.is_connect() && crate::coordinators::http::tls_failure(&e).is_none() => {
+            return (Observation::Refused, None);
+        }
+        Err(e) => return (Observation::Failed(format!("/v1/info: {}", describe(&e))), None),
     };
-    let starting = match info.bytes().await.map(|b| serde_json::from_slice::<ServerInfo>(&b)) {
-        Ok(Ok(info)) => info.starting,
-        Ok(Err(e)) => return Observation::Failed(format!("/v1/info is not Trino's: {e}")),
-        Err(e) => return Observation::Failed(format!("/v1/info: {}", describe(&e))),
+    let info = match info.bytes().await.map(|b| serde_json::from_slice::<ServerInfo>(&b)) {
+        Ok(Ok(info)) => info,
+        Ok(Err(e)) => return (Observation::Failed(format!("/v1/info is not Trino's: {e}")), None),
+        Err(e) => return (Observation::Failed(format!("/v1/info: {}", describe(&e))), None),
     };
+    let coordinator_id = info.coordinator_id;
+    (poll_state(client, base, timeout, info.starting).await, coordinator_id)
+}
+
+/// Polls `/v1/info/state`, after `/v1/info` said `starting`.
+async fn poll_state(client: &reqwest::Client, base: &str, timeout: Duration, starting: bool) -> Observation {
     let state = match client.get(format!("{base}/v1/info/state")).timeout(timeout).send().await {
         // Versions without the state resource only know "active" and "shutting down" via /v1/info.
         Ok(response) if response.status() == reqwest::StatusCode::NOT_FOUND => "ACTIVE".to_owned(),
@@ -294,6 +348,49 @@ mod tests {
         Arc::new(Router::new(crate::domain::config::testing::config(&text)))
     }
 
+    /// A coordinator stand-in: `/v1/info` publishes `coordinator_id` (Trino 477+), and with `rejects` it
+    /// refuses any `X-Forwarded-*` header with 406, as Trino's default does (row F1).
+    async fn coordinator(coordinator_id: &'static str, rejects: bool) -> std::net::SocketAddr {
+        use axum::http::{HeaderMap, StatusCode};
+        use axum::response::IntoResponse;
+        let info = move |headers: HeaderMap| async move {
+            if rejects && headers.keys().any(|k| k.as_str().starts_with("x-forwarded-")) {
+                return StatusCode::NOT_ACCEPTABLE.into_response();
+            }
+            format!(r#"{{"starting":false,"coordinator":true,"coordinatorId":"{coordinator_id}"}}"#)
+                .into_response()
+        };
+        let app = axum::Router::new()
+            .route("/v1/info", axum::routing::get(info))
+            .route("/v1/info/state", axum::routing::get(|| async { r#""ACTIVE""# }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        addr
+    }
+
+    #[tokio::test]
+    async fn published_ids_are_learned_and_a_coordinator_refusing_forwarded_headers_is_misconfigured() {
+        let (a, b) = (coordinator("aaaaa", false).await, coordinator("bbbbb", true).await);
+        let router = crate::state::router::testing::router_from(&format!(
+            "listen: 127.0.0.1:0\ndefault_group: g\nclusters:\n  - {{name: a, url: 'http://{a}', group: g}}\n  - {{name: b, url: 'http://{b}', group: g}}\n"
+        ));
+        Poller::new(router.clone()).round().await;
+        let snapshot = router.snapshot();
+        assert_eq!(snapshot.clusters[0].health(), Health::Healthy);
+        let query = QueryId::parse("20260101_120000_00001_aaaaa").unwrap();
+        assert_eq!(
+            router.affinity().owner_of(&query).as_deref(),
+            Some("a"),
+            "placed before any query is seen"
+        );
+        assert_eq!(snapshot.clusters[1].health(), Health::Misconfigured);
+        assert!(!snapshot.clusters[1].accepts_new_queries());
+        assert!(snapshot.clusters[1].health_reason().contains("http-server.process-forwarded"));
+        let unseen = QueryId::parse("20260101_120000_00001_bbbbb").unwrap();
+        assert_eq!(router.affinity().owner_of(&unseen), None, "a refused poll publishes nothing");
+    }
+
     #[tokio::test]
     async fn https_coordinators_are_verified_against_the_configured_ca() {
         let pki = TestPki::new("coordinators");
@@ -312,7 +409,7 @@ mod tests {
         let cluster = distrusting.snapshot().config.clusters[0].clone();
         let tls = &distrusting.snapshot().config.coordinator_tls;
         let client = poller.clients.client(&cluster.url.to_string(), tls).unwrap();
-        let seen = poll_health(&client, &cluster.url.to_string(), Duration::from_secs(2)).await;
+        let (seen, _) = poll_health(&client, &cluster.url.to_string(), Duration::from_secs(2)).await;
         let Observation::Failed(why) = seen else { panic!("{seen:?}") };
         assert!(why.contains("TLS handshake failed: invalid peer certificate: UnknownIssuer"), "{why}");
 

@@ -1,10 +1,14 @@
-//! Finding a query on the coordinators: a query id the router cannot place is looked up on every cluster at once
-//! (`GET /v1/query/{id}`), with a short timeout. The first cluster that knows it (200, or 410 for a query
-//! it ran and already forgot) owns it. Answers — found or not — are cached briefly, and concurrent misses
-//! for the same coordinator id (or, for ambiguous ids, the same query id) share one lookup, so a burst
-//! of follow-ups after a router restart costs one probe per coordinator, not one per request. At most
-//! [`MAX_CONCURRENT_LOOKUPS`] lookups run at once: a flood of made-up ids waits its turn (within the
-//! discovery timeout) or gets the 404, and cannot multiply the router's calls to the coordinators.
+//! Finding a query on the coordinators: a query id the router cannot place is looked up on every cluster
+//! at once (`GET /v1/query/{id}`), with a short timeout. Each answer is judged by
+//! [`crate::domain::discovery`]: a 200 or 403 names the owner (the first wins), a 410 says "not here"
+//! (Trino answers it for every id it does not hold), anything else says nothing. Only "every cluster
+//! says not here" makes the query unknown; a cluster that did not say makes the answer unknown, which
+//! the client is asked to retry. Definite answers — owner or nowhere — are cached briefly, and
+//! concurrent misses for the same coordinator id (or, for ambiguous ids, the same query id) share one
+//! lookup, so a burst of follow-ups after a router restart costs one probe per coordinator, not one per
+//! request. At most [`MAX_CONCURRENT_LOOKUPS`] lookups run at once: a flood of made-up ids waits its
+//! turn (within the discovery timeout) or is told to retry, and cannot multiply the router's calls to
+//! the coordinators.
 //!
 //! [`QueryLookup::knows`] asks one coordinator about one query (the checks of `coordinators::checks`).
 
@@ -16,22 +20,34 @@ use tokio::task::JoinSet;
 
 use crate::coordinators::http::{CoordinatorClients, describe};
 use crate::domain::config::tls::CoordinatorTls;
+use crate::domain::discovery::{Answer, Tally, Verdict, judge};
 use crate::domain::query_id::QueryId;
 use crate::state::metrics::{METRICS, Safeguard};
 use crate::state::router::{Learned, Router, Snapshot};
 
-/// How long an answer (found or not) is reused.
+/// How long a definite answer (an owner, or nowhere) is reused.
 pub const ANSWER_TTL: Duration = Duration::from_secs(2);
 
-/// The user the router names itself as on coordinators (Trino requires a user on `/v1/query`).
+/// The user the router names itself as on coordinators when the request names none (Trino requires a
+/// user on `/v1/query`).
 pub const ROUTER_USER: &str = "trino-router";
 
 /// Lookups running at once, at most.
 pub const MAX_CONCURRENT_LOOKUPS: usize = 64;
+/// What a lookup found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    /// An owner, now learned.
+    Owner,
+    /// Every cluster said it does not hold the query.
+    Nowhere,
+    /// No owner, but a cluster did not say (timeout, 5xx, ...): ask again later.
+    Unknown,
+}
 
 /// Looks up query owners on the clusters.
 pub struct QueryLookup {
-    answers: Cache<String, Option<Arc<str>>>,
+    answers: Cache<String, Verdict<Arc<str>>>,
     clients: Mutex<CoordinatorClients>,
     running: tokio::sync::Semaphore,
 }
@@ -50,39 +66,60 @@ impl Default for QueryLookup {
 }
 
 impl QueryLookup {
-    /// Asks the clusters who owns `query` and has the router learn the answer; returns whether an owner
-    /// was found.
-    pub async fn find_owner(&self, router: &Router, query: &QueryId) -> bool {
+    /// Asks the clusters who owns `query` (as `user`, the request's `X-Trino-User`, when it names one)
+    /// and has the router learn the answer.
+    pub async fn find_owner(&self, router: &Router, query: &QueryId, user: Option<&str>) -> Found {
+        // A router that just started may not have polled yet: the coordinator ids its first round learns
+        // from `/v1/info` place the query without a lookup.
+        router.first_round(router.snapshot().config.affinity.discovery_timeout).await;
+        if router.affinity().owner_of(query).is_some() {
+            return Found::Owner;
+        }
         let snapshot = router.snapshot();
         let by_suffix = query.coordinator_id().is_some_and(|s| !router.affinity().is_shared_suffix(s));
         let timeout = snapshot.config.affinity.discovery_timeout;
         let started = std::time::Instant::now();
-        let found = self.locate(snapshot.clone(), query, by_suffix, timeout).await;
-        METRICS.looked_up(found.is_some(), started.elapsed());
-        match found.and_then(|name| snapshot.cluster_by_name(&name)) {
-            Some(cluster) => {
-                tracing::info!(query_id = %query, cluster = %snapshot.config.clusters[cluster].name, "discovered query owner");
-                router.learn(&snapshot, Learned::QueryOwner { query: query.clone(), cluster });
-                true
+        let verdict = self.locate(snapshot.clone(), query, by_suffix, timeout, user).await;
+        let outcome = match &verdict {
+            Verdict::Owner(_) => "found",
+            Verdict::NowhereHeld => "not_found",
+            Verdict::Unknown => "unknown",
+        };
+        METRICS.looked_up(outcome, started.elapsed());
+        match verdict {
+            Verdict::Owner(name) => match snapshot.cluster_by_name(&name) {
+                Some(cluster) => {
+                    tracing::info!(query_id = %query, cluster = %name, "discovered query owner");
+                    router.learn(&snapshot, Learned::QueryOwner { query: query.clone(), cluster });
+                    Found::Owner
+                }
+                // Removed by a reload meanwhile.
+                None => Found::Unknown,
+            },
+            Verdict::NowhereHeld => Found::Nowhere,
+            Verdict::Unknown => {
+                tracing::info!(query_id = %query, "no cluster owns the query as far as the lookup could tell, but one did not answer");
+                Found::Unknown
             }
-            None => false,
         }
     }
 
-    /// The name of the cluster that knows `query`, if any answers within `timeout`. `by_suffix`: the
-    /// query's coordinator id is unambiguous, so one lookup serves every query of that coordinator.
+    /// Who holds `query`, as the answers within `timeout` say. `by_suffix`: the query's coordinator id
+    /// is unambiguous, so one lookup serves every query of that coordinator.
     pub async fn locate(
         &self,
         snapshot: Arc<Snapshot>,
         query: &QueryId,
         by_suffix: bool,
         timeout: Duration,
-    ) -> Option<Arc<str>> {
+        user: Option<&str>,
+    ) -> Verdict<Arc<str>> {
         let key = match query.coordinator_id() {
             Some(suffix) if by_suffix => format!("suffix:{suffix}"),
             _ => format!("id:{query}"),
         };
         let tls = &snapshot.config.coordinator_tls;
+        let mut unasked = 0;
         let lookups: Vec<(Arc<str>, reqwest::Client, String)> = snapshot
             .config
             .clusters
@@ -91,6 +128,7 @@ impl QueryLookup {
                 Ok(client) => Some((c.name.clone(), client, format!("{}/v1/query/{query}", c.url))),
                 Err(e) => {
                     tracing::debug!(cluster = %c.name, "no discovery lookup: cannot make an HTTP client: {e}");
+                    unasked += 1;
                     None
                 }
             })
@@ -102,45 +140,50 @@ impl QueryLookup {
         let Ok(Ok(_permit)) = tokio::time::timeout(timeout, self.running.acquire()).await else {
             METRICS.safeguard(Safeguard::LookupShed);
             tracing::debug!(query_id = %query, "too many lookups under way: this one is not made");
-            return None;
+            return Verdict::Unknown;
         };
-        self.answers
-            .get_with(key, async move {
-                let mut probes = JoinSet::new();
-                for (name, client, url) in lookups {
-                    let auth = auth.clone();
-                    probes.spawn(async move {
-                        let mut request =
-                            client.get(&url).timeout(timeout).header("X-Trino-User", ROUTER_USER);
-                        if let Some(auth) = &auth {
-                            request = request.basic_auth(&auth.user, auth.password.as_deref());
-                        }
-                        match request.send().await {
-                            Ok(r) if r.status().is_success() || r.status() == reqwest::StatusCode::GONE => {
-                                Some(name)
-                            }
-                            Ok(_) => None,
-                            Err(e) => {
-                                tracing::debug!(cluster = %name, "discovery lookup failed: {}", describe(&e));
-                                None
-                            }
-                        }
-                    });
+        let user = user.filter(|u| !u.is_empty()).unwrap_or(ROUTER_USER).to_owned();
+        let lookup = async move {
+            let mut tally = Tally::default();
+            for _ in 0..unasked {
+                tally.add(Arc::<str>::from(""), Answer::Silent);
+            }
+            let mut probes = JoinSet::new();
+            for (name, client, url) in lookups {
+                let mut request = client.get(&url).timeout(timeout).header("X-Trino-User", &user);
+                if let Some(auth) = &auth {
+                    request = request.basic_auth(&auth.user, auth.password.as_deref());
                 }
-                while let Some(joined) = probes.join_next().await {
-                    if let Ok(Some(name)) = joined {
-                        probes.abort_all();
-                        return Some(name);
-                    }
+                probes.spawn(async move {
+                    let status = match request.send().await {
+                        Ok(answer) => Some(answer.status().as_u16()),
+                        Err(e) => {
+                            tracing::debug!(cluster = %name, "discovery lookup failed: {}", describe(&e));
+                            None
+                        }
+                    };
+                    (name, judge(status))
+                });
+            }
+            while let Some(joined) = probes.join_next().await {
+                let (name, answer) = joined.unwrap_or_else(|_| (Arc::from(""), Answer::Silent));
+                if tally.add(name, answer).is_some() {
+                    probes.abort_all();
+                    break;
                 }
-                None
-            })
-            .await
+            }
+            match tally.verdict() {
+                // Not worth remembering: the next request asks again.
+                Verdict::Unknown => Err(()),
+                definite => Ok(definite),
+            }
+        };
+        self.answers.try_get_with(key, lookup).await.unwrap_or(Verdict::Unknown)
     }
 
-    /// Whether `snapshot.config.clusters[cluster]`'s coordinator holds `query` (`GET /v1/query/{id}`
-    /// answered 200; Trino's `QueryResource` answers 410 for any id it does not hold, and 404 is not
-    /// holding it either); `None` when it could not be asked or gave no clear answer within `timeout`.
+    /// Whether `snapshot.config.clusters[cluster]`'s coordinator holds `query` (`GET /v1/query/{id}`,
+    /// judged as discovery judges it: 200 or 403 holds, 410 or 404 does not); `None` when it could not be
+    /// asked or gave no clear answer within `timeout`.
     pub async fn knows(
         &self,
         snapshot: &Snapshot,
@@ -158,16 +201,17 @@ impl QueryLookup {
         if let Some(auth) = &config.coordinator_auth {
             request = request.basic_auth(&auth.user, auth.password.as_deref());
         }
-        match request.send().await {
-            Ok(r) if r.status().is_success() => Some(true),
-            Ok(r) if matches!(r.status(), reqwest::StatusCode::GONE | reqwest::StatusCode::NOT_FOUND) => {
-                Some(false)
-            }
-            Ok(_) => None,
+        let status = match request.send().await {
+            Ok(answer) => Some(answer.status().as_u16()),
             Err(e) => {
                 tracing::debug!(cluster = %config.clusters[cluster].name, "query check failed: {}", describe(&e));
                 None
             }
+        };
+        match judge(status) {
+            Answer::Holds => Some(true),
+            Answer::NotHere => Some(false),
+            Answer::Silent => None,
         }
     }
 

@@ -10,6 +10,9 @@
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 
+/// The header that names the user (a lookup on the coordinators asks as the request's user).
+pub const USER_HEADER: &str = "x-trino-user";
+
 /// The routing-group header clients (and trino-gateway users) send.
 pub const ROUTING_GROUP_HEADER: &str = "x-trino-routing-group";
 

@@ -11,6 +11,9 @@
 //!   one 5xx that Envoy made itself (its own circuit breaker, one reset connection, a client that
 //!   timed out) cannot take a cluster out; only polls bring it back (`healthy_threshold` good polls in a
 //!   row).
+//! - A coordinator that refuses what Envoy adds to every request (406 to a poll carrying
+//!   `X-Forwarded-Proto`: Trino's default `http-server.process-forwarded`) is `Misconfigured` at once:
+//!   every query sent through Envoy would fail, so it takes none until polls say it is fixed.
 //! - Only `Unreachable` is down: the router fails its queries' follow-ups with a clear error. Every other
 //!   state sends follow-ups on to the coordinator that owns them (it takes no new queries).
 
@@ -31,6 +34,9 @@ pub enum Health {
     Unreachable,
     /// In graceful shutdown (`/v1/info/state` is `SHUTTING_DOWN` or another non-active state).
     ShuttingDown,
+    /// Up, but configured so that requests through Envoy fail (the reason says what to change): takes
+    /// no new queries.
+    Misconfigured,
 }
 
 impl Health {
@@ -53,6 +59,7 @@ impl Health {
             Health::Unhealthy => "unhealthy",
             Health::Unreachable => "unreachable",
             Health::ShuttingDown => "shutting_down",
+            Health::Misconfigured => "misconfigured",
         }
     }
 }
@@ -72,6 +79,8 @@ pub enum Observation {
     Refused,
     /// No answer in time, or an answer that is not Trino's.
     Failed(String),
+    /// It answers, but refuses what every request through Envoy carries; what to change.
+    Misconfigured(String),
 }
 
 /// Failed deliveries of new queries within [`DELIVERY_WINDOW_MS`] that make a coordinator unhealthy.
@@ -79,6 +88,27 @@ pub const DELIVERY_FAILURES: usize = 3;
 
 /// The window (milliseconds) in which [`DELIVERY_FAILURES`] failed deliveries eject a coordinator.
 pub const DELIVERY_WINDOW_MS: u64 = 10_000;
+impl Observation {
+    /// Why the poll leads where it does, in a few words (for logs, `admin list`, the status page).
+    pub fn reason(&self) -> String {
+        match self {
+            Observation::Answered { starting: true, .. } => "starting".to_owned(),
+            Observation::Answered { state, .. } if !state.eq_ignore_ascii_case("ACTIVE") => {
+                format!("node state {state}")
+            }
+            Observation::Answered { .. } => String::new(),
+            Observation::Refused => "connection refused".to_owned(),
+            Observation::Failed(why) | Observation::Misconfigured(why) => why.clone(),
+        }
+    }
+}
+
+/// Why a coordinator that answered 406 to a poll carrying `X-Forwarded-Proto` takes no queries, and what
+/// to change (airlift's `RejectForwardedRequestCustomizer`, Trino's default; row F1 of
+/// docs/trino-conformance.md).
+pub const FORWARDED_REFUSED: &str = "the coordinator refuses X-Forwarded-* headers (406 to /v1/info \
+     with X-Forwarded-Proto, which Envoy adds to every request): set http-server.process-forwarded=true \
+     in its config.properties (Trino's default rejects them)";
 
 /// How many polls in a row change the state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +168,10 @@ impl Tracker {
                 self.reset_streaks();
                 Health::Unreachable
             }
+            Observation::Misconfigured(_) => {
+                self.reset_streaks();
+                Health::Misconfigured
+            }
             Observation::Failed(_) => {
                 self.good_streak = 0;
                 self.bad_streak = self.bad_streak.saturating_add(1);
@@ -165,7 +199,7 @@ impl Tracker {
         self.failed_deliveries = [0; DELIVERY_FAILURES];
         self.reset_streaks();
         match self.health {
-            Health::Unreachable => None,
+            Health::Unreachable | Health::Misconfigured => None,
             _ => self.set(Health::Unhealthy),
         }
     }
@@ -175,7 +209,11 @@ impl Tracker {
     /// coordinator already known to be down or starting.
     pub fn refused_new_query(&mut self) -> Option<Health> {
         match self.health {
-            Health::Unhealthy | Health::Unreachable | Health::Starting | Health::ShuttingDown => None,
+            Health::Unhealthy
+            | Health::Unreachable
+            | Health::Starting
+            | Health::ShuttingDown
+            | Health::Misconfigured => None,
             Health::Healthy | Health::Unknown => {
                 self.reset_streaks();
                 self.set(Health::ShuttingDown)
@@ -214,6 +252,9 @@ mod tests {
     }
     fn timeout() -> Observation {
         Observation::Failed("timeout".into())
+    }
+    fn misconfigured() -> Observation {
+        Observation::Misconfigured("406".into())
     }
 
     /// Runs observations from a fresh tracker (`None` = a passive failure, 1 s after the one before)
@@ -254,7 +295,10 @@ mod tests {
             (vec![Some(state("active"))], vec![Healthy]),
             (vec![Some(ok()), passive.clone(), passive.clone(), passive.clone(), Some(ok()), Some(ok())], vec![Healthy, Healthy, Healthy, Unhealthy, Unhealthy, Healthy]),
             (vec![passive.clone()], vec![Unknown]),
-            (vec![Some(starting()), passive.clone(), passive.clone(), passive, Some(starting())], vec![Starting, Starting, Starting, Unhealthy, Starting]),
+            (vec![Some(starting()), passive.clone(), passive.clone(), passive.clone(), Some(starting())], vec![Starting, Starting, Starting, Unhealthy, Starting]),
+            // 406 to a poll with X-Forwarded-Proto: out at once; back after healthy_threshold good polls.
+            (vec![Some(ok()), Some(misconfigured()), Some(ok()), Some(ok())], vec![Healthy, Misconfigured, Misconfigured, Healthy]),
+            (vec![Some(misconfigured()), passive.clone(), passive.clone(), passive], vec![Misconfigured, Misconfigured, Misconfigured, Misconfigured]),
         ];
         for (seen, expected) in cases {
             assert_eq!(run(&seen), expected, "{seen:?}");
@@ -303,8 +347,8 @@ mod tests {
 
     #[test]
     fn who_takes_new_queries() {
-        let all = [Unknown, Healthy, Starting, Unhealthy, Unreachable, ShuttingDown];
-        assert_eq!(all.map(Health::takes_new_queries), [true, true, false, false, false, false]);
-        assert_eq!(all.map(Health::is_down), [false, false, false, false, true, false]);
+        let all = [Unknown, Healthy, Starting, Unhealthy, Unreachable, ShuttingDown, Misconfigured];
+        assert_eq!(all.map(Health::takes_new_queries), [true, true, false, false, false, false, false]);
+        assert_eq!(all.map(Health::is_down), [false, false, false, false, true, false, false]);
     }
 }

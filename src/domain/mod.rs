@@ -8,6 +8,7 @@
 pub mod client_request;
 pub mod config;
 pub mod decision;
+pub mod discovery;
 pub mod health;
 pub mod operator_state;
 pub mod pin;

@@ -55,6 +55,12 @@ impl QueryId {
         &self.0
     }
 
+    /// Whether `text` is a coordinator id as Trino draws them (5 characters of its alphabet): what a
+    /// coordinator's `/v1/info` publishes as `coordinatorId` must be, to place anything.
+    pub fn is_coordinator_id(text: &str) -> bool {
+        text.len() == 5 && text.bytes().all(|c| COORDINATOR_ID_ALPHABET.as_bytes().contains(&c))
+    }
+
     /// The coordinator id, when the id has the shape Trino's generator gives it.
     pub fn coordinator_id(&self) -> Option<&str> {
         let b = self.0.as_bytes();

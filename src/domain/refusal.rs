@@ -16,6 +16,15 @@ use crate::domain::query_id::{QueryId, QueryIdError};
 pub enum Refusal {
     /// The request names a query the router cannot place.
     QueryNotFound(QueryId),
+    /// The lookup could not tell who holds the query: no cluster said it does, but one did not answer
+    /// (timeout, 5xx). Retryable.
+    QueryOwnerUnknown(QueryId),
+    /// `DELETE /v1/query/{id}` of a query no cluster holds: Trino answers it 204 (row Q5), so does the
+    /// router.
+    NothingToCancel(QueryId),
+    /// The query's coordinator restarted since (its cluster publishes a new coordinator id): the query is
+    /// gone. `as_query_failure` as for [`Refusal::OwnerDown`].
+    CoordinatorRestarted { query_id: QueryId, cluster: Arc<str>, as_query_failure: bool },
     /// A query-id position holds something that is not a query id.
     BadQueryId(QueryIdError),
     /// The query's owner was learned, but that cluster is no longer configured.
@@ -53,13 +62,75 @@ pub struct LocalReply {
 }
 
 impl Refusal {
+    /// The query this refusal says no one is known to hold (worth a lookup before answering).
+    pub fn unplaced_query(&self) -> Option<&QueryId> {
+        match self {
+            Refusal::QueryNotFound(id) | Refusal::NothingToCancel(id) => Some(id),
+            _ => None,
+        }
+    }
+
     pub fn reply(&self) -> LocalReply {
-        let (status, error_name, details, message) = match self {
+        let (status, error_name, details, message) = self.parts();
+        if status == 204 {
+            // No content: nothing to say, as Trino says it.
+            return LocalReply {
+                status,
+                content_type: "text/plain",
+                body: Vec::new(),
+                details,
+                retry_after: None,
+            };
+        }
+        let query_id = match self {
+            Refusal::QueryNotFound(id)
+            | Refusal::QueryOwnerUnknown(id)
+            | Refusal::CoordinatorRestarted { query_id: id, .. }
+            | Refusal::OwnerRemoved { query_id: id, .. }
+            | Refusal::OwnerDown { query_id: id, .. } => id.as_str(),
+            _ => "",
+        };
+        let retry_after = match self {
+            Refusal::NoCapacity { retry_after_seconds, .. } => Some(*retry_after_seconds),
+            Refusal::QueryOwnerUnknown(_) => Some(1),
+            _ => None,
+        };
+        LocalReply {
+            status,
+            content_type: "application/json",
+            body: query_results_failure(query_id, error_name, &message),
+            details,
+            retry_after,
+        }
+    }
+
+    /// The status, Trino error name, Envoy details and message of the answer.
+    fn parts(&self) -> (u16, &'static str, &'static str, String) {
+        match self {
             Refusal::QueryNotFound(id) => (
                 404,
                 "QUERY_NOT_FOUND",
                 "trino_router_query_not_found",
                 format!("Query not found: the router cannot place query {id} on any cluster"),
+            ),
+            Refusal::QueryOwnerUnknown(id) => (
+                503,
+                "QUERY_OWNER_UNKNOWN",
+                "trino_router_query_owner_unknown",
+                format!(
+                    "The router cannot tell now which cluster runs query {id}: a cluster did not answer; \
+                     retry"
+                ),
+            ),
+            Refusal::NothingToCancel(_) => (204, "", "trino_router_nothing_to_cancel", String::new()),
+            Refusal::CoordinatorRestarted { query_id, cluster, as_query_failure } => (
+                if *as_query_failure { 200 } else { 404 },
+                "COORDINATOR_RESTARTED",
+                "trino_router_coordinator_restarted",
+                format!(
+                    "Query {query_id} failed: the coordinator of cluster {cluster}, which ran it, restarted \
+                     (it publishes a new coordinator id); run the query again"
+                ),
             ),
             Refusal::BadQueryId(e) => (
                 400,
@@ -138,23 +209,6 @@ impl Refusal {
                 "trino_router_protocol_error",
                 format!("The router could not process this request: {what}"),
             ),
-        };
-        let query_id = match self {
-            Refusal::QueryNotFound(id)
-            | Refusal::OwnerRemoved { query_id: id, .. }
-            | Refusal::OwnerDown { query_id: id, .. } => id.as_str(),
-            _ => "",
-        };
-        let retry_after = match self {
-            Refusal::NoCapacity { retry_after_seconds, .. } => Some(*retry_after_seconds),
-            _ => None,
-        };
-        LocalReply {
-            status,
-            content_type: "application/json",
-            body: query_results_failure(query_id, error_name, &message),
-            details,
-            retry_after,
         }
     }
 }
@@ -206,6 +260,9 @@ mod tests {
         let cases: Vec<(Refusal, u16, &str)> = vec![
             (Refusal::QueryNotFound(id()), 404, "QUERY_NOT_FOUND"),
             (Refusal::BadQueryId(QueryIdError::TooLong), 400, "INVALID_QUERY_ID"),
+            (Refusal::QueryOwnerUnknown(id()), 503, "QUERY_OWNER_UNKNOWN"),
+            (Refusal::CoordinatorRestarted { query_id: id(), cluster: "a".into(), as_query_failure: true }, 200, "COORDINATOR_RESTARTED"),
+            (Refusal::CoordinatorRestarted { query_id: id(), cluster: "a".into(), as_query_failure: false }, 404, "COORDINATOR_RESTARTED"),
             (Refusal::OwnerRemoved { query_id: id(), cluster: "old".into() }, 404, "QUERY_NOT_FOUND"),
             (Refusal::SpooledSegmentUnplaced, 404, "SPOOLED_SEGMENT_NOT_FOUND"),
             (Refusal::UnknownClusterInPath("x".into()), 404, "CLUSTER_NOT_FOUND"),
@@ -231,6 +288,9 @@ mod tests {
         let reply = Refusal::NoCapacity { group: "adhoc".into(), retry_after_seconds: 2 }.reply();
         assert_eq!(reply.retry_after, Some(2));
         assert_eq!(Refusal::QueryNotFound(id()).reply().retry_after, None);
+        assert_eq!(Refusal::QueryOwnerUnknown(id()).reply().retry_after, Some(1), "a retry may find it");
+        let nothing = Refusal::NothingToCancel(id()).reply();
+        assert_eq!((nothing.status, nothing.body.len()), (204, 0), "as Trino's cancelQuery (Q5)");
         let down =
             Refusal::OwnerDown { query_id: id(), cluster: "trino-a".into(), as_query_failure: true }.reply();
         let body: serde_json::Value = serde_json::from_slice(&down.body).unwrap();

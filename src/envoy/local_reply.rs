@@ -1,5 +1,6 @@
-//! Envoy's own answers (local replies) as Trino clients expect them: a failed `QueryResults` naming what
-//! went wrong, for the bootstrap `envoy-config` prints ([`super::bootstrap`]).
+//! Envoy's own answers (local replies), shaped as a failed Trino `QueryResults` so that every client
+//! reads them as Trino errors: a request Envoy refuses, a coordinator it cannot reach, a router that did
+//! not decide in time. Used by the bootstrap `envoy-config` prints.
 
 use serde_json::{Value, json};
 

@@ -86,6 +86,7 @@ pub fn describe(router: &Router, snapshot: &Snapshot, index: usize) -> Cluster {
         group: cluster.group.to_string(),
         url: cluster.url.to_string(),
         health: runtime.health().as_str().to_owned(),
+        health_reason: runtime.health_reason(),
         operator_state: runtime.operator().as_str().to_owned(),
         accepts_new_queries: runtime.accepts_new_queries(),
         weight: cluster.weight,

@@ -228,6 +228,21 @@ pub fn notes(view: &FleetView) -> Vec<String> {
                 c.operator_set_by
             ));
         }
+        // Why a cluster is not healthy, once per distinct reason (each replica polls for itself).
+        let mut reasons: Vec<(&str, Vec<&str>)> = Vec::new();
+        for (replica, c) in &per_replica {
+            if c.health != "healthy" && !c.health_reason.is_empty() {
+                match reasons.iter_mut().find(|(r, _)| *r == c.health_reason) {
+                    Some((_, names)) => names.push(replica),
+                    None => reasons.push((&c.health_reason, vec![replica])),
+                }
+            }
+        }
+        for (reason, names) in reasons {
+            let health =
+                per_replica.iter().find(|(_, c)| c.health_reason == reason).map_or("", |(_, c)| &c.health);
+            lines.push(format!("{cluster}: {health} on {}: {reason}", names.join(", ")));
+        }
         for (what, tag, value) in [
             ("operator", "DISAGREE", (|c: &Cluster| c.operator_state.clone()) as fn(&Cluster) -> String),
             ("health", "DIFFER", |c: &Cluster| c.health.clone()),
@@ -396,6 +411,24 @@ mod tests {
         assert!(text.contains("DISAGREE blue: operator draining on r0; active on r1"), "{text}");
         assert!(text.contains("DIFFER green: health healthy on r0; unhealthy on r1"), "{text}");
         assert!(!text.contains("DISAGREE green"), "{text}");
+    }
+
+    #[test]
+    fn why_a_cluster_is_not_healthy_is_said_once_per_reason() {
+        let mut view = FleetView::default();
+        let misconfigured = |why: &str| {
+            let mut c = cluster("red", "active", false, 0, "misconfigured");
+            c.health_reason = why.into();
+            c
+        };
+        let why = "set http-server.process-forwarded=true";
+        view.add_answer(
+            "127.0.0.1:1",
+            answer("r0", vec![misconfigured(why)], vec![peer("r1", "ok", vec![misconfigured(why)])]),
+        );
+        let text = render(&view);
+        assert!(text.contains(&format!("red: misconfigured on r0, r1: {why}")), "{text}");
+        assert_eq!(text.matches(why).count(), 1, "{text}");
     }
 
     #[test]

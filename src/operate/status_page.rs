@@ -44,13 +44,20 @@ pub fn render(router: &Router, fleet: &Fleet) -> String {
                 )
             }
         };
+        let health = runtime.health();
+        let reason = runtime.health_reason();
+        let health = if reason.is_empty() || health == crate::domain::health::Health::Healthy {
+            health.to_string()
+        } else {
+            format!("{health}: <span class=\"no\">{}</span>", escape(&reason))
+        };
         let _ = write!(
             html,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td>\
              <td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(&cluster.name),
             escape(&cluster.group),
-            runtime.health(),
+            health,
             runtime.operator(),
             if accepts { "yes" } else { "no" },
             if accepts { "yes" } else { "no" },

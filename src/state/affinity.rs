@@ -7,7 +7,10 @@
 //!   Two clusters sharing a suffix (1 in 32⁵ per pair) make that suffix ambiguous: from then on its
 //!   queries are placed by exact entries only. A claim that a known suffix belongs to a second cluster
 //!   is only a dispute until that cluster's coordinator confirms it knows the query
-//!   ([`Affinity::confirm_shared`]): a forged claim cannot make a suffix ambiguous.
+//!   ([`Affinity::confirm_shared`]): a forged claim cannot make a suffix ambiguous. Coordinators that publish their id (`coordinatorId` in
+//!   `/v1/info`, Trino 477+) are learned from the poller before any of their queries is seen
+//!   ([`Affinity::publish`]); a cluster publishing a new id has restarted, and its older ids are
+//!   *retired*: their queries are gone, and the router says so rather than sending them anywhere.
 //! - **exact entries** (query id → cluster) for what suffixes cannot place: ids from an ambiguous
 //!   suffix, ids not of Trino's generated shape. A bounded moka cache: least recently used out first,
 //!   forgotten after an idle period.
@@ -35,6 +38,22 @@ enum SuffixOwner {
     One(Arc<str>, u64),
     /// Seen on two clusters: ambiguous.
     Shared,
+    /// This cluster's coordinator had this id before it restarted: its queries are gone.
+    Retired(Arc<str>),
+}
+
+/// What a published coordinator id changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Published {
+    /// Already known as this cluster's.
+    Unchanged,
+    /// New: the cluster's queries are placed by it from now on; `retired` older ids of the cluster
+    /// (a restart) no longer place anything.
+    Learned { retired: usize },
+    /// Another cluster has it too: ambiguous from now on.
+    Shared,
+    /// The table is full: not learned.
+    Full,
 }
 
 /// How a query was placed.
@@ -141,9 +160,9 @@ impl Affinity {
                 );
                 Placement::Disputed
             }
-            None => {
+            None | Some(SuffixOwner::Retired(_)) => {
                 let mut suffixes = self.write();
-                if suffixes.len() >= MAX_COORDINATOR_IDS {
+                if suffixes.len() >= MAX_COORDINATOR_IDS && !suffixes.contains_key(suffix) {
                     drop(suffixes);
                     self.exact.insert(query, cluster);
                     return Placement::Exact;
@@ -167,25 +186,79 @@ impl Affinity {
     /// share the suffix, whose queries are placed by exact entries from now on.
     pub fn confirm_shared(&self, query: QueryId, cluster: Arc<str>) {
         let Some(suffix) = query.coordinator_id() else { return };
-        let mut suffixes = self.write();
-        match suffixes.get(suffix) {
-            Some(SuffixOwner::One(owner, _)) if *owner != cluster => {
-                tracing::warn!(
-                    coordinator_id = suffix,
-                    first = %owner,
-                    second = %cluster,
-                    "two clusters' coordinators share an id: their queries are placed one by one from now on"
-                );
-                suffixes.insert(suffix.into(), SuffixOwner::Shared);
-                drop(suffixes);
-                self.suffix_changes.fetch_add(1, Ordering::Relaxed);
+        let current = self.read().get(suffix).cloned();
+        match current {
+            Some(SuffixOwner::One(owner, _)) if owner != cluster => {
+                self.share(suffix, &owner, &cluster);
                 self.exact.insert(query, cluster);
             }
-            Some(SuffixOwner::Shared) => {
-                drop(suffixes);
-                self.exact.insert(query, cluster);
-            }
+            Some(SuffixOwner::Shared) => self.exact.insert(query, cluster),
             _ => {}
+        }
+    }
+
+    /// `cluster`'s coordinator says its id is `suffix` (its `/v1/info`): its queries are placed by it
+    /// from now on, and every other id the cluster had is retired (the coordinator restarted: their
+    /// queries are gone).
+    pub fn publish(&self, suffix: &str, cluster: Arc<str>) -> Published {
+        let mut suffixes = self.write();
+        let current = suffixes.get(suffix).cloned();
+        let outcome = match current {
+            Some(SuffixOwner::One(owner, _)) if owner == cluster => Published::Unchanged,
+            Some(SuffixOwner::Shared) => return Published::Shared,
+            Some(SuffixOwner::One(owner, _)) => {
+                drop(suffixes);
+                self.share(suffix, &owner, &cluster);
+                return Published::Shared;
+            }
+            None if suffixes.len() >= MAX_COORDINATOR_IDS => return Published::Full,
+            None | Some(SuffixOwner::Retired(_)) => {
+                let order = self.suffix_changes.fetch_add(1, Ordering::Relaxed) + 1;
+                suffixes.insert(suffix.into(), SuffixOwner::One(cluster.clone(), order));
+                Published::Learned { retired: 0 }
+            }
+        };
+        let mut retired = 0;
+        for (id, owner) in suffixes.iter_mut() {
+            if &**id != suffix && matches!(owner, SuffixOwner::One(c, _) if *c == cluster) {
+                *owner = SuffixOwner::Retired(cluster.clone());
+                retired += 1;
+            }
+        }
+        if retired > 0 {
+            self.suffix_changes.fetch_add(1, Ordering::Relaxed);
+        }
+        drop(suffixes);
+        match outcome {
+            _ if retired > 0 => {
+                tracing::info!(%cluster, coordinator_id = suffix, retired, "cluster publishes a new coordinator id (restarted): the queries of its older ids are gone");
+                Published::Learned { retired }
+            }
+            Published::Learned { .. } => {
+                tracing::info!(%cluster, coordinator_id = suffix, "learned a cluster's coordinator id from its /v1/info");
+                outcome
+            }
+            other => other,
+        }
+    }
+
+    /// Two clusters' coordinators have the same id: from now on its queries are placed one by one.
+    fn share(&self, suffix: &str, first: &Arc<str>, second: &Arc<str>) {
+        tracing::warn!(
+            coordinator_id = suffix,
+            %first,
+            %second,
+            "two clusters' coordinators share an id: their queries are placed one by one from now on"
+        );
+        self.write().insert(suffix.into(), SuffixOwner::Shared);
+        self.suffix_changes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The cluster whose coordinator ran `query` before it restarted (its id is retired), if known.
+    pub fn restarted_owner(&self, query: &QueryId) -> Option<Arc<str>> {
+        match query.coordinator_id().and_then(|s| self.read().get(s).cloned()) {
+            Some(SuffixOwner::Retired(cluster)) if !self.exact.contains_key(query) => Some(cluster),
+            _ => None,
         }
     }
 
@@ -319,6 +392,28 @@ mod tests {
         assert_eq!(affinity.learn(id(1, "zzzzz"), "trino-a".into()), Placement::Suffix);
         assert_eq!(owner(&affinity, &id(5, "zzzzz")).as_deref(), Some("trino-a"));
         assert_eq!(owner(&affinity, &id(5, "aaaaa")).as_deref(), Some("trino-a"));
+    }
+
+    #[test]
+    fn published_ids_place_queries_before_any_is_seen_and_a_new_one_retires_the_old() {
+        let affinity = Affinity::new(&AffinitySettings::default());
+        assert_eq!(affinity.publish("aaaaa", "trino-a".into()), Published::Learned { retired: 0 });
+        assert_eq!(owner(&affinity, &id(7, "aaaaa")).as_deref(), Some("trino-a"), "no query seen");
+        assert_eq!(affinity.publish("aaaaa", "trino-a".into()), Published::Unchanged);
+        affinity.learn(id(1, "ccccc"), "trino-a".into()); // a query answer names another id
+        // trino-a restarts: its new id retires both older ones.
+        assert_eq!(affinity.publish("zzzzz", "trino-a".into()), Published::Learned { retired: 2 });
+        assert_eq!(owner(&affinity, &id(7, "aaaaa")), None);
+        assert_eq!(affinity.restarted_owner(&id(7, "aaaaa")).as_deref(), Some("trino-a"));
+        assert_eq!(affinity.restarted_owner(&id(1, "ccccc")).as_deref(), Some("trino-a"));
+        assert_eq!(owner(&affinity, &id(8, "zzzzz")).as_deref(), Some("trino-a"));
+        assert_eq!(affinity.recent_coordinator_ids("trino-a", 16), ["zzzzz".into()] as [Box<str>; 1]);
+        // Another cluster publishing the same id makes it ambiguous; a retired id may be drawn again.
+        assert_eq!(affinity.publish("zzzzz", "trino-b".into()), Published::Shared);
+        assert!(affinity.is_shared_suffix("zzzzz"));
+        assert_eq!(affinity.publish("aaaaa", "trino-b".into()), Published::Learned { retired: 0 });
+        assert_eq!(owner(&affinity, &id(9, "aaaaa")).as_deref(), Some("trino-b"));
+        assert_eq!(affinity.restarted_owner(&id(9, "aaaaa")), None);
     }
 
     #[test]

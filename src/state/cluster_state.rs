@@ -64,6 +64,8 @@ pub struct ClusterRuntime {
     draining_since: Mutex<Option<Instant>>,
     /// When a query's owner here was last learned from an answer (ms since [`EPOCH`]; 0 = never).
     last_learned_ms: AtomicU64,
+    /// Why the last poll led where it did (empty when healthy): what to change, when misconfigured.
+    health_reason: Mutex<String>,
 }
 
 /// A table keyed by client input: at most [`MAX_CLIENT_KEYED`] entries, least recently used out first
@@ -98,6 +100,7 @@ impl ClusterRuntime {
             drain_reported: AtomicBool::new(false),
             draining_since: Mutex::new(None),
             last_learned_ms: AtomicU64::new(0),
+            health_reason: Mutex::new(String::new()),
         }
     }
 
@@ -151,7 +154,13 @@ impl ClusterRuntime {
 
     /// Feeds a poll result; returns the new health when it changed.
     pub fn observe(&self, seen: &Observation, thresholds: Thresholds) -> Option<Health> {
+        *self.health_reason.lock().unwrap_or_else(|p| p.into_inner()) = seen.reason();
         self.tracker().observe(seen, thresholds)
+    }
+
+    /// Why the last poll led where it did (empty after a good poll).
+    pub fn health_reason(&self) -> String {
+        self.health_reason.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// A new query could not be delivered here; returns the new health when it changed.

@@ -108,6 +108,7 @@ pub struct Metrics {
     /// What the router refused or doubted to protect itself ([`Safeguard`]).
     safeguards: Family<OutcomeLabels, Counter>,
     cluster_healthy: Family<ClusterLabels, Gauge>,
+    cluster_misconfigured: Family<ClusterLabels, Gauge>,
     cluster_accepts_new: Family<ClusterLabels, Gauge>,
     cluster_load: Family<ClusterLabels, Gauge>,
     cluster_in_flight: Family<ClusterLabels, Gauge>,
@@ -147,6 +148,7 @@ impl Metrics {
             reloads: Family::default(),
             safeguards: Family::default(),
             cluster_healthy: Family::default(),
+            cluster_misconfigured: Family::default(),
             cluster_accepts_new: Family::default(),
             cluster_load: Family::default(),
             cluster_in_flight: Family::default(),
@@ -196,7 +198,7 @@ impl Metrics {
         for outcome in ["ok", "failed"] {
             drop(m.reloads.get_or_create(&OutcomeLabels { outcome: outcome.to_owned() }));
         }
-        for outcome in ["found", "not_found"] {
+        for outcome in ["found", "not_found", "unknown"] {
             drop(m.discovery_lookups.get_or_create(&OutcomeLabels { outcome: outcome.to_owned() }));
         }
         for role in ["decide", "learn"] {
@@ -230,6 +232,12 @@ impl Metrics {
             drop(m.fleet_peers.get_or_create(&StatusLabels { status: status.to_owned() }));
         }
         m.registry.register("cluster_healthy", "1 when the cluster is healthy", m.cluster_healthy.clone());
+        m.registry.register(
+            "cluster_misconfigured",
+            "1 when the cluster's coordinator is configured so that requests through Envoy fail \
+             (e.g. it refuses X-Forwarded-* headers: set http-server.process-forwarded=true); it takes no new queries",
+            m.cluster_misconfigured.clone(),
+        );
         m.registry.register(
             "cluster_accepts_new_queries",
             "1 when the cluster takes new queries (healthy and active)",
@@ -270,8 +278,8 @@ impl Metrics {
         self.refusals.get_or_create(&OutcomeLabels { outcome: reason.to_owned() }).inc();
     }
 
-    pub fn looked_up(&self, found: bool, took: Duration) {
-        let outcome = if found { "found" } else { "not_found" };
+    /// Counts a discovery lookup by its outcome (found, not_found, unknown).
+    pub fn looked_up(&self, outcome: &str, took: Duration) {
         self.discovery_lookups.get_or_create(&OutcomeLabels { outcome: outcome.to_owned() }).inc();
         self.discovery_seconds.observe(took.as_secs_f64());
     }
@@ -308,15 +316,21 @@ impl Metrics {
         let dropped =
             self.safeguards.get_or_create(&OutcomeLabels { outcome: Safeguard::MapFull.as_str().to_owned() });
         dropped.inc_by(router.checks_dropped().saturating_sub(dropped.get()));
-        for gauges in
-            [&self.cluster_healthy, &self.cluster_accepts_new, &self.cluster_load, &self.cluster_in_flight]
-        {
+        for gauges in [
+            &self.cluster_healthy,
+            &self.cluster_misconfigured,
+            &self.cluster_accepts_new,
+            &self.cluster_load,
+            &self.cluster_in_flight,
+        ] {
             gauges.clear();
         }
         for (cluster, runtime) in snapshot.config.clusters.iter().zip(&snapshot.clusters) {
             let labels = ClusterLabels { cluster: cluster.name.to_string() };
             let healthy = runtime.health() == crate::domain::health::Health::Healthy;
             self.cluster_healthy.get_or_create(&labels).set(i64::from(healthy));
+            let misconfigured = runtime.health() == crate::domain::health::Health::Misconfigured;
+            self.cluster_misconfigured.get_or_create(&labels).set(i64::from(misconfigured));
             self.cluster_accepts_new.get_or_create(&labels).set(i64::from(runtime.accepts_new_queries()));
             self.cluster_load.get_or_create(&labels).set(runtime.load() as i64);
             self.cluster_in_flight.get_or_create(&labels).set(runtime.in_flight() as i64);
@@ -343,6 +357,7 @@ mod tests {
             "# TYPE trino_router_decision_duration_seconds histogram",
             "trino_router_cluster_accepts_new_queries{replica=\"trino-router\",cluster=\"a\"} 1",
             "trino_router_cluster_healthy{replica=\"trino-router\",cluster=\"a\"} 0",
+            "trino_router_cluster_misconfigured{replica=\"trino-router\",cluster=\"a\"} 0",
             "trino_router_fleet_peers{replica=\"trino-router\",status=\"unreachable\"} 0",
         ] {
             assert!(rendered.contains(line), "{line} missing from:\n{rendered}");

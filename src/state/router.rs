@@ -23,7 +23,7 @@ use crate::domain::decision::{ClusterView, Lookups};
 use crate::domain::health::Health;
 use crate::domain::query_id::QueryId;
 use crate::domain::target::Target;
-use crate::state::affinity::{Affinity, Placement};
+use crate::state::affinity::{Affinity, Placement, Published};
 use crate::state::cluster_state::{ClusterRuntime, Operator};
 use crate::state::operator_store::OperatorStore;
 
@@ -125,6 +125,8 @@ pub struct Router {
     checks_dropped: std::sync::atomic::AtomicU64,
     /// Queries checked or being checked recently (bounded): not asked again within [`CHECK_INTERVAL`].
     checked: moka::sync::Cache<(QueryId, CheckReason), ()>,
+    /// Whether the poller finished its first round (coordinator ids published in `/v1/info` are known).
+    polled: tokio::sync::watch::Sender<bool>,
 }
 
 /// The live state as a decision asks for it.
@@ -137,6 +139,10 @@ struct LiveLookups<'a> {
 impl Lookups for LiveLookups<'_> {
     fn owner_of(&self, query: &QueryId) -> Option<Arc<str>> {
         self.router.affinity.owner_of(query)
+    }
+
+    fn restarted_owner(&self, query: &QueryId) -> Option<Arc<str>> {
+        self.router.affinity.restarted_owner(query)
     }
 
     fn transaction_owner(&self, id: &str) -> Option<Arc<str>> {
@@ -173,6 +179,11 @@ impl AffinityView<'_> {
     /// Whether a coordinator id is known to be ambiguous (so lookups must go by exact id).
     pub fn is_shared_suffix(&self, suffix: &str) -> bool {
         self.0.is_shared_suffix(suffix)
+    }
+
+    /// See [`Affinity::restarted_owner`].
+    pub fn restarted_owner(&self, query: &QueryId) -> Option<Arc<str>> {
+        self.0.restarted_owner(query)
     }
 
     /// Coordinator ids known.
@@ -218,6 +229,7 @@ impl Router {
                 .max_capacity(crate::state::cluster_state::MAX_CLIENT_KEYED)
                 .time_to_live(CHECK_INTERVAL)
                 .build(),
+            polled: tokio::sync::watch::channel(false).0,
         }
     }
 
@@ -276,6 +288,19 @@ impl Router {
                 tracing::debug!(query_id = %check.query, cluster = %check.cluster, ?reason, "a check got no answer")
             }
         }
+    }
+
+    /// The poller finished a round: what coordinators publish in `/v1/info` is known.
+    pub fn polled(&self) {
+        self.polled.send_replace(true);
+    }
+
+    /// Waits (at most `limit`) for the poller's first round, so a request that comes before it — Envoy
+    /// sends to a router that is not SERVING yet when no other is — is placed by the coordinator ids the
+    /// round learns rather than by a lookup.
+    pub async fn first_round(&self, limit: std::time::Duration) {
+        let mut polled = self.polled.subscribe();
+        let _ = tokio::time::timeout(limit, polled.wait_for(|done| *done)).await;
     }
 
     /// Notified when something Envoy's learned routes depend on changed (a coordinator id learned, an
@@ -369,6 +394,20 @@ impl Router {
                 self.affinity.learn_transaction(&id, snapshot.config.clusters[cluster].name.clone())
             }
             Learned::TransactionEnded(id) => self.affinity.forget_transaction(&id),
+        }
+    }
+
+    /// `Config::clusters[cluster]`'s coordinator publishes `coordinator_id` (its `/v1/info`, Trino 477+):
+    /// its queries are placed by it from now on, before any is seen, and the cluster's older ids are
+    /// retired (a restart). Returns whether anything changed.
+    pub fn coordinator_published(&self, snapshot: &Snapshot, cluster: usize, coordinator_id: &str) -> bool {
+        let name = snapshot.config.clusters[cluster].name.clone();
+        match self.affinity.publish(coordinator_id, name) {
+            Published::Unchanged | Published::Full => false,
+            Published::Learned { .. } | Published::Shared => {
+                self.routes_changed.notify_one();
+                true
+            }
         }
     }
 

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 import pytest
 
 import harness
-import known_bugs
 from test_ha import Load, Outcome, check_pages, coordinator_ids, phase_table, sleep_until, tags_on, wait_until
 
 #: 4 pages, each ready 150 ms after the previous one: ~0.7 s per query, several follow-ups each.
@@ -54,16 +53,18 @@ class Replicated:
 
 
 def start_replicated(
-    clusters: list[tuple[str, str]], replicas: int = 1, router_env=None, static_routes: bool = False
+    clusters: list[tuple[str, str]], replicas: int = 1, router_env=None, static_routes: bool = False,
+    emulator_args: tuple[str, ...] = (),
 ) -> Replicated:
     """Emulators, ``replicas`` routers on fixed ports with one config (its ``listen`` is the first replica's
     port; the others get theirs from ``TRINO_ROUTER_LISTEN``), and Envoy from
     ``envoy-config --router A [--router B ...]``. Processes are stopped by the per-test reaper.
 
     ``static_routes``: every request asks the router (``--static-routes``), as without learned routes —
-    for the tests of what the router does with follow-ups."""
+    for the tests of what the router does with follow-ups. ``emulator_args``: every emulator's extra options
+    (``--trino-version 476``: coordinators that do not publish their id)."""
     harness.require_trino_client()
-    emulators = {name: harness.start_emulator(name) for name, _ in clusters}
+    emulators = {name: harness.start_emulator(name, extra_args=emulator_args) for name, _ in clusters}
     groups = dict(clusters)
     addrs = [f"127.0.0.1:{harness.free_port()}" for _ in range(replicas)]
     doc = harness.router_config_doc([(n, emulators[n].url, groups[n]) for n in emulators], listen=addrs[0],
@@ -161,24 +162,28 @@ def assert_no_panic(*routers: harness.Router) -> None:
 # 1. the router restarts (kill -9) on the same port under load
 
 
-@known_bugs.discovery_takes_410_for_ownership(racy=True)
-@pytest.mark.parametrize("down", [0.0, 0.2], ids=["at-once", "after-200ms"])
-def test_router_restart_under_load(down):
+@pytest.mark.parametrize("down,version", [(0.0, "483"), (0.2, "476")],
+                         ids=["at-once-trino483", "after-200ms-trino476"])
+def test_router_restart_under_load(down, version):
     """kill -9 the only router under 8 client threads of 4-page queries and restart it on its port, at once
-    (a supervisor's restart) or after 200 ms down.
+    (a supervisor's restart) or after 200 ms down; coordinators that publish their id in ``/v1/info``
+    (Trino 483) or not (476).
 
     - While no router runs, Envoy answers the decide filter's 503 (``status_on_error``); the client retries
       503s (3 attempts, 0-0.2 s and 0-0.4 s apart), so a request fails only when all its attempts fall in
       the gap: every failed query failed that way, with every 503 inside the gap (kill .. the new router
       listening, plus Envoy's reconnect); none submitted 1 s after the restart fails.
-    - The new router never saw the queries in flight: it places their follow-ups by discovery (its log:
-      ``discovered query owner``, at most one lookup per coordinator at a time), then by coordinator id.
+    - The new router never saw the queries in flight. With 483 it knows every coordinator's id from its
+      first poll round, before it serves (log: ``from its /v1/info``): 0 lookups. With 476 it places their
+      follow-ups by discovery (its log: ``discovered query owner``, at most one lookup per coordinator at a
+      time; Trino's 410 from the other coordinators is not ownership), then by coordinator id.
       Zero misrouted follow-ups: no coordinator 404, no router 404, every query's rows from one cluster,
       the cluster that issued its id; nothing submitted twice.
     """
     # Every request asks the router, so follow-ups meet the gap (with learned routes they go on without it:
     # test_learned_routes.py).
-    rep = start_replicated([("a", "adhoc"), ("b", "adhoc"), ("c", "adhoc")], static_routes=True)
+    rep = start_replicated([("a", "adhoc"), ("b", "adhoc"), ("c", "adhoc")], static_routes=True,
+                           emulator_args=("--trino-version", version))
     stack, router = rep.stack, rep.replicas[0]
     owners = rep.owners()
     load = Load(stack, "rr", threads=8, sql=SLOW4).start()
@@ -243,9 +248,14 @@ def test_router_restart_under_load(down):
     check_owners(outcomes, owners)
     check_submitted_once(stack, outcomes)
     assert [o for o in in_flight if o.ok], "no query in flight across the restart succeeded"
-    assert discovered, "the new router discovered no owner: did any follow-up cross the restart?"
-    assert max(probes.values()) <= len(stack.emulators) and sum(probes.values()) >= 1, (
-        f"more than one lookup per coordinator id (or none): {probes}")
+    if version == "483":
+        published = log_lines(new_router, "from its /v1/info")
+        assert len(published) == len(stack.emulators), published
+        assert not discovered and sum(probes.values()) == 0, f"lookups with published ids: {probes}"
+    else:
+        assert discovered, "the new router discovered no owner: did any follow-up cross the restart?"
+        assert max(probes.values()) <= len(stack.emulators) and sum(probes.values()) >= 1, (
+            f"more than one lookup per coordinator id (or none): {probes}")
     assert learned_ids, "the new router learned no new query"
     assert_no_panic(new_router)
     new_router.proc.assert_alive()
@@ -270,12 +280,11 @@ def _learned_by(replica: harness.Router) -> set[str]:
     return {m.group(1) for line in log_lines(replica, "learned query owner") for m in [QUERY_ID.search(line)] if m}
 
 
-@known_bugs.discovery_takes_410_for_ownership()
 def test_two_replicas_share_every_query_and_survive_one_dying():
     """Two routers, one config, ``envoy-config --router A --router B``: Envoy spreads the ext_proc streams
     over both, so one query's POST is learned by one replica and its follow-ups are decided by both (their
-    debug logs: ``learned query owner``, ``decided``); a replica that never saw a coordinator's query finds
-    it by discovery once, then places it by coordinator id. Then kill -9 one replica under load:
+    debug logs: ``learned query owner``, ``decided``); a replica that never saw a coordinator's query places
+    it by the coordinator id it polled from ``/v1/info``. Then kill -9 one replica under load:
 
     - zero failed queries (decide has ``status_on_error: 503``: a request whose stream died with the
       replica, or that Envoy sent to the dead replica before its health check and outlier detection took
@@ -359,7 +368,6 @@ def test_two_replicas_share_every_query_and_survive_one_dying():
     stack.envoy.proc.assert_alive()
 
 
-@known_bugs.discovery_takes_410_for_ownership(racy=True)
 @pytest.mark.parametrize("routes", ["static", "rds"])
 def test_sigterm_of_one_replica_under_load_fails_nothing(routes):
     """A rolling restart's first step: SIGTERM one of two replicas while 8 client threads run 4-page queries.
@@ -405,7 +413,6 @@ def test_sigterm_of_one_replica_under_load_fails_nothing(routes):
 # 3. a coordinator restarts with a new coordinator id
 
 
-@known_bugs.discovery_takes_410_for_ownership(racy=True)
 def test_coordinator_restart_places_new_queries_by_its_new_id(make_stack):
     """kill -9 coordinator a under 8 client threads and restart it on its port: it draws a new coordinator
     id. The router learns it from a's first new query (log: ``cluster has a new coordinator id``); from then
@@ -526,7 +533,6 @@ def test_transaction_statements_stay_on_the_cluster_that_started_it(make_stack, 
 # Regression: transaction pins lived only in the memory of the replica that watched START TRANSACTION's
 # answers; another replica routed the transaction's statements by load (UNKNOWN_TRANSACTION). Now the
 # transaction id clients see names its cluster (Envoy prefixes it), so any replica places it.
-@known_bugs.discovery_takes_410_for_ownership(racy=True)
 def test_transactions_through_two_replicas(trino_connect):
     """Six sessions (``READ_COMMITTED``) each run 3 statements and commit, through two router replicas:
     every statement of a transaction should run where it started."""
@@ -595,7 +601,6 @@ def test_kill_query_goes_to_the_cluster_of_the_named_query(make_stack, trino_con
 
 # Regression: a query id named in a statement was placed only from what this router already knew, never
 # discovered as a follow-up's id is; right after a restart the CALL went by load and turn.
-@known_bugs.discovery_takes_410_for_ownership(racy=True, raises=Exception)
 def test_kill_query_right_after_a_router_restart(trino_connect):
     """A query is submitted on each cluster (not polled: no follow-up teaches the new router anything);
     the router restarts; the first statement is ``CALL system.runtime.kill_query`` naming b's query: it

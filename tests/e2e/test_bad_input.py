@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import harness
-import known_bugs
 import pytest
 from raw_http import NoAnswer, raw_http, request
 
@@ -69,9 +68,6 @@ class Case:
     expect: Callable[["Context", Answer], None]
     #: The clusters whose protocol counters may move (None: any).
     may_reach: tuple[str, ...] | None = None
-    #: A router bug that makes this case fail today (:mod:`known_bugs`): its failure is reported, not
-    #: counted, and the case passing fails the test (the mark must then go).
-    known_bug: str | None = None
 
 
 @dataclass
@@ -256,7 +252,7 @@ CASES = [
          get(lambda ctx: ctx.live["trino-a"][1].rsplit("/", 2)[0] + "/yforged/1"), refused_by_coordinator(404),
          may_reach=("trino-a",)),
     Case("never-issued-id-unknown-suffix", get(lambda ctx: f"/v1/query/{NEVER_ISSUED.format('zzzzz')}"),
-         trino_error(404, names=("QUERY_NOT_FOUND",)), may_reach=None, known_bug=known_bugs.DISCOVERY_410),
+         trino_error(404, names=("QUERY_NOT_FOUND",)), may_reach=None),
     # spoofed routing headers
     Case("routing-header-naming-etl", post(b"SELECT 1", [(b"X-Trino-Cluster", b"trino-etl")]), placed_in(*ADHOC)),
     Case("routing-header-naming-no-cluster", post(b"SELECT 1", [(b"X-Trino-Cluster", b"nowhere")]),
@@ -435,22 +431,15 @@ def test_bad_requests_through_envoy(make_stack, trino_connect):
     ctx = Context(stack, live={}, coordinator={n: e.emulator_info()["coordinatorId"] for n, e in stack.emulators.items()})
     for cluster in stack.emulators:
         ctx.live[cluster] = _live_query(stack, cluster)
-    rows, failed, known = [], [], []
+    rows, failed = [], []
     for case in CASES:
         reason = _run_case(ctx, case)
         answer = getattr(case, "answer", None)
-        if case.known_bug and reason:
-            known.append(case.name)
-            reason = f"KNOWN BUG ({case.known_bug}): {reason}"
-        elif case.known_bug:
-            reason = f"FAIL: passes, but is marked as a known bug ({case.known_bug}): remove the mark"
-            failed.append((case.name, reason))
-        elif reason:
+        if reason:
             reason = "FAIL: " + reason
             failed.append((case.name, reason))
         rows.append((case.name, answer.brief() if answer else "-", case.expect.__doc__ or "", reason))
     print_table("bad input through Envoy", rows)
-    print(f"  known router bugs (issue 14 phase B), not counted: {known}")
     assert not failed, f"{len(failed)} of {len(rows)} cases failed: {failed}"
     assert "routing group refused" in stack.router.log(), "the refused routing group was not logged"
     rows = harness.run_query(stack, "after-bad-input", "/* emulator: pages=2 */ SELECT 1")

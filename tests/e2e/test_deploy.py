@@ -36,7 +36,6 @@ import pytest
 import yaml
 
 import harness
-import known_bugs
 from test_affinity import router_hosts
 from test_ha import Load, parse_fleet_table, tags_on, wait_until
 
@@ -591,23 +590,21 @@ def test_two_replicas_share_a_drain_with_the_rendered_config(tmp_path):
         rows, _ = parse_fleet_table(out.stdout)
         return {replica: row["OPERATOR"] for (replica, cluster), row in rows.items() if cluster == "trino-a"}
 
-    def new_queries_on_a(name: str) -> tuple[int, list]:
+    def new_queries_on_a(name: str) -> int:
         outcomes = Load(stack, name, threads=4, sql="/* emulator: pages=2 delay_ms=20 */ SELECT 1",
                         per_thread=4).start().join(60)
-        known = known_bugs.discovery_410_failures(outcomes)
-        other = [o for o in outcomes if not o.ok and o not in known]
-        assert not other, [(o.tag, o.error) for o in other]
-        on_a = sum(n for tag, n in tags_on(emulators["trino-a"]).items() if tag.startswith(f"ha-{name}"))
-        return on_a, known
+        failed = [o for o in outcomes if not o.ok]
+        assert not failed, [(o.tag, o.error) for o in failed]
+        return sum(n for tag, n in tags_on(emulators["trino-a"]).items() if tag.startswith(f"ha-{name}"))
 
     wait_until(both_healthy, 20, "Envoy to see both replicas healthy")
-    before, known_before = new_queries_on_a("dep-before")
+    before = new_queries_on_a("dep-before")
     assert before > 0, "trino-a takes new queries before the drain (else the counts below prove nothing)"
     drained = routers[0].admin("drain", "trino-a", "--reason", "upgrade", token=token)
     assert drained.returncode == 0, drained.stdout + drained.stderr
     views = wait_until(lambda: (v := operator_views(routers[0])) and set(v) == set(names)
                        and set(v.values()) <= {"draining", "drained"} and v, 5, "both replicas to drain trino-a")
-    on_a, known = new_queries_on_a("dep-drained")
+    on_a = new_queries_on_a("dep-drained")
     assert on_a == 0, f"{on_a} new queries reached trino-a after it was drained"
 
     # A pod replaced: a new replica with an empty emptyDir learns the drain from its peer before serving.
@@ -626,11 +623,10 @@ def test_two_replicas_share_a_drain_with_the_rendered_config(tmp_path):
     wait_until(both_healthy, 20, "Envoy to see both restarted replicas healthy")
     after = operator_views(routers[1])
     assert set(after) == set(names) and set(after.values()) <= {"draining", "drained"}, after
-    on_a_after, known_after = new_queries_on_a("dep-restarted")
+    on_a_after = new_queries_on_a("dep-restarted")
     assert on_a_after == 0, f"{on_a_after} new queries reached trino-a after both replicas restarted"
     print(f"before the drain: {before} of 16 new queries on trino-a; drained through one replica: {views}; "
           f"after both restarted: {after}; 16 + 16 new queries since the drain, 0 on trino-a")
-    known_bugs.xfail_if_discovery_410(known_before + known + known_after)
 
 
 def _write_config(objects, tmp_path) -> pathlib.Path:
@@ -894,7 +890,7 @@ def test_envoy_sees_every_router_replica_behind_a_name(tmp_path):
     emulators = [harness.start_emulator(name) for name in ("trino-a", "trino-b")]
     port = harness.free_port()
     # URL-carried placement: a follow-up names its cluster, so whichever replica a query's streams reach,
-    # none has to look the query up (cross-replica lookups are issue 14's known discovery bug).
+    # none has to look the query up.
     config_path = harness.write_router_config(
         tmp_path / "router.yaml", [(e.name, e.url, "adhoc") for e in emulators], listen=f"127.0.0.1:{port}",
         extra={"url_prefix": "/_trino"})

@@ -29,7 +29,6 @@ import time
 from dataclasses import dataclass
 
 import harness
-import known_bugs
 from test_affinity import start_replicated
 from test_ha import Load, Outcome, health, sleep_until, wait_until
 
@@ -153,7 +152,6 @@ def test_router_killed():
     rep.replicas[0].proc.assert_alive()
 
 
-@known_bugs.discovery_takes_410_for_ownership(racy=True)
 def test_router_paused_past_the_message_timeout():
     rep = start_replicated([("a", "adhoc"), ("b", "adhoc")], replicas=2)
     victim = rep.replicas[1]

@@ -12,6 +12,8 @@ import concurrent.futures
 import re
 import time
 
+import pytest
+
 import harness
 
 #: The admin token of these tests (the router refuses tokens under 16 characters).
@@ -40,14 +42,25 @@ def _follow_up_decisions(stack) -> int:
     return sum(1 for line in stack.router.proc.stderr_tail(1_000_000).splitlines() if FOLLOW_UP.search(line))
 
 
-def test_follow_ups_of_known_coordinators_bypass_the_router(make_stack):
-    stack = make_stack(clusters=CLUSTERS, router_env={"RUST_LOG": "trino_router=debug"})
-    assert learned_routes(stack.envoy) == {}, "nothing learned before the first query"
-
-    # Until a coordinator's id is known, its follow-ups go through the router (which places them).
+@pytest.mark.parametrize("version", ["483", "476"], ids=["publishes-ids", "no-ids"])
+def test_follow_ups_of_known_coordinators_bypass_the_router(make_stack, version):
+    """Trino 477+ publishes its coordinator id in ``/v1/info``: the router has a learned route for each
+    cluster before any query. Older releases: nothing is learned before the first query, whose follow-ups
+    go through the router (which places them); from then on the same."""
+    stack = make_stack(clusters=CLUSTERS, router_env={"RUST_LOG": "trino_router=debug"},
+                       emulator_args={name: ["--trino-version", version] for name, _ in CLUSTERS})
     sql = "/* emulator: pages=4 rows=2 */ SELECT 1"
+    if version == "476":
+        assert learned_routes(stack.envoy) == {}, "nothing learned before the first query"
+    else:
+        published = {name: emu.emulator_info()["coordinatorId"] for name, emu in stack.emulators.items()}
+        early = harness.wait_for(lambda: len(learned_routes(stack.envoy)) == 2 and learned_routes(stack.envoy))
+        assert early and all(published[n] in early[f"learned-{n}"] for n in published), (published, early)
+    first = _follow_up_decisions(stack)
     _run(stack, "first", sql)
     _run(stack, "second", sql)
+    if version != "476":
+        assert _follow_up_decisions(stack) == first, "follow-ups of the first queries asked the router"
     routes = harness.wait_for(lambda: len(learned_routes(stack.envoy)) == 2 and learned_routes(stack.envoy))
     assert set(routes) == {"learned-a", "learned-b"}, routes
     for name, emu in stack.emulators.items():

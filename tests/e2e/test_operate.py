@@ -11,7 +11,6 @@ import time
 from collections import Counter
 
 import harness
-import known_bugs
 
 RULES = [{"name": "etl-writes", "when": 'statement.kind in ["insert", "create_table_as"]', "group": "etl"}]
 _SAMPLE = re.compile(r'^(trino_router_\w+)(?:\{([^}]*)\})? (\S+)$')
@@ -35,7 +34,6 @@ def total(samples, name: str, **labels) -> float:
     return sum(v for (n, ls), v in samples.items() if n == name and want <= set(ls))
 
 
-@known_bugs.discovery_takes_410_for_ownership()
 def test_metrics_count_what_was_sent(make_stack):
     stack = make_stack(clusters=[("a", "adhoc"), ("b", "adhoc"), ("etl", "etl")],
                        extra_config={"metrics_listen": "127.0.0.1:0", "rules": RULES})
@@ -107,8 +105,8 @@ def test_grafana_dashboard_queries_metrics_the_router_exports(make_stack):
     stack = make_stack(clusters=[("a", "adhoc")], extra_config={"metrics_listen": "127.0.0.1:0"})
     harness.run_query(stack, "u", "SELECT 1")
     harness.http_request("GET", f"{stack.envoy.url}/v1/query/20260101_000000_00000_zzzzz")
-    # A refusal the router makes without asking any coordinator (the unknown id above is refused only once
-    # discovery stops taking Trino's 410 for ownership: known_bugs.DISCOVERY_410).
+    # A refusal the router makes without asking any coordinator (the unknown id above is refused after a
+    # lookup finds it nowhere).
     harness.http_request("GET", f"{stack.envoy.url}/v1/query/not-a-query-id")
     exported = {name for name, _ in scrape(stack.router)}
     # Families declared but without a sample yet (nothing refused, say) appear in their # TYPE lines.

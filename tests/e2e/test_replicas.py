@@ -26,7 +26,6 @@ import pytest
 import yaml
 
 import harness
-import known_bugs
 from test_affinity import router_hosts
 from test_deploy import _DnsServer
 from test_ha import (TOKEN, Load, health, parse_fleet_table, phase_table, sleep_until, tags_on,
@@ -37,8 +36,7 @@ QUICK = "/* emulator: pages=2 delay_ms=20 */ SELECT 1"
 #: Queries of about 3 s: in flight through a drain.
 LONG = "/* emulator: pages=8 delay_ms=400 */ SELECT 1"
 #: URL-carried placement: every follow-up names its cluster, so no replica looks a query up. For the tests
-#: whose subject is where new queries go (a replica that has not learned a coordinator's id misplaces
-#: follow-ups today: ``known_bugs.DISCOVERY_410``, which restarted and new replicas would meet).
+#: whose subject is where new queries go.
 URL_PLACED = {"url_prefix": "/_trino"}
 _LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?)Z\s")
 
@@ -165,11 +163,9 @@ def run_quick(stack: harness.Stack, name: str, count: int) -> list:
     return Load(stack, name, threads=4, sql=QUICK, per_thread=-(-count // 4)).start().join(60)
 
 
-def split_failures(outcomes) -> tuple[list, list]:
-    """Failed queries: those a replica that had not learned a coordinator's id yet fails today
-    (``known_bugs.DISCOVERY_410``, which issue 14 phase B fixes), and every other one."""
-    known = known_bugs.discovery_410_failures(outcomes)
-    return known, [o for o in outcomes if not o.ok and o not in known]
+def failures(outcomes) -> list:
+    """The failed queries."""
+    return [o for o in outcomes if not o.ok]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -228,7 +224,7 @@ def test_drain_through_one_replica_reaches_every_replica_and_wait_counts_them_al
     sampler.join(10)
 
     outcomes = quick_outcomes + long_outcomes
-    known, failed = split_failures(outcomes)
+    failed = failures(outcomes)
     table = phase_table("drain a through router-0 (2 replicas)", outcomes,
                         [("before", 0.0), ("command .. +2 s", t_cmd), ("from +2 s", t_cmd + 2.0)])
     late = reached_after(a, quick_outcomes, t_cmd + 2.0)
@@ -271,7 +267,6 @@ def test_drain_through_one_replica_reaches_every_replica_and_wait_counts_them_al
     assert {rows[(r, "a")]["OPERATOR"] for r in ("router-0", "router-1")} == {"drained"}, rows
     assert any(n.startswith("a: draining since") and "router-0" in n and "upgrade to 477" in n for n in notes), notes
     assert not any(n.startswith("DISAGREE") for n in notes), notes
-    known_bugs.xfail_if_discovery_410(known)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -332,7 +327,7 @@ def test_a_drain_survives_restarting_one_and_then_every_replica():
           f"24 queries: {Counter(o.cluster for o in every if o.ok)}, {len(on_a_all)} on a")
     print("  " + "\n  ".join(line[28:] for line in read))
 
-    known, failed = split_failures(one + every)
+    failed = failures(one + every)
     assert not failed, "queries failed:\n" + "\n".join(o.describe() for o in failed)
     assert settled and "from a settled peer" in settled[-1], settled
     assert not on_a_one, [o.describe() for o in on_a_one]
@@ -346,7 +341,7 @@ def test_a_drain_survives_restarting_one_and_then_every_replica():
     assert local_view(routers[0])["a"]["OPERATOR"] == "active"
     back = run_quick(stack, "rs-back", 16)
     assert "a" in {o.cluster for o in back if o.ok}, [o.describe() for o in back]
-    known_bugs.xfail_if_discovery_410(known + known_bugs.discovery_410_failures(back))
+    assert not failures(back), "queries failed:\n" + "\n".join(o.describe() for o in failures(back))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -383,7 +378,7 @@ def test_a_replica_started_after_the_drain_knows_it_before_it_serves():
           f"{decided}")
     print("  " + "\n  ".join(notes))
 
-    known, failed = split_failures(outcomes)
+    failed = failures(outcomes)
     assert not failed, "queries failed:\n" + "\n".join(o.describe() for o in failed)
     assert view["a"]["OPERATOR"] in ("draining", "drained") and view["b"]["OPERATOR"] == "disabled", view
     assert settled and ready and settled[0] <= ready[0], "router-2 was ready before it settled"
@@ -394,7 +389,6 @@ def test_a_replica_started_after_the_drain_knows_it_before_it_serves():
     assert {replica for replica, _ in rows} == {"router-0", "router-1", "router-2"}, rows
     assert not any(n.startswith(("DISAGREE", "UNREACHABLE", "STARTING")) for n in notes), notes
     assert any(n.startswith("b: disabled since") and "standby" in n for n in notes), notes
-    known_bugs.xfail_if_discovery_410(known)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -405,7 +399,7 @@ def test_pausing_the_replica_that_holds_envoys_routes_fails_no_new_query():
     """Envoy takes its routes (RDS) from one replica. That one is SIGSTOPped for 6 s while 8 client threads
     submit queries, and ``b`` is drained through the other one meanwhile. URL-carried placement
     (``url_prefix``): follow-ups name their cluster, so no replica has to look a query up (a replica that
-    has not learned a coordinator's id yet misplaces follow-ups today: ``known_bugs.DISCOVERY_410``), and
+    has not learned a coordinator's id yet would have to), and
     what is measured is the new queries:
 
     - 0 failed new queries submitted from Envoy's health-check interval (1 s) after the pause on;
@@ -441,13 +435,11 @@ def test_pausing_the_replica_that_holds_envoys_routes_fails_no_new_query():
                         [("before", 0.0), ("pause .. +1 s", t_pause), ("pause +1 s .. drain", t_pause + 1.0),
                          ("drain .. +2 s", t_drain), ("drain +2 s .. resume", t_drain + 2.0),
                          ("after resume", t_resume)])
-    known, _ = split_failures(outcomes)
     failed_after = [o for o in outcomes if not o.ok and o.submitted >= t_pause + 1.0]
     failed_first = [o for o in outcomes if not o.ok and t_pause <= o.submitted < t_pause + 1.0]
     failed_before = [o for o in outcomes if not o.ok and o.submitted < t_pause]
     late_on_b = reached_after(stack.emulators["b"], outcomes, t_drain + 2.0)
-    print(f"  failed new queries: {len(failed_before)} before the pause ({sum(o in known for o in failed_before)} of "
-          f"them {known_bugs.DISCOVERY_410.split(':')[0]}'s), {len(failed_first)} submitted in the first second of "
+    print(f"  failed new queries: {len(failed_before)} before the pause, {len(failed_first)} submitted in the first second of "
           f"the pause, {len(failed_after)} after; queries reaching b from 2 s after the drain: {len(late_on_b)}")
 
     assert not failed_after, "queries failed after Envoy's health-check interval:\n" + "\n".join(
@@ -455,6 +447,5 @@ def test_pausing_the_replica_that_holds_envoys_routes_fails_no_new_query():
     assert not late_on_b, [o.describe() for o in late_on_b]
     assert table["drain +2 s .. resume"]["submitted"] >= 10, table
     assert resumed
-    unexplained = [o.describe() for o in outcomes if not o.ok and o not in known]
+    unexplained = [o.describe() for o in failures(outcomes)]
     assert not unexplained, "queries failed:\n" + "\n".join(unexplained)
-    known_bugs.xfail_if_discovery_410(known)

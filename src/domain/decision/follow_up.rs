@@ -70,9 +70,14 @@ pub fn decide(config: &Config, request: &FollowUp<'_>, lookups: &impl Lookups) -
         };
     }
     match &request.target {
-        Target::Query(id) => match lookups.owner_of(id) {
-            Some(name) => owner(config, request, id, name, lookups),
-            None => Decision::Refuse(Refusal::QueryNotFound(id.clone())),
+        Target::Query(id) => match (lookups.owner_of(id), lookups.restarted_owner(id)) {
+            (Some(name), _) => owner(config, request, id, name, lookups),
+            (None, Some(cluster)) => Decision::Refuse(Refusal::CoordinatorRestarted {
+                query_id: id.clone(),
+                cluster,
+                as_query_failure: is_statement_poll(request),
+            }),
+            (None, None) => Decision::Refuse(not_held(request, id)),
         },
         Target::BadQueryId(error) => Decision::Refuse(Refusal::BadQueryId(*error)),
         Target::SpooledSegment => Decision::Refuse(Refusal::SpooledSegmentUnplaced),
@@ -117,6 +122,17 @@ fn owner(
     }
 }
 
+/// The answer to a request about a query no cluster is known to hold: what Trino answers for it —
+/// `DELETE /v1/query/{id}` is 204 whether held or not (row Q5), anything else the router's 404.
+fn not_held(request: &FollowUp<'_>, id: &QueryId) -> Refusal {
+    let cancel = request.method.eq_ignore_ascii_case("DELETE")
+        && request
+            .path
+            .strip_prefix("/v1/query/")
+            .is_some_and(|rest| rest.trim_end_matches('/') == id.as_str());
+    if cancel { Refusal::NothingToCancel(id.clone()) } else { Refusal::QueryNotFound(id.clone()) }
+}
+
 /// A client polling a statement for its next page (where a failed `QueryResults` is the clearest
 /// answer the client can get).
 fn is_statement_poll(request: &FollowUp<'_>) -> bool {
@@ -128,7 +144,7 @@ fn is_statement_poll(request: &FollowUp<'_>) -> bool {
 mod tests {
     use super::*;
     use crate::domain::config::testing::{CHAIN, DECISIONS, config};
-    use crate::domain::decision::testing::{A, B, Fixed, GONE, UNKNOWN};
+    use crate::domain::decision::testing::{A, B, Fixed, GONE, RESTARTED, UNKNOWN};
     use crate::domain::query_id::QueryIdError;
     use crate::domain::target::classify;
 
@@ -176,7 +192,13 @@ mod tests {
             // Queries the router cannot place are refused, never guessed.
             ("GET", format!("/v1/statement/queued/{UNKNOWN}/y1/1"), "", "refuse 404"),
             ("GET", format!("/v1/query/{UNKNOWN}"), "", "refuse 404"),
+            ("DELETE", format!("/v1/query/{UNKNOWN}"), "", "refuse 204"),             // as Trino (Q5)
+            ("DELETE", format!("/v1/statement/executing/{UNKNOWN}/y1/1"), "", "refuse 404"), // as Trino (S5)
+            ("PUT", format!("/v1/query/{UNKNOWN}/killed"), "", "refuse 404"),
             ("GET", format!("/v1/statement/queued/{GONE}/y1/1"), "", "refuse 404"),
+            // A query of a coordinator that restarted since: gone, said so (a failed page to a poll).
+            ("GET", format!("/v1/statement/executing/{RESTARTED}/y1/2"), "", "refuse 200"),
+            ("DELETE", format!("/v1/statement/executing/{RESTARTED}/y1/2"), "", "refuse 404"),
             ("GET", "/v1/statement/queued/NOT_AN_ID/y/1".into(), "", "refuse 400"),
             ("GET", "/v1/statement/executing/".into(), "", "refuse 400"),
             ("GET", "/v1/spooled/download/abc".into(), "", "refuse 404"),

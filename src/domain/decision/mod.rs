@@ -36,6 +36,11 @@ pub struct ClusterView {
 pub trait Lookups {
     /// The cluster (by name) that owns a query, if known.
     fn owner_of(&self, query: &QueryId) -> Option<Arc<str>>;
+    /// The cluster (by name) whose coordinator ran a query before it restarted (the query's coordinator
+    /// id was retired: its cluster publishes another one now), if known.
+    fn restarted_owner(&self, _query: &QueryId) -> Option<Arc<str>> {
+        None
+    }
     /// The cluster (by name) that started a transaction (by the id the client sends), if known.
     fn transaction_owner(&self, id: &str) -> Option<Arc<str>>;
     /// The state of `Config::clusters[cluster]` now.
@@ -104,6 +109,8 @@ pub(crate) mod testing {
     pub const GONE: &str = "20260101_120000_00001_ggggg";
     pub const VAULT: &str = "20260101_120000_00001_vvvvv";
     pub const UNKNOWN: &str = "20260101_120000_00001_zzzzz";
+    /// A query of trino-a's coordinator before it restarted (its id retired).
+    pub const RESTARTED: &str = "20260101_120000_00001_rrrrr";
 
     /// Lookups over fixed owners, a compact spec of cluster views and a fixed turn.
     pub struct Fixed {
@@ -132,6 +139,10 @@ pub(crate) mod testing {
                 GONE => Some("trino-old".into()),
                 _ => None,
             }
+        }
+
+        fn restarted_owner(&self, query: &QueryId) -> Option<Arc<str>> {
+            (query.as_str() == RESTARTED).then(|| "trino-a".into())
         }
 
         fn transaction_owner(&self, id: &str) -> Option<Arc<str>> {

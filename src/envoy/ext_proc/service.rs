@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::messages::{decode, encode};
 use super::stream::{Role, Step, StreamMachine};
-use crate::coordinators::query_lookup::QueryLookup;
+use crate::coordinators::query_lookup::{Found, QueryLookup};
 use crate::domain::config::ENVOY_AUTH_METADATA;
 use crate::domain::query_id::QueryId;
 use crate::envoy::protocol::ROLE_METADATA;
@@ -49,9 +49,9 @@ impl ProcessingStream {
         self.machine.on_message(decode(message)).map(|reply| Box::new(encode(reply)))
     }
 
-    /// After a [`Step::Locate`] lookup: decide again with what was learned.
-    pub fn resume(&mut self) -> Step<Box<ProcessingResponse>> {
-        self.machine.resume().map(|reply| Box::new(encode(reply)))
+    /// After a [`Step::Locate`] lookup: decide again with what was found.
+    pub fn resume(&mut self, found: Found) -> Step<Box<ProcessingResponse>> {
+        self.machine.resume(found).map(|reply| Box::new(encode(reply)))
     }
 }
 
@@ -119,7 +119,7 @@ pub struct Replies {
     router: Arc<Router>,
     lookups: Arc<QueryLookup>,
     /// A lookup the machine waits for.
-    lookup: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    lookup: Option<Pin<Box<dyn Future<Output = Found> + Send>>>,
     done: bool,
 }
 
@@ -136,8 +136,8 @@ impl Replies {
                 self.done = true;
                 None
             }
-            Step::Locate(query) => {
-                self.lookup = Some(find_owner(self.lookups.clone(), self.router.clone(), query));
+            Step::Locate(query, user) => {
+                self.lookup = Some(find_owner(self.lookups.clone(), self.router.clone(), query, user));
                 None
             }
         }
@@ -149,10 +149,9 @@ fn find_owner(
     lookups: Arc<QueryLookup>,
     router: Arc<Router>,
     query: QueryId,
-) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-    Box::pin(async move {
-        lookups.find_owner(&router, &query).await;
-    })
+    user: Option<String>,
+) -> Pin<Box<dyn Future<Output = Found> + Send>> {
+    Box::pin(async move { lookups.find_owner(&router, &query, user.as_deref()).await })
 }
 
 impl Stream for Replies {
@@ -162,9 +161,9 @@ impl Stream for Replies {
         let this = self.get_mut();
         while !this.done {
             if let Some(lookup) = this.lookup.as_mut() {
-                ready!(lookup.as_mut().poll(cx));
+                let found = ready!(lookup.as_mut().poll(cx));
                 this.lookup = None;
-                let step = this.machine.resume();
+                let step = this.machine.resume(found);
                 match this.step(step) {
                     Some(poll) => return poll,
                     None => continue,

@@ -27,9 +27,10 @@ use std::time::Instant;
 use serde::Deserialize;
 
 use super::messages::{Body, Event, Headers, Inbound, LearnNote, ModeOverride, Phase, Reply};
+use crate::coordinators::query_lookup::Found;
 use crate::domain::client_request::{
     CLEAR_TRANSACTION_HEADER, ClientRequest, FORWARDED_PREFIX_HEADER, STARTED_TRANSACTION_HEADER,
-    TRANSACTION_HEADER,
+    TRANSACTION_HEADER, USER_HEADER,
 };
 use crate::domain::decision::follow_up::{Basis, Decision, FollowUp, split_prefixed};
 use crate::domain::decision::new_statement::{NewStatement, Outcome, cluster_prefixed_transaction};
@@ -61,9 +62,9 @@ pub enum Step<R = Reply> {
     Quiet,
     /// Nothing more is needed from this stream: close it.
     Finish,
-    /// The request names a query the router cannot place: look it up on the clusters, then call
-    /// [`StreamMachine::resume`].
-    Locate(QueryId),
+    /// The request names a query the router cannot place: look it up on the clusters (as the request's
+    /// user, when it names one), then call [`StreamMachine::resume`] with what was found.
+    Locate(QueryId, Option<String>),
 }
 
 impl<R> Step<R> {
@@ -73,7 +74,7 @@ impl<R> Step<R> {
             Step::Reply(reply) => Step::Reply(f(reply)),
             Step::Quiet => Step::Quiet,
             Step::Finish => Step::Finish,
-            Step::Locate(id) => Step::Locate(id),
+            Step::Locate(id, user) => Step::Locate(id, user),
         }
     }
 }
@@ -219,7 +220,7 @@ impl StreamMachine {
                 });
                 (Phase::RequestHeaders, step)
             }
-            Event::RequestHeaders(headers) => (Phase::RequestHeaders, Some(self.decide(headers, true))),
+            Event::RequestHeaders(headers) => (Phase::RequestHeaders, Some(self.decide(headers, None))),
             Event::ResponseHeaders(headers) => {
                 (Phase::ResponseHeaders, self.on_response_headers(&headers, note, observing))
             }
@@ -266,13 +267,14 @@ impl StreamMachine {
         }
     }
 
-    /// After a [`Step::Locate`] lookup: decide again with what was learned.
-    pub fn resume(&mut self) -> Step {
+    /// After a [`Step::Locate`] lookup: decide again with what was learned. A query still unplaced
+    /// after a lookup that could not tell ([`Found::Unknown`]) gets a retryable refusal.
+    pub fn resume(&mut self, found: Found) -> Step {
         match std::mem::replace(&mut self.state, State::Idle) {
             State::AwaitingLookup(Pending::Statement { statement, sql }) => {
                 self.new_statement(self.router.snapshot(), &statement, Some(&sql), Stage::Final, false)
             }
-            State::AwaitingLookup(Pending::FollowUp(headers)) => self.decide(headers, false),
+            State::AwaitingLookup(Pending::FollowUp(headers)) => self.decide(headers, Some(found)),
             other => {
                 self.state = other;
                 self.refuse(&Refusal::ProtocolViolation("resumed without a lookup"))
@@ -287,8 +289,10 @@ impl StreamMachine {
         Step::Reply(Reply::Refuse(reply))
     }
 
-    /// Decide role, request headers: a new statement, or any other request.
-    fn decide(&mut self, headers: Headers, may_look_up: bool) -> Step {
+    /// Decide role, request headers: a new statement, or any other request. `looked_up`: what a lookup
+    /// of the query the request names found (`None`: no lookup yet, one may be made).
+    fn decide(&mut self, headers: Headers, looked_up: Option<Found>) -> Step {
+        let may_look_up = looked_up.is_none();
         let started = Instant::now();
         let snapshot = self.router.snapshot();
         let config = &snapshot.config;
@@ -350,11 +354,16 @@ impl StreamMachine {
                     _ => Step::Reply(reply),
                 }
             }
-            Decision::Refuse(Refusal::QueryNotFound(id)) if may_look_up => {
-                self.state = State::AwaitingLookup(Pending::FollowUp(headers));
-                Step::Locate(id)
-            }
-            Decision::Refuse(refusal) => self.refuse(&refusal),
+            Decision::Refuse(refusal) => match (refusal.unplaced_query(), looked_up) {
+                (Some(id), None) => {
+                    let id = id.clone();
+                    let user = headers.get(USER_HEADER).map(str::to_owned);
+                    self.state = State::AwaitingLookup(Pending::FollowUp(headers));
+                    Step::Locate(id, user)
+                }
+                (Some(id), Some(Found::Unknown)) => self.refuse(&Refusal::QueryOwnerUnknown(id.clone())),
+                _ => self.refuse(&refusal),
+            },
         }
     }
 
@@ -382,7 +391,8 @@ impl StreamMachine {
                 let sql = sql.unwrap_or_default().to_owned();
                 self.state =
                     State::AwaitingLookup(Pending::Statement { statement: Box::new(pending.clone()), sql });
-                return Step::Locate(id);
+                let user = Some(pending.request.user.clone()).filter(|u| !u.is_empty());
+                return Step::Locate(id, user);
             }
         };
         let envoy_cluster = config.clusters[cluster].envoy_cluster.to_string();

@@ -11,6 +11,7 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
 };
 
 use super::{MAX_LEARN_BODY, Role, UPSTREAM_SERVICE_TIME};
+use crate::coordinators::query_lookup::Found;
 use crate::domain::config::testing::{ADHOC_AND_ETL, TWO_GROUPS};
 use crate::domain::query_id::QueryId;
 use crate::envoy::ext_proc::messages::{LearnNote, Phase, pass, read_note, with_note};
@@ -114,7 +115,7 @@ fn first_page() -> Vec<u8> {
 fn unplaced_follow_up(router: &Arc<Router>) -> String {
     let mut s = ProcessingStream::new(router.clone(), Role::Decide);
     let first = summary(s.on_message(follow_up()));
-    format!("{first}, then {}", summary(s.resume()))
+    format!("{first}, then {}", summary(s.resume(Found::Nowhere)))
 }
 
 fn follow_up() -> ProcessingRequest {
@@ -134,22 +135,42 @@ fn decide_role_replies_once_per_phase() {
     // The POSTs above were routed tentatively (their SQL never came): no turn was taken.
     let mut s = ProcessingStream::new(router.clone(), Role::Decide);
     assert_eq!(summary(s.on_message(request("GET", "/v1/info", &[], false))), "route trino-a");
-    assert_eq!(unplaced_follow_up(&router), "Locate(QueryId(20260101_120000_00001_abcde)), then refuse 404");
+    assert_eq!(
+        unplaced_follow_up(&router),
+        "Locate(QueryId(20260101_120000_00001_abcde), None), then refuse 404"
+    );
 }
 
 #[test]
 fn a_lookup_that_finds_the_owner_routes_the_waiting_request() {
     let router = router();
     let mut s = ProcessingStream::new(router.clone(), Role::Decide);
-    assert_eq!(summary(s.on_message(follow_up())), "Locate(QueryId(20260101_120000_00001_abcde))");
+    assert_eq!(summary(s.on_message(follow_up())), "Locate(QueryId(20260101_120000_00001_abcde), None)");
     learn_owner(&router, ID, 1); // what discovery does
-    assert_eq!(summary(s.resume()), "route trino-b");
+    assert_eq!(summary(s.resume(Found::Owner)), "route trino-b");
+}
+
+#[test]
+fn a_lookup_that_could_not_tell_is_a_retryable_refusal_and_the_asker_is_named() {
+    let router = router();
+    let mut s = ProcessingStream::new(router.clone(), Role::Decide);
+    let asked =
+        request("GET", &format!("/v1/statement/queued/{ID}/y/1"), &[("x-trino-user", "alice")], false);
+    assert_eq!(summary(s.on_message(asked)), "Locate(QueryId(20260101_120000_00001_abcde), Some(\"alice\"))");
+    assert_eq!(summary(s.resume(Found::Unknown)), "refuse 503");
+    // DELETE /v1/query/{id} held nowhere: Trino's 204, after a lookup.
+    let mut s = ProcessingStream::new(router.clone(), Role::Decide);
+    assert!(matches!(
+        s.on_message(request("DELETE", &format!("/v1/query/{ID}"), &[], false)),
+        Step::Locate(..)
+    ));
+    assert_eq!(summary(s.resume(Found::Nowhere)), "refuse 204");
 }
 
 #[test]
 fn resume_without_a_lookup_is_a_protocol_error() {
     let mut s = ProcessingStream::new(router(), Role::Decide);
-    assert_eq!(summary(s.resume()), "refuse 500");
+    assert_eq!(summary(s.resume(Found::Nowhere)), "refuse 500");
 }
 
 #[test]
@@ -447,15 +468,15 @@ fn kill_query_of_an_unplaced_query_is_looked_up_first() {
     let mut s = ProcessingStream::new(router.clone(), Role::Decide);
     s.on_message(request("POST", "/v1/statement", &[], false));
     let sql = "CALL system.runtime.kill_query(query_id => '20260101_120000_00001_eeeee')";
-    assert_eq!(summary(s.on_message(sql_body(sql))), "Locate(QueryId(20260101_120000_00001_eeeee))");
+    assert_eq!(summary(s.on_message(sql_body(sql))), "Locate(QueryId(20260101_120000_00001_eeeee), None)");
     learn_owner(&router, "20260101_120000_00001_eeeee", 1); // discovery
-    assert_eq!(routed(s.resume()), "x-trino-cluster=trino-b");
+    assert_eq!(routed(s.resume(Found::Owner)), "x-trino-cluster=trino-b");
     // Nothing found: placed like any statement, no second lookup.
     let mut s = ProcessingStream::new(router.clone(), Role::Decide);
     s.on_message(request("POST", "/v1/statement", &[], false));
     let sql = "CALL system.runtime.kill_query(query_id => '20260101_120000_00001_fffff')";
-    assert!(matches!(s.on_message(sql_body(sql)), Step::Locate(_)));
-    assert!(routed(s.resume()).starts_with("x-trino-cluster=trino-"));
+    assert!(matches!(s.on_message(sql_body(sql)), Step::Locate(..)));
+    assert!(routed(s.resume(Found::Nowhere)).starts_with("x-trino-cluster=trino-"));
 }
 
 #[test]
@@ -589,7 +610,7 @@ fn nothing_is_learned_from_failures_and_garbage() {
         learn.on_message(body(&page, true, false));
         assert_eq!(
             unplaced_follow_up(&router),
-            "Locate(QueryId(20260101_120000_00001_abcde)), then refuse 404",
+            "Locate(QueryId(20260101_120000_00001_abcde), None), then refuse 404",
             "status {code}, body {:?}",
             String::from_utf8_lossy(&page[..page.len().min(40)])
         );
