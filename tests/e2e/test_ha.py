@@ -351,7 +351,7 @@ def test_cluster_death_under_load(make_stack, interval):
     - The router marks the dead cluster unreachable within one poll interval of the kill (a refused poll),
       as its log shows; a new query's failed delivery may stop new queries going there sooner (unhealthy).
       Only unreachable gives its queries up: an unhealthy cluster's follow-ups still go to it.
-    - Queries in flight on the dead cluster fail within 2 s of the kill. Once the router knows, their next
+    - Queries in flight on the dead cluster fail within 2 s of the router knowing. Once it knows, their next
       poll gets the router's clear error: a FAILED page, errorName CLUSTER_UNAVAILABLE, naming the cluster
       and the query (the client raises TrinoExternalError). A poll whose three attempts (the client's
       retries, 0-0.2 s and 0-0.4 s apart) all came *before* the router knew gets Envoy's own 503 three
@@ -423,7 +423,12 @@ def test_cluster_death_under_load(make_stack, interval):
         assert out.submitted < t_kill, f"a query submitted after the kill failed: {out.describe()}"
         assert out.query_id and out.query_id.endswith("_" + old_id), (
             f"a query not owned by the dead cluster failed: {out.describe()}")
-        assert out.ended - t_kill <= 2.0, f"an in-flight query took {out.ended - t_kill:.2f}s to fail: {out.describe()}"
+        # Once the router knows, the client's next poll fails the query; that poll may wait out the client's
+        # back-off after an Envoy 503 (0.2, 0.4, then up to 0.8 s): 2 s from the router knowing.
+        known_at = t_kill + (detect_wall - kill_wall)
+        assert out.ended - known_at <= 2.0, (
+            f"an in-flight query took {out.ended - known_at:.2f}s after the router knew a was down to fail "
+            f"({out.ended - t_kill:.2f}s after the kill): {out.describe()}")
         if isinstance(out.error, tex.TrinoExternalError):
             assert out.error.error_name == "CLUSTER_UNAVAILABLE", out.describe()
             assert "cluster a" in out.error.message and out.query_id in out.error.message, out.error.message

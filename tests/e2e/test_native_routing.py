@@ -17,6 +17,7 @@ import re
 import threading
 import time
 
+import pytest
 import trino
 
 import harness
@@ -73,21 +74,32 @@ def native_stack(make_stack, clusters=(("a", "adhoc"), ("b", "adhoc")), extra=No
                       router_env={"RUST_LOG": "trino_router=debug"}, **kw)
 
 
-def test_new_statements_skip_the_router_and_learn_only_while_ids_are_unknown(make_stack):
-    stack = native_stack(make_stack)
+@pytest.mark.parametrize("version", ["476", "483"])
+def test_new_statements_skip_the_router_and_learn_only_while_ids_are_unknown(make_stack, version):
+    """Trino 476 does not publish its coordinator id: the router reads first answers until it knows both
+    ids. From 477 `/v1/info` names it: the ids are known from the first poll, and no answer is read."""
+    stack = native_stack(make_stack, emulator_args={c: ["--trino-version", version] for c in ("a", "b")})
     assert harness.wait_for(lambda: weights(stack.envoy) == {"a": 100, "b": 100}), routes(stack.envoy).keys()
-    assert learns(stack.envoy), "no coordinator id known yet: the first answers are read"
+    publishes = version == "483"
+    if publishes:
+        assert harness.wait_for(lambda: not learns(stack.envoy)), "ids published in /v1/info: no learn stream"
+    else:
+        assert learns(stack.envoy), "no coordinator id known yet: the first answers are read"
     assert "decide" not in str(routes(stack.envoy)["native-default"].get("typed_per_filter_config", {}))
 
     served = served_by(stack, "warm", 16)
     assert harness.wait_for(lambda: not learns(stack.envoy)), "both ids known: no learn stream any more"
     assert set(served) == {"a", "b"}, served
     log = stack.router.log()
-    assert log.count("learned a cluster's coordinator id") == 2, "from first answers (xds.cluster_name)"
+    assert log.count("learned a cluster's coordinator id") == 2, log.count("learned a cluster's coordinator id")
+    assert log.count("from its /v1/info") == (2 if publishes else 0), "ids from /v1/info only where published"
     assert "discovered query owner" not in log, "no lookup was needed"
     learn_streams = int(stack.envoy.stats("ext_proc.learn.streams_started").get(
         "http.trino.ext_proc.learn.streams_started", 0))
-    assert learn_streams >= 2, stack.envoy.stats("ext_proc")
+    if publishes:
+        assert learn_streams == 0, stack.envoy.stats("ext_proc")
+    else:
+        assert learn_streams >= 2, stack.envoy.stats("ext_proc")
     learned = harness.get_json(f"{stack.envoy.admin_url}/config_dump?resource=dynamic_route_configs")
     assert "learned-a" in str(learned) and "learned-b" in str(learned), "follow-ups still go by learned routes"
 
@@ -98,7 +110,8 @@ def test_new_statements_skip_the_router_and_learn_only_while_ids_are_unknown(mak
     for rows in results:
         assert len(rows) == 8 and len({r[0] for r in rows}) == 1, rows
     assert decisions(stack) == 0, "no new statement asked the router"
-    later = int(stack.envoy.stats("ext_proc.learn.streams_started")["http.trino.ext_proc.learn.streams_started"])
+    later = int(stack.envoy.stats("ext_proc.learn.streams_started").get(
+        "http.trino.ext_proc.learn.streams_started", 0))
     assert later == learn_streams, f"{later - learn_streams} learn streams after both ids were known"
     stack.assert_alive()
 
