@@ -19,6 +19,7 @@ use moka::future::Cache;
 use tokio::task::JoinSet;
 
 use crate::coordinators::http::{CoordinatorClients, describe};
+use crate::domain::config::Credentials;
 use crate::domain::config::tls::CoordinatorTls;
 use crate::domain::discovery::{Answer, Tally, Verdict, judge};
 use crate::domain::query_id::QueryId;
@@ -118,6 +119,9 @@ impl QueryLookup {
             Some(suffix) if by_suffix => format!("suffix:{suffix}"),
             _ => format!("id:{query}"),
         };
+        if let Some(answer) = self.answers.get(&key).await {
+            return answer;
+        }
         let tls = &snapshot.config.coordinator_tls;
         let mut unasked = 0;
         let lookups: Vec<(Arc<str>, reqwest::Client, String)> = snapshot
@@ -134,9 +138,6 @@ impl QueryLookup {
             })
             .collect();
         let auth = snapshot.config.coordinator_auth.clone();
-        if let Some(answer) = self.answers.get(&key).await {
-            return answer;
-        }
         let Ok(Ok(_permit)) = tokio::time::timeout(timeout, self.running.acquire()).await else {
             METRICS.safeguard(Safeguard::LookupShed);
             tracing::debug!(query_id = %query, "too many lookups under way: this one is not made");
@@ -150,19 +151,10 @@ impl QueryLookup {
             }
             let mut probes = JoinSet::new();
             for (name, client, url) in lookups {
-                let mut request = client.get(&url).timeout(timeout).header("X-Trino-User", &user);
-                if let Some(auth) = &auth {
-                    request = request.basic_auth(&auth.user, auth.password.as_deref());
-                }
+                let request = query_request(&client, &url, timeout, &user, auth.as_ref());
                 probes.spawn(async move {
-                    let status = match request.send().await {
-                        Ok(answer) => Some(answer.status().as_u16()),
-                        Err(e) => {
-                            tracing::debug!(cluster = %name, "discovery lookup failed: {}", describe(&e));
-                            None
-                        }
-                    };
-                    (name, judge(status))
+                    let answer = ask(request, &name).await;
+                    (name, answer)
                 });
             }
             while let Some(joined) = probes.join_next().await {
@@ -194,21 +186,9 @@ impl QueryLookup {
         let config = &snapshot.config;
         let url = &config.clusters[cluster].url;
         let client = self.client_for(&url.to_string(), &config.coordinator_tls).ok()?;
-        let mut request = client
-            .get(format!("{url}/v1/query/{query}"))
-            .timeout(timeout)
-            .header("X-Trino-User", ROUTER_USER);
-        if let Some(auth) = &config.coordinator_auth {
-            request = request.basic_auth(&auth.user, auth.password.as_deref());
-        }
-        let status = match request.send().await {
-            Ok(answer) => Some(answer.status().as_u16()),
-            Err(e) => {
-                tracing::debug!(cluster = %config.clusters[cluster].name, "query check failed: {}", describe(&e));
-                None
-            }
-        };
-        match judge(status) {
+        let url = format!("{url}/v1/query/{query}");
+        let request = query_request(&client, &url, timeout, ROUTER_USER, config.coordinator_auth.as_ref());
+        match ask(request, &config.clusters[cluster].name).await {
             Answer::Holds => Some(true),
             Answer::NotHere => Some(false),
             Answer::Silent => None,
@@ -218,4 +198,31 @@ impl QueryLookup {
     fn client_for(&self, base: &str, tls: &CoordinatorTls) -> Result<reqwest::Client, String> {
         self.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).client(base, tls)
     }
+}
+
+/// `GET /v1/query/{id}` (`url`) as `user`, with the coordinators' credentials when the config has them.
+fn query_request(
+    client: &reqwest::Client,
+    url: &str,
+    timeout: Duration,
+    user: &str,
+    auth: Option<&Credentials>,
+) -> reqwest::RequestBuilder {
+    let request = client.get(url).timeout(timeout).header("X-Trino-User", user);
+    match auth {
+        Some(auth) => request.basic_auth(&auth.user, auth.password.as_deref()),
+        None => request,
+    }
+}
+
+/// Sends a query request to `cluster`'s coordinator and judges its answer ([`judge`]).
+async fn ask(request: reqwest::RequestBuilder, cluster: &str) -> Answer {
+    let status = match request.send().await {
+        Ok(answer) => Some(answer.status().as_u16()),
+        Err(e) => {
+            tracing::debug!(cluster, "query lookup failed: {}", describe(&e));
+            None
+        }
+    };
+    judge(status)
 }
